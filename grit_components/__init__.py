@@ -1,0 +1,22 @@
+"""grit-components: one GRIT model (GritLM) that embeds, reranks and generates in RAG pipelines."""
+
+from grit_components.components import GritEmbedder, GritGenerator
+from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, TruncationWarning
+from grit_components.generation import GenerationResult
+from grit_components.models import DEFAULT_MODEL, GritModel, ModelNotAvailableError
+from grit_components.registry import ModelHandle, ModelRegistry, default_registry, load_model
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_QUERY_INSTRUCTION",
+    "GenerationResult",
+    "GritEmbedder",
+    "GritGenerator",
+    "GritModel",
+    "ModelHandle",
+    "ModelNotAvailableError",
+    "ModelRegistry",
+    "TruncationWarning",
+    "default_registry",
+    "load_model",
+]

@@ -1,0 +1,128 @@
+"""Framework-free components: what the Haystack and LlamaIndex adapters wrap.
+
+Each holds a `ModelHandle` (the model is shared through the registry and loaded on `warm_up` or
+first use), keeps its settings, and calls the core. No framework types appear here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from grit_components._checks import check_int, check_str, check_texts
+from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION
+from grit_components.generation import GenerationResult, Messages, StreamingCallback
+from grit_components.models import DEFAULT_MODEL, GritModel
+from grit_components.registry import ModelHandle, ModelRegistry
+
+
+class _UsesModel:
+    """Common part: the model handle, `warm_up` (idempotent) and `close`."""
+
+    def __init__(self, model: str, *, device: str | None, dtype: str | torch.dtype | None, revision: str | None,
+                 token: str | None, trust_remote_code: bool, registry: ModelRegistry | None) -> None:
+        self.handle = ModelHandle(model, device=device, dtype=dtype, revision=revision, token=token,
+                                  trust_remote_code=trust_remote_code, registry=registry)
+
+    def warm_up(self) -> None:
+        """Load (or attach to) the shared model. Calling it again does nothing."""
+        self.handle.get()
+
+    @property
+    def model(self) -> GritModel:
+        return self.handle.get()
+
+    def close(self) -> None:
+        """Release this component's reference to the shared model."""
+        self.handle.close()
+
+
+class GritEmbedder(_UsesModel):
+    """Embeds queries (with an instruction) and documents (usually without) with one GRIT model.
+
+    Usage:
+        >>> embedder = GritEmbedder("smollm2-135m-instruct")
+        >>> docs = embedder.embed_documents(["Paris is the capital of France."])
+        >>> query = embedder.embed_query("capital of France")
+        >>> scores = docs @ query  # cosine similarity (embeddings are normalised)
+
+    :param model: hub id, local directory, GGUF file or packaged alias.
+    :param query_instruction: instruction for queries.
+    :param document_instruction: instruction for documents ("" = none, as in the GRIT paper).
+    :param batch_size: texts per forward pass.
+    :param max_length: longest input in tokens, instruction included.
+    :param normalize: L2-normalise embeddings.
+    :param truncation: "warn" or "error" for texts longer than max_length.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, query_instruction: str = DEFAULT_QUERY_INSTRUCTION,
+                 document_instruction: str = "", batch_size: int = 32, max_length: int = 512, normalize: bool = True,
+                 truncation: str = "warn", device: str | None = None, dtype: str | torch.dtype | None = None,
+                 revision: str | None = None, token: str | None = None, trust_remote_code: bool = False,
+                 registry: ModelRegistry | None = None) -> None:
+        super().__init__(model, device=device, dtype=dtype, revision=revision, token=token,
+                         trust_remote_code=trust_remote_code, registry=registry)
+        self.query_instruction = check_str("query_instruction", query_instruction)
+        self.document_instruction = check_str("document_instruction", document_instruction)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.max_length = check_int("max_length", max_length, minimum=2)
+        self.normalize = normalize
+        self.truncation = truncation
+
+    def _embed(self, texts: Sequence[str], instruction: str, progress_bar: bool) -> np.ndarray:
+        return self.model.embed(texts, instruction=instruction, batch_size=self.batch_size, max_length=self.max_length,
+                                normalize=self.normalize, progress_bar=progress_bar, truncation=self.truncation)
+
+    def embed_query(self, query: str) -> np.ndarray:
+        """Embedding of one query, shape (dim,)."""
+        check_str("query", query, allow_empty=False)
+        return self._embed([query], self.query_instruction, False)[0]
+
+    def embed_queries(self, queries: Sequence[str], *, progress_bar: bool = False) -> np.ndarray:
+        """Embeddings of several queries, shape (n, dim)."""
+        return self._embed(check_texts("queries", queries), self.query_instruction, progress_bar)
+
+    def embed_documents(self, documents: Sequence[str], *, progress_bar: bool = False) -> np.ndarray:
+        """Embeddings of document texts, shape (n, dim)."""
+        return self._embed(check_texts("documents", documents), self.document_instruction, progress_bar)
+
+
+class GritGenerator(_UsesModel):
+    """Chat generation with a GRIT model (GRIT chat format for GritLM, the tokenizer's template otherwise).
+
+    Usage:
+        >>> generator = GritGenerator("smollm2-135m-instruct", max_new_tokens=32)
+        >>> generator.generate("What is the capital of France?").text
+
+    :param model: hub id, local directory, GGUF file or packaged alias.
+    :param max_new_tokens, temperature, top_p, stop_words: defaults for every call; each call may override them.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 top_p: float = 1.0, stop_words: Sequence[str] | None = None, device: str | None = None,
+                 dtype: str | torch.dtype | None = None, revision: str | None = None, token: str | None = None,
+                 trust_remote_code: bool = False, registry: ModelRegistry | None = None) -> None:
+        super().__init__(model, device=device, dtype=dtype, revision=revision, token=token,
+                         trust_remote_code=trust_remote_code, registry=registry)
+        from grit_components.generation import check_generation_args
+
+        self.stop_words = check_generation_args(max_new_tokens, temperature, top_p, stop_words)
+        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+
+    def generation_kwargs(self, overrides: dict | None = None) -> dict:
+        """Defaults merged with per-call overrides (unknown keys are a ValueError naming them)."""
+        merged = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                  "stop_words": self.stop_words, "seed": None}
+        unknown = set(overrides or {}) - set(merged)
+        if unknown:
+            raise ValueError(f"unknown generation kwargs {sorted(unknown)}; supported: {sorted(merged)}")
+        merged.update(overrides or {})
+        return merged
+
+    def generate(self, messages: Messages, *, streaming_callback: StreamingCallback | None = None,
+                 **generation_kwargs) -> GenerationResult:
+        """Answer `messages` (a str or a list of {"role", "content"} dicts)."""
+        return self.model.generate(messages, streaming_callback=streaming_callback,
+                                   **self.generation_kwargs(generation_kwargs))

