@@ -1,0 +1,116 @@
+"""GritEmbedding: a LlamaIndex `BaseEmbedding` backed by the core `GritEmbedder` (one shared GRIT model)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, List, Optional
+
+from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+
+from grit_components.components import GritEmbedder
+from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION
+from grit_components.models import DEFAULT_MODEL
+from grit_components.registry import ModelRegistry
+
+
+class GritEmbedding(BaseEmbedding):
+    """Embeddings from a GRIT model (GritLM): bidirectional attention, mean pooling over the text tokens.
+
+    Queries get `query_instruction`, documents (node text) get `text_instruction` (none by default, as in
+    the GRIT paper). The model is loaded on first use and shared, through the `grit_components` registry,
+    with every `GritRerank` and `GritLLM` naming the same model: one copy of the weights serves all three.
+
+    Examples:
+        ```python
+        from llama_index.core import Settings
+        from llama_index.embeddings.grit import GritEmbedding
+
+        Settings.embed_model = GritEmbedding(
+            model_name="smollm2-135m-instruct",
+            query_instruction="Given a short description, retrieve the Wikipedia passage about the entity it describes",
+        )
+        vector = Settings.embed_model.get_query_embedding("Temple on the Athenian Acropolis, Greece")
+        ```
+
+    :param model_name: hub id (`GritLM/GritLM-7B`), local directory, GGUF file or packaged alias.
+    :param query_instruction: instruction put before every query.
+    :param text_instruction: instruction put before every document text ("" = none).
+    :param embed_batch_size: texts per forward pass.
+    :param max_length: longest input in tokens, instruction included; longer texts are cut with a warning.
+    :param normalize: L2-normalise embeddings (cosine similarity = dot product).
+    :param store_kv_cache: also keep each document's KV states from the embedding pass in the model's KV
+        store, so a `GritQueryEngine` with `cache_source="embedding"` reuses them (needs the KV caching core).
+    :param device: "cpu", "cuda", "mps"...; default: an accelerator if present.
+    :param dtype: "float32", "bfloat16" or "float16"; default: float32 on CPU, bfloat16 elsewhere.
+    :param revision: hub revision.
+    :param trust_remote_code: allow model code from the hub repository.
+    :param token: hub token for private models (not serialised).
+    :param registry: a `grit_components.ModelRegistry` other than the default one (not serialised).
+    """
+
+    model_name: str = Field(default=DEFAULT_MODEL, description="Hub id, local directory, GGUF file or packaged alias.")
+    query_instruction: str = Field(default=DEFAULT_QUERY_INSTRUCTION, description="Instruction put before queries.")
+    text_instruction: str = Field(default="", description="Instruction put before document texts ('' = none).")
+    embed_batch_size: int = Field(default=32, gt=0, description="Texts per forward pass.")
+    max_length: int = Field(default=512, ge=2, description="Longest input in tokens, instruction included.")
+    normalize: bool = Field(default=True, description="L2-normalise embeddings.")
+    store_kv_cache: bool = Field(
+        default=False, description="Keep document KV states from the embedding pass for cache-aware generation."
+    )
+    device: Optional[str] = Field(default=None, description="Torch device; default: accelerator if present.")
+    dtype: Optional[str] = Field(default=None, description="float32, bfloat16 or float16; default by device.")
+    revision: Optional[str] = Field(default=None, description="Hub revision (branch, tag or commit).")
+    trust_remote_code: bool = Field(default=False, description="Allow model code from the hub repository.")
+
+    _embedder: GritEmbedder = PrivateAttr()
+
+    def __init__(self, model_name: str = DEFAULT_MODEL, *, token: Optional[str] = None,
+                 registry: Optional[ModelRegistry] = None, **kwargs: Any) -> None:
+        super().__init__(model_name=model_name, **kwargs)
+        self._embedder = GritEmbedder(
+            self.model_name, query_instruction=self.query_instruction, document_instruction=self.text_instruction,
+            batch_size=self.embed_batch_size, max_length=self.max_length, normalize=self.normalize,
+            device=self.device, dtype=self.dtype, revision=self.revision, token=token,
+            trust_remote_code=self.trust_remote_code, registry=registry)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "GritEmbedding"
+
+    @property
+    def embedder(self) -> GritEmbedder:
+        """The core `GritEmbedder` this class wraps."""
+        return self._embedder
+
+    def warm_up(self) -> None:
+        """Load (or attach to) the shared model now instead of on first use."""
+        self._embedder.warm_up()
+
+    def close(self) -> None:
+        """Release this object's reference to the shared model."""
+        self._embedder.close()
+
+    def _get_query_embedding(self, query: str) -> Embedding:
+        return self._embedder.embed_query(query).tolist()
+
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        return await asyncio.to_thread(self._get_query_embedding, query)
+
+    def _get_text_embedding(self, text: str) -> Embedding:
+        return self._get_text_embeddings([text])[0]
+
+    async def _aget_text_embedding(self, text: str) -> Embedding:
+        return await asyncio.to_thread(self._get_text_embedding, text)
+
+    def _get_text_embeddings(self, texts: List[str]) -> List[Embedding]:
+        if not texts:
+            return []
+        if self.store_kv_cache:
+            vectors = self._embedder.embed_documents(texts, store_kv_cache=True)
+        else:
+            vectors = self._embedder.embed_documents(texts)
+        return vectors.tolist()
+
+    async def _aget_text_embeddings(self, texts: List[str]) -> List[Embedding]:
+        return await asyncio.to_thread(self._get_text_embeddings, texts)
