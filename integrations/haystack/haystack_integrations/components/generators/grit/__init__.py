@@ -1,0 +1,6 @@
+# SPDX-FileCopyrightText: 2026-present grit-components developers
+#
+# SPDX-License-Identifier: Apache-2.0
+from haystack_integrations.components.generators.grit.chat_generator import GritChatGenerator
+
+__all__ = ["GritChatGenerator"]

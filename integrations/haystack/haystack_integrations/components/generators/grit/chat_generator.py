@@ -1,0 +1,297 @@
+# SPDX-FileCopyrightText: 2026-present grit-components developers
+#
+# SPDX-License-Identifier: Apache-2.0
+"""Haystack chat generator for GRIT models, optionally reusing the KV caches of retrieved documents."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any
+
+from haystack import Document, component, default_from_dict, default_to_dict
+from haystack.dataclasses import ChatMessage, ComponentInfo, StreamingChunk
+from haystack.dataclasses.streaming_chunk import StreamingCallbackT, select_streaming_callback
+from haystack.utils import (
+    ComponentDevice,
+    Secret,
+    deserialize_callable,
+    deserialize_secrets_inplace,
+    serialize_callable,
+)
+
+from grit_components import DEFAULT_MODEL, GritGenerator
+from grit_components._checks import check_choice, check_str
+
+CACHE_MODES = ("none", "query", "doc", "query_doc", "doc_query", "multi_doc")
+CACHE_SOURCES = ("embedding", "causal")
+GENERATION_KWARGS = ("max_new_tokens", "temperature", "top_p", "stop_words", "seed")
+
+
+@component
+class GritChatGenerator:
+    """
+    Generates chat replies with a GRIT model such as GritLM (Haystack 3.x chat generator contract).
+
+    With `cache_mode="none"` (the default) it answers `messages`, usually built by a `ChatPromptBuilder`.
+    With a cache mode (`"doc"`, `"query"`, `"query_doc"`, `"doc_query"`, `"multi_doc"`) it answers `query`
+    from `documents` while reusing their key/value caches from the shared model's KV store (computing and
+    storing any that are missing): the prompt is then the GRIT RAG prompt, and `messages` is not needed.
+    `cache_source="embedding"` reuses the states of the embedding pass (GRIT paper, approximate);
+    `"causal"` uses a causal prefill (same output as uncached RAG).
+
+    ### Usage example
+
+    ```python
+    from haystack.dataclasses import ChatMessage
+    from haystack_integrations.components.generators.grit import GritChatGenerator
+
+    generator = GritChatGenerator(model="smollm2-135m-instruct", generation_kwargs={"max_new_tokens": 16})
+    result = generator.run([ChatMessage.from_user("What is the capital of France?")])
+    print(result["replies"][0].text)
+    ```
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        generation_kwargs: dict[str, Any] | None = None,
+        streaming_callback: StreamingCallbackT | None = None,
+        cache_mode: str = "none",
+        cache_source: str = "embedding",
+        device: ComponentDevice | None = None,
+        dtype: str | None = None,
+        revision: str | None = None,
+        token: Secret | None = Secret.from_env_var(["HF_API_TOKEN", "HF_TOKEN"], strict=False),
+        trust_remote_code: bool = False,
+    ) -> None:
+        """
+        Creates a GritChatGenerator. Nothing is loaded until `warm_up` (or the first `run`).
+
+        :param model: Hugging Face hub id (e.g. `GritLM/GritLM-7B`), local model directory, GGUF file or the
+            packaged alias `smollm2-135m-instruct`.
+        :param generation_kwargs: Defaults for every call: `max_new_tokens` (256), `temperature` (0.0 =
+            greedy), `top_p` (1.0), `stop_words` (none) and `seed`. `run` may override them.
+        :param streaming_callback: Called with a `StreamingChunk` for each piece of generated text.
+        :param cache_mode: `"none"`, or the RAG KV caching mode: `"query"`, `"doc"`, `"query_doc"`,
+            `"doc_query"` or `"multi_doc"`.
+        :param cache_source: Where reused caches come from: `"embedding"` (the embedding pass) or `"causal"`.
+        :param device: The device to load the model on; `None` picks the best available one.
+        :param dtype: `"float32"`, `"bfloat16"` or `"float16"`; `None` means float32 on CPU, bfloat16 elsewhere.
+        :param revision: Hub revision (branch, tag or commit) of the model.
+        :param token: Hugging Face token for private models.
+        :param trust_remote_code: Allow model code from the hub repository.
+        """
+        self.model = check_str("model", model, allow_empty=False)
+        self.generation_kwargs = self._check_generation_kwargs(generation_kwargs)
+        if streaming_callback is not None and not callable(streaming_callback):
+            raise TypeError("streaming_callback must be callable")
+        self.streaming_callback = streaming_callback
+        self.cache_mode = check_choice("cache_mode", cache_mode, CACHE_MODES)
+        self.cache_source = check_choice("cache_source", cache_source, CACHE_SOURCES)
+        if device is not None and not isinstance(device, ComponentDevice):
+            raise TypeError(f"device must be a ComponentDevice or None, not {type(device).__name__}")
+        self.device = device
+        self.dtype = dtype
+        self.revision = revision
+        self.token = token
+        self.trust_remote_code = trust_remote_code
+        self._generator: GritGenerator | None = None
+
+    @staticmethod
+    def _check_generation_kwargs(kwargs: dict[str, Any] | None) -> dict[str, Any]:
+        if kwargs is None:
+            return {}
+        if not isinstance(kwargs, dict):
+            raise TypeError(f"generation_kwargs must be a dict, not {type(kwargs).__name__}")
+        unknown = sorted(set(kwargs) - set(GENERATION_KWARGS))
+        if unknown:
+            raise ValueError(f"unknown generation_kwargs {unknown}; supported: {list(GENERATION_KWARGS)}")
+        return dict(kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """
+        Serializes the component to a dictionary.
+
+        :returns: Dictionary with serialized data.
+        """
+        callback = serialize_callable(self.streaming_callback) if self.streaming_callback is not None else None
+        return default_to_dict(
+            self,
+            model=self.model,
+            generation_kwargs=self.generation_kwargs,
+            streaming_callback=callback,
+            cache_mode=self.cache_mode,
+            cache_source=self.cache_source,
+            device=self.device.to_dict() if self.device is not None else None,
+            dtype=self.dtype,
+            revision=self.revision,
+            token=self.token.to_dict() if self.token is not None else None,
+            trust_remote_code=self.trust_remote_code,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GritChatGenerator:
+        """
+        Deserializes the component from a dictionary.
+
+        :param data: Dictionary to deserialize from.
+        :returns: Deserialized component.
+        """
+        init_params = data.get("init_parameters", {})
+        if init_params.get("device") is not None:
+            init_params["device"] = ComponentDevice.from_dict(init_params["device"])
+        if init_params.get("streaming_callback"):
+            init_params["streaming_callback"] = deserialize_callable(init_params["streaming_callback"])
+        deserialize_secrets_inplace(init_params, keys=["token"])
+        return default_from_dict(cls, data)
+
+    def warm_up(self) -> None:
+        """Loads the model (or attaches to the copy already loaded by another component). Idempotent."""
+        if self._generator is None:
+            options: dict[str, Any] = {}
+            if self.cache_mode != "none" or self.cache_source != "embedding":
+                parameters = inspect.signature(GritGenerator).parameters
+                if "cache_mode" not in parameters:
+                    raise NotImplementedError(
+                        f"cache_mode={self.cache_mode!r} needs a grit-components version with KV caching")
+                options = {"cache_mode": self.cache_mode, "cache_source": self.cache_source}
+            self._generator = GritGenerator(
+                self.model,
+                device=self.device.to_torch_str() if self.device is not None else None,
+                dtype=self.dtype,
+                revision=self.revision,
+                token=self.token.resolve_value() if self.token is not None else None,
+                trust_remote_code=self.trust_remote_code,
+                **options,
+            )
+        self._generator.warm_up()
+
+    @property
+    def generator(self) -> GritGenerator:
+        """The core generator this component wraps (available after `warm_up`)."""
+        self.warm_up()
+        assert self._generator is not None
+        return self._generator
+
+    @staticmethod
+    def _to_core_messages(messages: list[ChatMessage] | str) -> str | list[dict[str, str]]:
+        if isinstance(messages, str):
+            return messages
+        if not isinstance(messages, list) or not all(isinstance(m, ChatMessage) for m in messages):
+            raise TypeError("messages must be a str or a list of ChatMessage")
+        converted = []
+        for message in messages:
+            if message.text is None:
+                raise ValueError(f"GritChatGenerator supports text messages only; got a {message.role.value} "
+                                 "message without text (tool calls and images are not supported)")
+            converted.append({"role": message.role.value, "content": message.text})
+        return converted
+
+    def _prepare(self, messages, generation_kwargs, documents, query):
+        kwargs = {**self.generation_kwargs, **self._check_generation_kwargs(generation_kwargs)}
+        if documents is not None and (
+            not isinstance(documents, list) or not all(isinstance(d, Document) for d in documents)
+        ):
+            raise TypeError("documents must be a list of Document")
+        if query is not None and not isinstance(query, str):
+            raise TypeError(f"query must be a str, not {type(query).__name__}")
+        rag = query is not None and documents is not None and (self.cache_mode != "none" or messages is None)
+        if not rag:
+            if messages is None:
+                raise ValueError("GritChatGenerator needs `messages`, or `query` and `documents`")
+            if self.cache_mode != "none" and query is None:
+                raise ValueError(f"cache_mode={self.cache_mode!r} needs the `query` (and `documents`) inputs")
+            core_messages = self._to_core_messages(messages)
+            if not core_messages:
+                raise ValueError("messages must not be empty")
+            return None, core_messages, kwargs
+        if not hasattr(self.generator, "answer"):
+            raise NotImplementedError("answering from `query` and `documents` needs a grit-components version "
+                                      "with RAG caching")
+        return (query, [doc.content or "" for doc in documents]), None, kwargs
+
+    def _generate(self, messages, kwargs, documents, query, emit):
+        rag, core_messages, kwargs = self._prepare(messages, kwargs, documents, query)
+        info = ComponentInfo.from_component(self)
+        callback = None
+        if emit is not None:
+            def callback(piece: str) -> None:
+                emit(StreamingChunk(content=piece, component_info=info))
+
+        if rag is None:
+            result = self.generator.generate(core_messages, streaming_callback=callback, **kwargs)
+        else:
+            result = self.generator.answer(rag[0], rag[1], streaming_callback=callback, **kwargs)
+        if emit is not None:
+            emit(StreamingChunk(content="", component_info=info, finish_reason=result.finish_reason))
+        meta: dict[str, Any] = {
+            "model": self.model,
+            "finish_reason": result.finish_reason,
+            "usage": dict(result.usage),
+            "timings": dict(result.timings),
+            "cache_mode": self.cache_mode if rag is not None else "none",
+        }
+        cache = getattr(result, "cache", None) or getattr(result, "cache_stats", None)
+        if cache:
+            meta["cache"] = cache if isinstance(cache, dict) else getattr(cache, "__dict__", str(cache))
+        return {"replies": [ChatMessage.from_assistant(result.text, meta=meta)]}
+
+    @component.output_types(replies=list[ChatMessage])
+    def run(
+        self,
+        messages: list[ChatMessage] | str | None = None,
+        generation_kwargs: dict[str, Any] | None = None,
+        streaming_callback: StreamingCallbackT | None = None,
+        documents: list[Document] | None = None,
+        query: str | None = None,
+    ) -> dict[str, list[ChatMessage]]:
+        """
+        Generates a reply.
+
+        :param messages: The conversation (a list of ChatMessage, or a str for one user message). Not needed
+            when `query` and `documents` are given to a generator with a cache mode.
+        :param generation_kwargs: Overrides of the init `generation_kwargs` for this call.
+        :param streaming_callback: Overrides the init streaming callback for this call.
+        :param documents: Retrieved documents to answer from (used with a cache mode, or without messages).
+        :param query: The question to answer from `documents`.
+        :returns: A dictionary with the key `replies`: one assistant ChatMessage whose `meta` holds `model`,
+            `finish_reason`, `usage`, `timings` (seconds) and, with a cache mode, cache statistics.
+        :raises TypeError: If an input has the wrong type.
+        :raises ValueError: If nothing to answer is given, or a generation kwarg is unknown or invalid.
+        """
+        emit = select_streaming_callback(self.streaming_callback, streaming_callback, requires_async=False)
+        return self._generate(messages, generation_kwargs, documents, query, emit)
+
+    @component.output_types(replies=list[ChatMessage])
+    async def run_async(
+        self,
+        messages: list[ChatMessage] | str | None = None,
+        generation_kwargs: dict[str, Any] | None = None,
+        streaming_callback: StreamingCallbackT | None = None,
+        documents: list[Document] | None = None,
+        query: str | None = None,
+    ) -> dict[str, list[ChatMessage]]:
+        """
+        Asynchronously generates a reply (generation runs in a worker thread; an async streaming callback is
+        awaited on the caller's event loop).
+
+        :param messages: See `run`.
+        :param generation_kwargs: See `run`.
+        :param streaming_callback: See `run`; may be a coroutine function.
+        :param documents: See `run`.
+        :param query: See `run`.
+        :returns: A dictionary with the key `replies`.
+        """
+        selected = select_streaming_callback(self.streaming_callback, streaming_callback, requires_async=True)
+        emit = None
+        if selected is not None:
+            loop = asyncio.get_running_loop()
+            if inspect.iscoroutinefunction(selected):
+                def emit(chunk: StreamingChunk) -> None:
+                    asyncio.run_coroutine_threadsafe(selected(chunk), loop).result()
+            else:
+                def emit(chunk: StreamingChunk) -> None:
+                    loop.call_soon_threadsafe(selected, chunk)
+        return await asyncio.to_thread(self._generate, messages, generation_kwargs, documents, query, emit)
