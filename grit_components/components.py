@@ -11,8 +11,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from grit_components._checks import check_int, check_str, check_texts
+from grit_components._checks import check_choice, check_int, check_str, check_texts
+from grit_components import templates
 from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION
+from grit_components.embedding import embed as model_embed
 from grit_components.generation import GenerationResult, Messages, StreamingCallback
 from grit_components.models import DEFAULT_MODEL, GritModel
 from grit_components.registry import ModelHandle, ModelRegistry
@@ -84,9 +86,40 @@ class GritEmbedder(_UsesModel):
         """Embeddings of several queries, shape (n, dim)."""
         return self._embed(check_texts("queries", queries), self.query_instruction, progress_bar)
 
-    def embed_documents(self, documents: Sequence[str], *, progress_bar: bool = False) -> np.ndarray:
-        """Embeddings of document texts, shape (n, dim)."""
-        return self._embed(check_texts("documents", documents), self.document_instruction, progress_bar)
+    def embed_documents(self, documents: Sequence[str], *, progress_bar: bool = False,
+                        store_kv_cache: bool = False) -> np.ndarray:
+        """Embeddings of document texts, shape (n, dim).
+
+        With `store_kv_cache=True` the key/value states of the embedding pass go to the model's KV store
+        (source "embedding"), where `GritGenerator.answer` finds them. Needs `document_instruction=""`
+        (the cached format is `BOS <|embed|>\\n{text}`); a document cut at `max_length` is not stored
+        (answers use the whole document, so its cache would never match), so set `max_length` to cover
+        your documents (up to the model's context length) to cache long ones.
+        """
+        documents = check_texts("documents", documents)
+        if not isinstance(store_kv_cache, bool):
+            raise TypeError(f"store_kv_cache must be a bool, not {type(store_kv_cache).__name__}")
+        if not store_kv_cache:
+            return self._embed(documents, self.document_instruction, progress_bar)
+        if self.document_instruction:
+            raise ValueError("store_kv_cache=True needs document_instruction='' (RAG caches hold the states of "
+                             "`BOS <|embed|>\\n{text}`, the GRIT document format)")
+        from grit_components.kv_cache import DocumentKVCache
+
+        model = self.model
+        store = model.kv_store
+
+        def keep(index: int, ids: list[int], layers) -> None:
+            # A cut document has fewer ids than `answer` would look up: storing it would only waste memory.
+            if len(ids) >= self.max_length and len(model.tokenize(documents[index])) > len(ids) - (
+                    len(model.bos_ids) + len(model.tokenize(templates.embed_prefix("")))):
+                return
+            store.put(DocumentKVCache(tuple(ids), tuple(k for k, _ in layers), tuple(v for _, v in layers),
+                                      "embedding", model.fingerprint))
+
+        return model_embed(model, documents, instruction="", batch_size=self.batch_size, max_length=self.max_length,
+                           normalize=self.normalize, progress_bar=progress_bar, truncation=self.truncation,
+                           kv_callback=keep)
 
 
 class GritGenerator(_UsesModel):
@@ -98,18 +131,26 @@ class GritGenerator(_UsesModel):
 
     :param model: hub id, local directory, GGUF file or packaged alias.
     :param max_new_tokens, temperature, top_p, stop_words: defaults for every call; each call may override them.
+    :param cache_mode: default RAG cache mode of `answer` ("none", "query", "doc", "query_doc", "doc_query",
+        "multi_doc"; see `grit_components.rag.CacheMode`).
+    :param cache_source: default source of cached states: "embedding" (GRIT paper) or "causal" (exact).
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, *, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, stop_words: Sequence[str] | None = None, device: str | None = None,
                  dtype: str | torch.dtype | None = None, revision: str | None = None, token: str | None = None,
-                 trust_remote_code: bool = False, registry: ModelRegistry | None = None) -> None:
+                 trust_remote_code: bool = False, registry: ModelRegistry | None = None,
+                 cache_mode: str = "none", cache_source: str = "embedding") -> None:
         super().__init__(model, device=device, dtype=dtype, revision=revision, token=token,
                          trust_remote_code=trust_remote_code, registry=registry)
         from grit_components.generation import check_generation_args
+        from grit_components.kv_cache import SOURCES
+        from grit_components.rag import check_mode
 
         self.stop_words = check_generation_args(max_new_tokens, temperature, top_p, stop_words)
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.cache_mode = check_mode(cache_mode).value
+        self.cache_source = check_choice("cache_source", cache_source, SOURCES)
 
     def generation_kwargs(self, overrides: dict | None = None) -> dict:
         """Defaults merged with per-call overrides (unknown keys are a ValueError naming them)."""
@@ -126,3 +167,23 @@ class GritGenerator(_UsesModel):
         """Answer `messages` (a str or a list of {"role", "content"} dicts)."""
         return self.model.generate(messages, streaming_callback=streaming_callback,
                                    **self.generation_kwargs(generation_kwargs))
+
+    def answer(self, query: str, documents: Sequence[str], *, mode: str | None = None, source: str | None = None,
+               order: str = "doc_first", streaming_callback: StreamingCallback | None = None,
+               **generation_kwargs):
+        """Answer `query` from retrieved `documents`, reusing cached key/value states per `mode`.
+
+        :param query: the question.
+        :param documents: retrieved document texts, best first ([] with mode "none" = no retrieval).
+        :param mode: cache mode for this call (default: `cache_mode`).
+        :param source: cache source for this call (default: `cache_source`).
+        :param order: prompt order of mode "none": "doc_first" or "query_first".
+        :param streaming_callback: called with each new piece of text.
+        :param generation_kwargs: overrides of max_new_tokens, temperature, top_p, stop_words, seed.
+        :returns: a `grit_components.rag.RagResult` (text, finish_reason, usage, timings, stats).
+        """
+        from grit_components.rag import answer
+
+        return answer(self.model, query, documents, mode=self.cache_mode if mode is None else mode,
+                      source=self.cache_source if source is None else source, order=order,
+                      streaming_callback=streaming_callback, **self.generation_kwargs(generation_kwargs))

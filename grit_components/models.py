@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+_KV_STORE_LOCK = threading.Lock()
 ChatFormat = Literal["auto", "grit", "template"]
 
 
@@ -298,6 +300,23 @@ class GritModel:
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    @property
+    def kv_store(self):
+        """This model's `KVStore` of reusable key/value caches, created on first use.
+
+        One store per loaded model (registry entry), so every component sharing the model shares caches.
+        Configure it with `model.kv_store.configure(max_bytes=..., directory=...)`.
+        """
+        store = self.__dict__.get("_kv_store")
+        if store is None:
+            from grit_components.kv_cache import KVStore
+
+            with _KV_STORE_LOCK:
+                store = self.__dict__.get("_kv_store")
+                if store is None:
+                    store = self.__dict__["_kv_store"] = KVStore()
+        return store
 
     @property
     def dtype(self) -> torch.dtype:

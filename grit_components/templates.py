@@ -66,3 +66,56 @@ POINTWISE_RERANK = (
     "Query: {query}\nPassage: {passage}\n\n"
     "Answer with yes if the passage is relevant to the query, and no otherwise."
 )
+
+
+# RAG prompts (reference: ContextualAI/gritlm rag/eval.py). A cached text is `BOS + embed_prefix("") +
+# text`, exactly what GRIT embeds for a document; the uncached suffix after it starts with a newline
+# and then a user turn (GRIT chat format, or the model's own chat template) whose content is below.
+RAG_ANSWER_QUERY_FIRST = "Optionally using the prior context answer the query prior to it"
+RAG_ANSWER_DOC_FIRST = "Answer the prior query while optionally using the context prior to it"
+RAG_SUFFIX_LEAD = "\n"
+RAG_DOCUMENT_SEPARATOR = "\n\n"
+
+
+def rag_cached_text(text: str) -> str:
+    """Text (after BOS) whose key/value states a RAG cache holds: the document embedding format."""
+    return embed_prefix("") + text
+
+
+def rag_user_content(mode: str, query: str, document: str, *, order: str = "doc_first") -> str:
+    """Content of the user turn for a RAG cache mode (see `grit_components.rag.CacheMode`).
+
+    `document` is the (joined) document text that is NOT cached in this mode ("" when all are cached).
+    Mode "none" is uncached RAG (`order` "doc_first" or "query_first"), or no retrieval when `document`
+    is empty.
+    """
+    sep = RAG_DOCUMENT_SEPARATOR
+    if mode == "none":
+        if not document:
+            return query
+        if order == "query_first":
+            return f"{query}{sep}{document}{sep}{RAG_ANSWER_QUERY_FIRST}"
+        return f"{document}{sep}{query}{sep}{RAG_ANSWER_DOC_FIRST}"
+    if mode == "query":  # query cached, documents in the suffix
+        return f"{document}{sep}{RAG_ANSWER_QUERY_FIRST}"
+    if mode in ("doc", "multi_doc"):  # documents cached, query in the suffix
+        return f"{query}{sep}{RAG_ANSWER_DOC_FIRST}"
+    if mode == "query_doc":
+        return RAG_ANSWER_QUERY_FIRST
+    if mode == "doc_query":
+        return RAG_ANSWER_DOC_FIRST
+    raise ValueError(f"unknown RAG cache mode {mode!r}")
+
+# Listwise (RankGPT-style) reranking prompt, used by rerank.py. Identifiers are 1-based: [1] ... [num].
+LISTWISE_RERANK = (
+    "I will provide you with {num} passages, each indicated by a numerical identifier []. "
+    "Rank the passages based on their relevance to the search query: {query}.\n\n"
+    "{passages}\n\n"
+    "Search Query: {query}.\n"
+    "Rank the {num} passages above based on their relevance to the search query. All the passages should be "
+    "included and listed using identifiers, in descending order of relevance. The output format should be "
+    "[] > [], e.g., [2] > [1]. Only respond with the ranking results, do not say any word or explain."
+)
+LISTWISE_PASSAGE = "[{number}] {passage}"
+# The answer is started with this text, so even a small model begins with an identifier.
+LISTWISE_ANSWER_PREFIX = "["
