@@ -1,0 +1,126 @@
+"""GritLLM: LlamaIndex base-class checks, chat formatting, streaming and async parity with the core."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from llama_index.core.llms import ChatMessage, CustomLLM, LLM
+from llama_index.llms.grit import GritLLM
+
+from grit_components import GritGenerator, ModelRegistry
+from grit_components import generation as core_generation
+
+SYSTEM = ChatMessage(role="system", content="Answer in one word.")
+USER = ChatMessage(role="user", content="Name a prime number.")
+
+
+def test_class():
+    names = [cls.__name__ for cls in GritLLM.__mro__]
+    assert CustomLLM.__name__ in names and LLM.__name__ in names
+    assert GritLLM.class_name() == "GritLLM"
+
+
+def test_serialises_without_loading(tiny_grit_dir):
+    registry = ModelRegistry()
+    llm = GritLLM(tiny_grit_dir, max_new_tokens=7, temperature=0.5, top_p=0.9, stop_words=["\n\n"],
+                  generate_kwargs={"seed": 3}, chat_format="grit", context_window=1024, registry=registry)
+    data = llm.to_dict()
+    assert registry.loads == 0
+    assert {k: data[k] for k in ("class_name", "model_name", "max_new_tokens", "temperature", "top_p", "stop_words",
+                                 "generate_kwargs", "chat_format", "context_window")} == {
+        "class_name": "GritLLM", "model_name": tiny_grit_dir, "max_new_tokens": 7, "temperature": 0.5, "top_p": 0.9,
+        "stop_words": ["\n\n"], "generate_kwargs": {"seed": 3}, "chat_format": "grit", "context_window": 1024}
+    assert GritLLM.from_dict(data).to_dict() == data
+
+
+def test_bad_settings(tiny_grit_dir):
+    with pytest.raises(ValueError):
+        GritLLM(tiny_grit_dir, max_new_tokens=0)
+    with pytest.raises(ValueError, match="unknown generation kwargs"):
+        GritLLM(tiny_grit_dir, generate_kwargs={"beams": 2})
+    llm = GritLLM(tiny_grit_dir, max_new_tokens=4)
+    with pytest.raises(ValueError):
+        llm.complete("")
+    with pytest.raises(ValueError, match="role"):
+        llm.chat([ChatMessage(role="tool", content="42")])
+
+
+def test_metadata_from_model_config(tiny_grit_dir):
+    llm = GritLLM(tiny_grit_dir, max_new_tokens=9)
+    metadata = llm.metadata
+    assert metadata.context_window == llm.generator.model.model.config.max_position_embeddings == 4096
+    assert metadata.num_output == 9 and metadata.is_chat_model and metadata.model_name == tiny_grit_dir
+    assert GritLLM(tiny_grit_dir, context_window=1000).metadata.context_window == 1000
+
+
+def test_complete_and_chat_equal_the_core(tiny_template_dir):
+    llm = GritLLM(tiny_template_dir, max_new_tokens=12)
+    core = GritGenerator(tiny_template_dir, max_new_tokens=12)
+    completion = llm.complete("Name a prime number.")
+    expected = core.generate("Name a prime number.")
+    assert completion.text == expected.text and completion.text.strip()
+    assert completion.additional_kwargs["usage"] == expected.usage
+    chat = llm.chat([SYSTEM, USER])
+    assert chat.message.role == "assistant"
+    assert chat.message.content == core.generate([{"role": "system", "content": SYSTEM.content},
+                                                  {"role": "user", "content": USER.content}]).text
+    # per-call kwargs reach the core
+    assert llm.complete("Name a prime number.", max_new_tokens=3).additional_kwargs["usage"]["completion_tokens"] <= 3
+
+
+def test_grit_format_folds_system_messages(tiny_grit_dir, monkeypatch):
+    llm = GritLLM(tiny_grit_dir, max_new_tokens=6)
+    model = llm.generator.model
+    assert model.uses_grit_chat_format  # "auto" on a GritLM-named checkpoint
+    prompts = []
+    real = core_generation.generate_ids
+
+    def spy(model, prompt_ids, **kwargs):
+        prompts.append(list(prompt_ids))
+        return real(model, prompt_ids, **kwargs)
+
+    monkeypatch.setattr(core_generation, "generate_ids", spy)
+    with_system = llm.chat([SYSTEM, USER]).message.content
+    folded = llm.chat([ChatMessage(role="user", content=f"{SYSTEM.content}\n\n{USER.content}")]).message.content
+    assert prompts[0] == prompts[1] and with_system == folded
+    text = model.tokenizer.decode(prompts[0], skip_special_tokens=True)
+    assert text == f"<|user|>\n{SYSTEM.content}\n\n{USER.content}\n<|assistant|>\n"
+
+
+def test_chat_format_option_reaches_the_model(tiny_template_dir):
+    assert not GritLLM(tiny_template_dir, registry=ModelRegistry()).generator.model.uses_grit_chat_format
+    assert GritLLM(tiny_template_dir, chat_format="grit", registry=ModelRegistry()).generator.model.uses_grit_chat_format
+
+
+def test_streaming_equals_non_streaming(tiny_grit_dir):
+    llm = GritLLM(tiny_grit_dir, max_new_tokens=16)
+    full = llm.complete("Tell me about the Parthenon.").text
+    chunks = list(llm.stream_complete("Tell me about the Parthenon."))
+    assert len([c for c in chunks if c.delta]) > 1
+    assert "".join(c.delta for c in chunks) == chunks[-1].text == full
+    assert chunks[-1].additional_kwargs["usage"]["completion_tokens"] == 16
+    chat_full = llm.chat([SYSTEM, USER]).message.content
+    chat_chunks = list(llm.stream_chat([SYSTEM, USER]))
+    assert "".join(c.delta for c in chat_chunks) == chat_chunks[-1].message.content == chat_full
+
+
+def test_async_parity(tiny_grit_dir):
+    llm = GritLLM(tiny_grit_dir, max_new_tokens=8)
+
+    async def run():
+        completion = await llm.acomplete("Tell me about the Parthenon.")
+        chat = await llm.achat([SYSTEM, USER])
+        streamed = "".join([c.delta async for c in await llm.astream_complete("Tell me about the Parthenon.")])
+        streamed_chat = "".join([c.delta async for c in await llm.astream_chat([SYSTEM, USER])])
+        return completion.text, chat.message.content, streamed, streamed_chat
+
+    completion, chat, streamed, streamed_chat = asyncio.run(run())
+    assert completion == streamed == llm.complete("Tell me about the Parthenon.").text
+    assert chat == streamed_chat == llm.chat([SYSTEM, USER]).message.content
+
+
+def test_stream_errors_reach_the_consumer(tiny_grit_dir):
+    llm = GritLLM(tiny_grit_dir, max_new_tokens=4)
+    with pytest.raises(ValueError, match="context length"):
+        list(llm.stream_complete("word " * 5000))
