@@ -204,7 +204,10 @@ def normalize_device(device: str | None) -> str:
 def _check_decoder(config, spec: str) -> None:
     from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    if getattr(config, "is_encoder_decoder", False) or type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+    architectures = getattr(config, "architectures", None) or []
+    # A BERT-like config also maps to a causal-LM class; its saved architectures say what it really is.
+    saved_as_lm = not architectures or any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+    if getattr(config, "is_encoder_decoder", False) or type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING or not saved_as_lm:
         raise ValueError(
             f"model {spec!r} is a {config.model_type!r} model, not a decoder-only language model; "
             "GRIT needs one model that both embeds and generates (e.g. Mistral, Llama, Qwen2)"

@@ -1,0 +1,101 @@
+"""Chat generation: formats, stop words, streaming, finish reasons, bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from grit_components import templates
+from grit_components.generation import chat_prompt_ids, cut_at_stop_words, normalize_messages
+
+
+def test_grit_chat_format_folds_system_message():
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},
+                {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye?"}]
+    text = templates.grit_chat_prompt(messages, eos_token="</s>")
+    assert text == "<|user|>\nBe brief.\n\nHi?\n<|assistant|>\nHello.</s>\n<|user|>\nBye?\n<|assistant|>\n"
+    assert templates.fold_system_messages([{"role": "system", "content": "Only system"}]) == [
+        {"role": "user", "content": "Only system"}]
+
+
+def test_grit_chat_format_used_for_gritlm_models(tiny_llama_dir):
+    from grit_components import ModelRegistry
+
+    grit = ModelRegistry().acquire(str(tiny_llama_dir), chat_format="grit")
+    ids = chat_prompt_ids(grit, [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}])
+    assert ids[: len(grit.bos_ids)] == grit.bos_ids
+    assert grit.tokenizer.decode(ids[len(grit.bos_ids):]) == "<|user|>\nS\n\nQ\n<|assistant|>\n"
+
+
+def test_template_format_for_other_models(tiny_model):
+    assert not tiny_model.uses_grit_chat_format  # SmolLM2's tokenizer has a chat template
+    text = tiny_model.tokenizer.decode(chat_prompt_ids(tiny_model, "Q?"))
+    assert "<|im_start|>user\nQ?<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
+
+
+def test_length_finish_reason_and_usage(tiny_model):
+    result = tiny_model.generate("Say something long", max_new_tokens=5)
+    prompt_len = len(chat_prompt_ids(tiny_model, "Say something long"))
+    assert result.finish_reason == "length" and result.completion_tokens == 5
+    assert result.usage == {"prompt_tokens": prompt_len, "completion_tokens": 5, "total_tokens": prompt_len + 5}
+    assert 0 <= result.timings["time_to_first_token"] <= result.timings["total"]
+
+
+def test_greedy_is_deterministic_and_streaming_matches(tiny_model):
+    pieces: list[str] = []
+    streamed = tiny_model.generate("Hello there", max_new_tokens=16, streaming_callback=pieces.append)
+    plain = tiny_model.generate("Hello there", max_new_tokens=16)
+    assert streamed.text == plain.text and "".join(pieces) == plain.text
+
+
+def test_sampling_with_seed_is_reproducible(tiny_model):
+    a = tiny_model.generate("Hello", max_new_tokens=12, temperature=1.0, top_p=0.9, seed=3)
+    b = tiny_model.generate("Hello", max_new_tokens=12, temperature=1.0, top_p=0.9, seed=3)
+    assert a.text == b.text
+
+
+def test_cut_at_stop_words():
+    assert cut_at_stop_words("one two three", ["two", "three"]) == ("one ", True)
+    assert cut_at_stop_words("one", ["x"]) == ("one", False)
+
+
+@pytest.mark.parametrize(
+    ("messages", "kwargs", "error", "match"),
+    [
+        ("", {}, ValueError, "messages"),
+        ([], {}, ValueError, "messages"),
+        (None, {}, TypeError, "messages"),
+        ([{"role": "user"}], {}, TypeError, r"messages\[0\]"),
+        ([{"role": "tool", "content": "x"}], {}, ValueError, r"messages\[0\]"),
+        ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], {}, ValueError, "end with"),
+        ("hi", {"max_new_tokens": 0}, ValueError, "max_new_tokens"),
+        ("hi", {"max_new_tokens": "5"}, TypeError, "max_new_tokens"),
+        ("hi", {"temperature": -1}, ValueError, "temperature"),
+        ("hi", {"top_p": 0}, ValueError, "top_p"),
+        ("hi", {"top_p": 1.5}, ValueError, "top_p"),
+        ("hi", {"stop_words": "stop"}, TypeError, "stop_words"),
+        ("hi", {"stop_words": [""]}, ValueError, r"stop_words\[0\]"),
+    ],
+)
+def test_bad_inputs(tiny_model, messages, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        tiny_model.generate(messages, **kwargs)
+
+
+def test_prompt_longer_than_context_is_rejected(tiny_model):
+    with pytest.raises(ValueError, match="context length"):
+        tiny_model.generate("word " * 5000, max_new_tokens=4)
+
+
+def test_normalize_messages_str():
+    assert normalize_messages("hi") == [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.integration
+def test_smollm2_answers_and_stops(smol):
+    result = smol.generate("What is the capital of France? Answer in one word.", max_new_tokens=16)
+    assert "paris" in result.text.lower() and result.finish_reason == "stop"
+    pieces: list[str] = []
+    stopped = smol.generate("Count from 1 to 10, separated by commas.", max_new_tokens=40, stop_words=["5"],
+                            streaming_callback=pieces.append)
+    assert "5" not in stopped.text and "4" in stopped.text and stopped.finish_reason == "stop"
+    assert "".join(pieces) == stopped.text
