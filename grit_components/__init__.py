@@ -5,6 +5,7 @@ from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, TruncationWarni
 from grit_components.generation import GenerationResult
 from grit_components.models import DEFAULT_MODEL, GritModel, ModelNotAvailableError
 from grit_components.registry import ModelHandle, ModelRegistry, default_registry, load_model
+from grit_components.rerank import GritReranker, RankedDocument
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -12,10 +13,12 @@ __all__ = [
     "GenerationResult",
     "GritEmbedder",
     "GritGenerator",
+    "GritReranker",
     "GritModel",
     "ModelHandle",
     "ModelNotAvailableError",
     "ModelRegistry",
+    "RankedDocument",
     "TruncationWarning",
     "default_registry",
     "load_model",

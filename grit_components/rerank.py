@@ -1,0 +1,376 @@
+"""Two-stage reranking with one GRIT model: bi-encoder first, then the same model as a cross-encoder.
+
+Stage 1 (bi-encoder): the query is embedded with the query instruction and every document is scored
+by cosine similarity; a document's stored embedding is reused when the caller passes it, else it is
+embedded here. Stage 2 (cross-encoder) rescores the stage-1 top hits with the model's causal LM head:
+
+- pointwise (default): the relevance prompt `templates.POINTWISE_RERANK` in the model's chat format;
+  score = log p("yes") - log p("no") at the first answer position (a log-odds, so scores of different
+  calls are comparable; `scale_score=True` maps it through a sigmoid to p(yes | yes or no)). Every
+  candidate gets one forward pass, in length-sorted right-padded batches; the logit is read at each
+  row's last real token, so a batch gives the same scores as one passage at a time.
+- listwise: a RankGPT-style permutation prompt (`templates.LISTWISE_RERANK`) over a sliding window,
+  greedy generation, and a tolerant parser (`parse_ranking`): repeated, out-of-range or missing
+  identifiers are dropped or appended in their previous order. Score = 1 / (1 + final rank).
+
+Passages are cut by tokens (`max_passage_tokens`), never by characters.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from grit_components import templates
+from grit_components._checks import check_choice, check_float, check_int, check_str
+from grit_components.components import _UsesModel
+from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, length_sorted_batches, pad_batch
+from grit_components.generation import chat_prompt_ids, generate_ids
+from grit_components.models import DEFAULT_MODEL, GritModel
+from grit_components.registry import ModelRegistry
+
+FIRST_STAGES = ("bi_encoder", "none")
+CROSS_ENCODERS = ("pointwise", "listwise", "none")
+
+# The answer words as a chat model writes them at the start of its turn (no leading space); both
+# capitalisations count, since instruct models often answer "Yes"/"No".
+YES_WORDS = ("yes", "Yes")
+NO_WORDS = ("no", "No")
+
+
+@dataclass(frozen=True)
+class RankedDocument:
+    """One reranked document.
+
+    :param index: position of the document in the list given to `rerank`.
+    :param score: final score (cross-encoder score, or the first-stage score when there is no
+        cross-encoder); higher is more relevant.
+    :param first_stage_score: cosine similarity of the bi-encoder stage (None with `first_stage="none"`).
+    """
+
+    index: int
+    score: float
+    first_stage_score: float | None = None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building blocks (module functions: the evaluation harness and tests use them directly)
+
+
+def truncate_tokens(model: GritModel, text: str, max_tokens: int) -> str:
+    """`text` cut to its first `max_tokens` tokens (decoded back to text); unchanged when shorter."""
+    ids = model.tokenize(text)
+    if len(ids) <= max_tokens:
+        return text
+    return model.tokenizer.decode(ids[:max_tokens], skip_special_tokens=True)
+
+
+def answer_token_ids(model: GritModel, words: Sequence[str]) -> list[int]:
+    """Distinct first-token ids of `words` as produced at the start of an answer."""
+    ids: list[int] = []
+    for word in words:
+        tokens = model.tokenize(word)
+        if tokens and tokens[0] not in ids:
+            ids.append(tokens[0])
+    return ids
+
+
+def pointwise_prompt_ids(model: GritModel, query: str, passage: str, *, max_passage_tokens: int = 256) -> list[int]:
+    """Chat prompt ids of the pointwise relevance question, ending where the answer starts."""
+    text = templates.POINTWISE_RERANK.format(query=query, passage=truncate_tokens(model, passage, max_passage_tokens))
+    return chat_prompt_ids(model, text)
+
+
+def pointwise_scores(model: GritModel, query: str, passages: Sequence[str], *, batch_size: int = 8,
+                     max_passage_tokens: int = 256) -> np.ndarray:
+    """log p(yes) - log p(no) at the first answer position for each passage, shape (n,), float64.
+
+    "yes" and "no" each sum the probability of their capitalisations (`YES_WORDS`, `NO_WORDS`).
+    Prompts are run in length-sorted, right-padded batches; with right padding the real tokens keep
+    positions 0..L-1 and never attend to padding, so each row equals an unpadded forward.
+    """
+    if not passages:
+        return np.zeros(0, dtype=np.float64)
+    yes_ids, no_ids = answer_token_ids(model, YES_WORDS), answer_token_ids(model, NO_WORDS)
+    if not yes_ids or not no_ids or set(yes_ids) & set(no_ids):
+        raise ValueError(f"the tokenizer of {model.name!r} cannot tell 'yes' from 'no' at the answer start")
+    prompts = [pointwise_prompt_ids(model, query, p, max_passage_tokens=max_passage_tokens) for p in passages]
+    too_long = [i for i, p in enumerate(prompts) if len(p) >= model.context_length]
+    if too_long:
+        raise ValueError(f"pointwise prompt for passages[{too_long[0]}] exceeds the context length; lower max_passage_tokens")
+    scores = np.empty(len(prompts), dtype=np.float64)
+    lm_head = model.model.get_output_embeddings()
+    body = model.model.get_decoder()
+    with torch.inference_mode():
+        for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
+            ids, mask = pad_batch([prompts[i] for i in batch], model.pad_token_id, model.device)  # (B, T)
+            hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
+            last = mask.sum(dim=1) - 1  # (B,) index of each row's last real token
+            logits = lm_head(hidden[torch.arange(len(batch), device=hidden.device), last]).float()  # (B, V)
+            log_probs = torch.log_softmax(logits, dim=-1)
+            yes = torch.logsumexp(log_probs[:, yes_ids], dim=-1)
+            no = torch.logsumexp(log_probs[:, no_ids], dim=-1)
+            scores[batch] = (yes - no).double().cpu().numpy()
+    return scores
+
+
+_IDENTIFIER = re.compile(r"\[\s*(\d+)\s*\]")
+_BARE_NUMBER = re.compile(r"\d+")
+
+
+def parse_ranking(text: str, count: int) -> list[int]:
+    """A full permutation of range(count) read from a model's `[2] > [1] > [3]` answer.
+
+    Identifiers are 1-based. Bracketed identifiers are read when there are any, else bare numbers.
+    Out-of-range and repeated identifiers are dropped (the first mention counts); identifiers the
+    model left out follow in their previous order. An empty or unreadable answer keeps the order.
+    """
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    found = _IDENTIFIER.findall(text or "") or _BARE_NUMBER.findall(text or "")
+    order: list[int] = []
+    seen: set[int] = set()
+    for token in found:
+        index = int(token) - 1
+        if 0 <= index < count and index not in seen:
+            seen.add(index)
+            order.append(index)
+    return order + [i for i in range(count) if i not in seen]
+
+
+def listwise_prompt_ids(model: GritModel, query: str, passages: Sequence[str], *, max_passage_tokens: int = 128) -> list[int]:
+    """Chat prompt ids of the permutation prompt, ending after `LISTWISE_ANSWER_PREFIX`."""
+    listed = "\n".join(templates.LISTWISE_PASSAGE.format(number=i + 1, passage=truncate_tokens(model, p, max_passage_tokens))
+                       for i, p in enumerate(passages))
+    text = templates.LISTWISE_RERANK.format(num=len(passages), query=query, passages=listed)
+    return chat_prompt_ids(model, text) + model.tokenize(templates.LISTWISE_ANSWER_PREFIX)
+
+
+def listwise_order(model: GritModel, query: str, passages: Sequence[str], *, window_size: int = 10, step: int = 5,
+                   max_passage_tokens: int = 128, max_new_tokens: int | None = None) -> list[int]:
+    """Indices of `passages`, most relevant first, by RankGPT's sliding window (back to front).
+
+    Each window is ranked with one greedy generation and the parsed permutation is applied to it,
+    so the best passages bubble up to the front window.
+    """
+    order = list(range(len(passages)))
+    if len(order) <= 1:
+        return order
+    end = len(order)
+    start = max(0, end - window_size)
+    while True:
+        window = order[start:end]
+        prompt = listwise_prompt_ids(model, query, [passages[i] for i in window], max_passage_tokens=max_passage_tokens)
+        budget = max_new_tokens or 6 * len(window) + 4  # "[10] > " is about 5 tokens per identifier
+        answer = generate_ids(model, prompt, max_new_tokens=budget, temperature=0.0).text
+        permutation = parse_ranking(templates.LISTWISE_ANSWER_PREFIX + answer, len(window))
+        order[start:end] = [window[i] for i in permutation]
+        if start == 0:
+            return order
+        end -= step
+        start = max(0, end - window_size)
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+class GritReranker(_UsesModel):
+    """Rerank documents for a query with one GRIT model: bi-encoder, then cross-encoder on the top hits.
+
+    Usage:
+        >>> reranker = GritReranker("smollm2-135m-instruct", top_k=3)
+        >>> docs = ["Paris is the capital of France.", "Bananas are yellow.", "Berlin is in Germany."]
+        >>> [(r.index, round(r.score, 2)) for r in reranker.rerank("capital of France", docs)]
+
+    :param model: hub id, local directory, GGUF file or packaged alias (shared through the registry).
+    :param top_k: how many documents `rerank` returns by default.
+    :param first_stage: "bi_encoder" (cosine similarity of GRIT embeddings) or "none" (the input order
+        is the first-stage ranking).
+    :param first_stage_top_k: how many first-stage hits go to the cross-encoder (None = all). Only those
+        are returned, so at most `min(top_k, first_stage_top_k)` documents come back.
+    :param cross_encoder: "pointwise" (yes/no log-odds), "listwise" (permutation prompt) or "none".
+    :param query_instruction: instruction for the query embedding (use the task's own instruction).
+    :param document_instruction: instruction for documents embedded here ("" as in the GRIT paper).
+    :param embedding_max_length: longest embedding input in tokens (longer documents are cut, with a warning).
+    :param max_passage_tokens: passages are cut to this many tokens in cross-encoder prompts
+        (None = 256 for pointwise, 128 for listwise).
+    :param batch_size: prompts / texts per forward pass.
+    :param window_size: listwise: passages per prompt.
+    :param step: listwise: how far the window moves towards the front each time.
+    :param scale_score: map scores to [0, 1]: pointwise by a sigmoid (= p(yes) / (p(yes) + p(no))),
+        bi-encoder-only cosine by (1 + cos) / 2; listwise scores (1 / (1 + rank)) are already in (0, 1].
+    :param score_threshold: drop documents whose (scaled, if `scale_score`) score is below this.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, top_k: int = 10, first_stage: str = "bi_encoder",
+                 first_stage_top_k: int | None = 10, cross_encoder: str = "pointwise",
+                 query_instruction: str = DEFAULT_QUERY_INSTRUCTION, document_instruction: str = "",
+                 embedding_max_length: int = 512, max_passage_tokens: int | None = None, batch_size: int = 8,
+                 window_size: int = 10, step: int = 5, scale_score: bool = False, score_threshold: float | None = None,
+                 device: str | None = None, dtype: str | torch.dtype | None = None, revision: str | None = None,
+                 token: str | None = None, trust_remote_code: bool = False, registry: ModelRegistry | None = None) -> None:
+        super().__init__(model, device=device, dtype=dtype, revision=revision, token=token,
+                         trust_remote_code=trust_remote_code, registry=registry)
+        self.top_k = check_int("top_k", top_k, minimum=1)
+        self.first_stage = check_choice("first_stage", first_stage, FIRST_STAGES)
+        self.first_stage_top_k = None if first_stage_top_k is None else check_int("first_stage_top_k", first_stage_top_k, minimum=1)
+        self.cross_encoder = check_choice("cross_encoder", cross_encoder, CROSS_ENCODERS)
+        if first_stage == "none" and cross_encoder == "none":
+            raise ValueError("first_stage and cross_encoder cannot both be 'none': nothing would score the documents")
+        self.query_instruction = check_str("query_instruction", query_instruction)
+        self.document_instruction = check_str("document_instruction", document_instruction)
+        self.embedding_max_length = check_int("embedding_max_length", embedding_max_length, minimum=2)
+        if max_passage_tokens is None:
+            max_passage_tokens = 128 if cross_encoder == "listwise" else 256
+        self.max_passage_tokens = check_int("max_passage_tokens", max_passage_tokens, minimum=1)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.window_size = check_int("window_size", window_size, minimum=2)
+        self.step = check_int("step", step, minimum=1, maximum=window_size)
+        if not isinstance(scale_score, bool):
+            raise TypeError(f"scale_score must be a bool, not {type(scale_score).__name__}")
+        self.scale_score = scale_score
+        self.score_threshold = None if score_threshold is None else check_float("score_threshold", score_threshold)
+
+    # -- stages ------------------------------------------------------------------------------------
+
+    def first_stage_scores(self, query: str, documents: Sequence[str], *, query_embedding=None,
+                           document_embeddings=None) -> np.ndarray:
+        """Cosine similarity of the query to each document, shape (n,).
+
+        Given embeddings are reused when they have the model's dimension (entries may be None); the
+        rest are embedded here. Use embeddings made by this model with the same settings.
+        """
+        model = self.model
+        dim = model.embedding_dim
+        query_vector = _as_vector(query_embedding, dim, "query_embedding")
+        if query_vector is None:
+            query_vector = model.embed([query], instruction=self.query_instruction, max_length=self.embedding_max_length)[0]
+        given = list(document_embeddings) if document_embeddings is not None else [None] * len(documents)
+        if len(given) != len(documents):
+            raise ValueError(f"document_embeddings has {len(given)} entries for {len(documents)} documents")
+        vectors: list[np.ndarray | None] = [_as_vector(v, dim, f"document_embeddings[{i}]") for i, v in enumerate(given)]
+        missing = [i for i, v in enumerate(vectors) if v is None]
+        if missing:
+            embedded = model.embed([documents[i] for i in missing], instruction=self.document_instruction,
+                                   max_length=self.embedding_max_length, batch_size=self.batch_size)
+            for i, vector in zip(missing, embedded):
+                vectors[i] = vector
+        matrix = np.stack(vectors).astype(np.float32)
+        matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+        query_vector = query_vector / max(float(np.linalg.norm(query_vector)), 1e-12)
+        return (matrix @ query_vector.astype(np.float32)).astype(np.float64)
+
+    def cross_encoder_scores(self, query: str, documents: Sequence[str]) -> np.ndarray:
+        """Cross-encoder scores of `documents` (in their given order, which listwise treats as the prior ranking)."""
+        if self.cross_encoder == "pointwise":
+            return pointwise_scores(self.model, query, documents, batch_size=self.batch_size,
+                                    max_passage_tokens=self.max_passage_tokens)
+        if self.cross_encoder == "listwise":
+            order = listwise_order(self.model, query, documents, window_size=self.window_size, step=self.step,
+                                   max_passage_tokens=self.max_passage_tokens)
+            scores = np.empty(len(documents), dtype=np.float64)
+            for rank, index in enumerate(order):
+                scores[index] = 1.0 / (1 + rank)
+            return scores
+        raise ValueError("cross_encoder is 'none'")
+
+    # -- the public call ---------------------------------------------------------------------------
+
+    def rerank(self, query: str, documents: Sequence[str | None], *, top_k: int | None = None,
+               query_embedding: Sequence[float] | np.ndarray | None = None,
+               document_embeddings: Sequence[Sequence[float] | np.ndarray | None] | None = None) -> list[RankedDocument]:
+        """Rank `documents` for `query`, best first.
+
+        :param query: the search query.
+        :param documents: document texts. Empty (or None) texts are skipped with a warning; a text seen
+            before is a duplicate and only its first occurrence is ranked.
+        :param top_k: how many to return (default: the instance's `top_k`); must be > 0.
+        :param query_embedding: the query's embedding from this model, if already computed (skips one embedding).
+        :param document_embeddings: stored embeddings, one per document (None entries are embedded here).
+        :returns: `RankedDocument`s (index into `documents`, score, first-stage score), best first; equal
+            scores keep first-stage order.
+        """
+        check_str("query", query, allow_empty=False)
+        top_k = self.top_k if top_k is None else check_int("top_k", top_k, minimum=1)
+        if isinstance(documents, str) or not isinstance(documents, Sequence):
+            raise TypeError(f"documents must be a list of str, not {type(documents).__name__}")
+        kept: list[int] = []
+        seen: set[str] = set()
+        skipped = []
+        for i, text in enumerate(documents):
+            if text is not None and not isinstance(text, str):
+                raise TypeError(f"documents[{i}] must be a str, not {type(text).__name__}")
+            if text is None or not text.strip():
+                skipped.append(i)
+            elif text not in seen:
+                seen.add(text)
+                kept.append(i)
+        if skipped:
+            warnings.warn(f"{len(skipped)} of {len(documents)} documents have no text and were skipped "
+                          f"(first: documents[{skipped[0]}])", UserWarning, stacklevel=2)
+        if not kept:
+            return []
+        texts = [documents[i] for i in kept]
+
+        # Stage 1: order of candidates (positions into `kept`) and their first-stage scores.
+        if self.first_stage == "bi_encoder":
+            embeddings = None if document_embeddings is None else _select(document_embeddings, kept, len(documents))
+            first = self.first_stage_scores(query, texts, query_embedding=query_embedding, document_embeddings=embeddings)
+            order = sorted(range(len(kept)), key=lambda j: -first[j])  # stable: ties keep input order
+        else:
+            first = None
+            order = list(range(len(kept)))
+        if self.first_stage_top_k is not None:
+            order = order[: self.first_stage_top_k]
+
+        # Stage 2: rescore the candidates (ties keep first-stage order: the sort below is stable).
+        if self.cross_encoder == "none":
+            scores = [float(first[j]) for j in order]
+        else:
+            scores = [float(s) for s in self.cross_encoder_scores(query, [texts[j] for j in order])]
+        ranked = sorted(range(len(order)), key=lambda r: -scores[r])
+        results = []
+        for r in ranked:
+            score = self._scale(scores[r])
+            if self.score_threshold is not None and score < self.score_threshold:
+                continue
+            j = order[r]
+            results.append(RankedDocument(index=kept[j], score=score,
+                                          first_stage_score=None if first is None else float(first[j])))
+        return results[:top_k]
+
+    def _scale(self, score: float) -> float:
+        if not self.scale_score or self.cross_encoder == "listwise":
+            return score
+        if self.cross_encoder == "none":
+            return (1.0 + score) / 2.0
+        return 1.0 / (1.0 + math.exp(-score)) if score >= 0 else math.exp(score) / (1.0 + math.exp(score))
+
+
+def _as_vector(value, dim: int, name: str) -> np.ndarray | None:
+    """A usable embedding as a float32 vector, or None when absent or made by another model (other dimension)."""
+    if value is None:
+        return None
+    try:
+        vector = np.asarray(value, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must be a sequence of floats") from error
+    if vector.shape[0] != dim or not np.all(np.isfinite(vector)) or not np.any(vector):
+        return None
+    return vector
+
+
+def _select(embeddings, kept: list[int], count: int) -> list:
+    embeddings = list(embeddings)
+    if len(embeddings) != count:
+        raise ValueError(f"document_embeddings has {len(embeddings)} entries for {count} documents")
+    return [embeddings[i] for i in kept]
+
+
+__all__ = ["GritReranker", "RankedDocument", "listwise_order", "parse_ranking", "pointwise_scores", "truncate_tokens"]
