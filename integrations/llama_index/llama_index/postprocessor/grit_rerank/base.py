@@ -1,0 +1,143 @@
+"""GritRerank: a LlamaIndex node postprocessor backed by the core `GritReranker` (one shared GRIT model)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, List, Literal, Optional
+
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+
+from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION
+from grit_components.models import DEFAULT_MODEL
+from grit_components.registry import ModelRegistry
+from grit_components.rerank import GritReranker
+
+dispatcher = get_dispatcher(__name__)
+
+
+class GritRerank(BaseNodePostprocessor):
+    """Rerank retrieved nodes with a GRIT model: bi-encoder, then the same model as a cross-encoder.
+
+    Stage 1 orders the nodes by GRIT embedding similarity, reusing the query embedding the retriever
+    already put in `query_bundle.embedding` (and node embeddings, when the vector store returns them)
+    whenever their dimension matches the model's; `first_stage_top_n` of them go to stage 2, where the
+    model judges each passage ("pointwise": log-odds of "yes") or ranks them in one prompt ("listwise").
+    Nodes without text are skipped. The model is shared, through the `grit_components` registry, with
+    every `GritEmbedding` and `GritLLM` naming the same model.
+
+    Examples:
+        ```python
+        from llama_index.postprocessor.grit_rerank import GritRerank
+
+        rerank = GritRerank(model="smollm2-135m-instruct", top_n=3, first_stage_top_n=10, mode="pointwise")
+        query_engine = index.as_query_engine(similarity_top_k=10, node_postprocessors=[rerank])
+        ```
+
+    :param model: hub id, local directory, GGUF file or packaged alias.
+    :param top_n: how many nodes to return, best first (> 0).
+    :param first_stage: "bi_encoder" (GRIT embedding similarity) or "retriever" (keep the incoming order).
+    :param first_stage_top_n: how many first-stage nodes the cross-encoder rescores (None = all).
+    :param mode: cross-encoder: "pointwise", "listwise" or "none" (bi-encoder scores only).
+    :param keep_retrieval_score: keep each node's incoming score in `node.metadata["retrieval_score"]`.
+    :param query_instruction: instruction for embedding the query in stage 1 (use your GritEmbedding's).
+    :param scale_score: map scores to [0, 1] (pointwise: p(yes) / (p(yes) + p(no))).
+    :param score_threshold: drop nodes whose (scaled, if `scale_score`) score is below this.
+    :param max_passage_tokens: passages are cut to this many tokens in cross-encoder prompts (None = core default).
+    :param batch_size: prompts per forward pass.
+    :param metadata_mode: node content that is scored.
+    :param device, dtype, revision, trust_remote_code: how to load the model (see `grit_components.load_model`).
+    :param token: hub token for private models (not serialised).
+    :param registry: a `grit_components.ModelRegistry` other than the default one (not serialised).
+    """
+
+    model: str = Field(default=DEFAULT_MODEL, description="Hub id, local directory, GGUF file or packaged alias.")
+    top_n: int = Field(default=5, gt=0, description="Number of nodes to return, best first.")
+    first_stage: Literal["bi_encoder", "retriever"] = Field(
+        default="bi_encoder", description="Stage 1: GRIT embedding similarity, or the incoming (retriever) order.")
+    first_stage_top_n: Optional[int] = Field(default=None, gt=0,
+                                             description="Nodes rescored by the cross-encoder (None = all).")
+    mode: Literal["pointwise", "listwise", "none"] = Field(default="pointwise", description="Cross-encoder kind.")
+    keep_retrieval_score: bool = Field(default=False, description="Keep the incoming score in node metadata.")
+    query_instruction: str = Field(default=DEFAULT_QUERY_INSTRUCTION, description="Query instruction for stage 1.")
+    scale_score: bool = Field(default=False, description="Map scores to [0, 1].")
+    score_threshold: Optional[float] = Field(default=None, description="Drop nodes scoring below this.")
+    max_passage_tokens: Optional[int] = Field(default=None, gt=0, description="Passage cut in cross-encoder prompts.")
+    batch_size: int = Field(default=8, gt=0, description="Prompts per forward pass.")
+    metadata_mode: MetadataMode = Field(default=MetadataMode.EMBED, description="Node content that is scored.")
+    device: Optional[str] = Field(default=None, description="Torch device; default: accelerator if present.")
+    dtype: Optional[str] = Field(default=None, description="float32, bfloat16 or float16; default by device.")
+    revision: Optional[str] = Field(default=None, description="Hub revision (branch, tag or commit).")
+    trust_remote_code: bool = Field(default=False, description="Allow model code from the hub repository.")
+
+    _reranker: GritReranker = PrivateAttr()
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, token: Optional[str] = None,
+                 registry: Optional[ModelRegistry] = None, **kwargs: Any) -> None:
+        super().__init__(model=model, **kwargs)
+        if self.first_stage == "retriever" and self.mode == "none":
+            raise ValueError("first_stage='retriever' with mode='none' would not score the nodes at all")
+        self._reranker = GritReranker(
+            self.model, top_k=self.top_n,
+            first_stage="bi_encoder" if self.first_stage == "bi_encoder" else "none",
+            first_stage_top_k=self.first_stage_top_n, cross_encoder=self.mode,
+            query_instruction=self.query_instruction, max_passage_tokens=self.max_passage_tokens,
+            batch_size=self.batch_size, scale_score=self.scale_score, score_threshold=self.score_threshold,
+            device=self.device, dtype=self.dtype, revision=self.revision, token=token,
+            trust_remote_code=self.trust_remote_code, registry=registry)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "GritRerank"
+
+    @property
+    def reranker(self) -> GritReranker:
+        """The core `GritReranker` this class wraps."""
+        return self._reranker
+
+    def warm_up(self) -> None:
+        """Load (or attach to) the shared model now instead of on first use."""
+        self._reranker.warm_up()
+
+    def close(self) -> None:
+        """Release this object's reference to the shared model."""
+        self._reranker.close()
+
+    def _postprocess_nodes(self, nodes: List[NodeWithScore],
+                           query_bundle: Optional[QueryBundle] = None) -> List[NodeWithScore]:
+        if query_bundle is None:
+            raise ValueError("GritRerank needs the query: pass query_bundle or query_str")
+        if not query_bundle.query_str or not query_bundle.query_str.strip():
+            raise ValueError("query must be a non-empty str")
+        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n, model_name=self.model))
+        if not nodes:
+            dispatcher.event(ReRankEndEvent(nodes=[]))
+            return []
+
+        texts = [node.node.get_content(metadata_mode=self.metadata_mode) for node in nodes]
+        embeddings = [getattr(node.node, "embedding", None) for node in nodes]
+        with self.callback_manager.event(
+            CBEventType.RERANKING,
+            payload={EventPayload.NODES: nodes, EventPayload.MODEL_NAME: self.model,
+                     EventPayload.QUERY_STR: query_bundle.query_str, EventPayload.TOP_K: self.top_n},
+        ) as event:
+            with warnings.catch_warnings():
+                # Nodes without text (images, empty chunks) are skipped by design, not worth a warning here.
+                warnings.filterwarnings("ignore", message=r".*documents have no text and were skipped")
+                ranked = self._reranker.rerank(
+                    query_bundle.query_str, texts, query_embedding=query_bundle.embedding,
+                    document_embeddings=embeddings if any(e is not None for e in embeddings) else None)
+            new_nodes = []
+            for item in ranked:
+                node = nodes[item.index]
+                if self.keep_retrieval_score:
+                    node.node.metadata["retrieval_score"] = node.score
+                new_nodes.append(NodeWithScore(node=node.node, score=item.score))
+            event.on_end(payload={EventPayload.NODES: new_nodes})
+
+        dispatcher.event(ReRankEndEvent(nodes=new_nodes))
+        return new_nodes
