@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 from dataclasses import replace
 from typing import Any
 
@@ -53,6 +52,7 @@ class GritDocumentEmbedder:
         normalize_embeddings: bool = True,
         truncation: str = "warn",
         store_kv_cache: bool = False,
+        kv_cache_directory: str | None = None,
         device: ComponentDevice | None = None,
         dtype: str | None = None,
         revision: str | None = None,
@@ -74,6 +74,9 @@ class GritDocumentEmbedder:
         :param normalize_embeddings: L2-normalise the embeddings.
         :param truncation: `"warn"` to cut over-long texts with a warning, `"error"` to raise instead.
         :param store_kv_cache: Also keep each document's KV cache in the model's KV store (for doc caching).
+            Needs `instruction=""` and documents that fit in `max_length` (longer ones are not cached).
+        :param kv_cache_directory: Folder where the model's KV store also writes caches (safetensors files),
+            so that a separate query process finds them; `None` keeps them in memory only.
         :param device: The device to load the model on; `None` picks the best available one.
         :param dtype: `"float32"`, `"bfloat16"` or `"float16"`; `None` means float32 on CPU, bfloat16 elsewhere.
         :param revision: Hub revision (branch, tag or commit) of the model.
@@ -98,6 +101,10 @@ class GritDocumentEmbedder:
         self.normalize_embeddings = normalize_embeddings
         self.truncation = check_choice("truncation", truncation, ("warn", "error"))
         self.store_kv_cache = store_kv_cache
+        if store_kv_cache and instruction:
+            raise ValueError("store_kv_cache=True needs instruction='' (cached documents are in GRIT document format)")
+        self.kv_cache_directory = None if kv_cache_directory is None else check_str(
+            "kv_cache_directory", kv_cache_directory, allow_empty=False)
         if device is not None and not isinstance(device, ComponentDevice):
             raise TypeError(f"device must be a ComponentDevice or None, not {type(device).__name__}")
         self.device = device
@@ -125,6 +132,7 @@ class GritDocumentEmbedder:
             normalize_embeddings=self.normalize_embeddings,
             truncation=self.truncation,
             store_kv_cache=self.store_kv_cache,
+            kv_cache_directory=self.kv_cache_directory,
             device=self.device.to_dict() if self.device is not None else None,
             dtype=self.dtype,
             revision=self.revision,
@@ -162,9 +170,9 @@ class GritDocumentEmbedder:
                 token=self.token.resolve_value() if self.token is not None else None,
                 trust_remote_code=self.trust_remote_code,
             )
-            if self.store_kv_cache and "store_kv_cache" not in inspect.signature(self._embedder.embed_documents).parameters:
-                raise NotImplementedError("store_kv_cache=True needs a grit-components version with KV caching")
         self._embedder.warm_up()
+        if self.kv_cache_directory is not None:
+            self._embedder.model.kv_store.configure(directory=self.kv_cache_directory)
 
     @property
     def embedder(self) -> GritEmbedder:
@@ -200,10 +208,8 @@ class GritDocumentEmbedder:
         for doc, text in zip(documents, texts):
             if not text:
                 raise ValueError(f"Document {doc.id} has no content to embed")
-        options: dict[str, Any] = {"progress_bar": self.progress_bar}
-        if self.store_kv_cache:
-            options["store_kv_cache"] = True
-        vectors = self.embedder.embed_documents(texts, **options)
+        vectors = self.embedder.embed_documents(texts, progress_bar=self.progress_bar,
+                                                store_kv_cache=self.store_kv_cache)
         return {"documents": [replace(doc, embedding=vector.tolist()) for doc, vector in zip(documents, vectors)]}
 
     @component.output_types(documents=list[Document])

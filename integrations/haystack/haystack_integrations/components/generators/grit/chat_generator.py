@@ -60,6 +60,7 @@ class GritChatGenerator:
         streaming_callback: StreamingCallbackT | None = None,
         cache_mode: str = "none",
         cache_source: str = "embedding",
+        kv_cache_directory: str | None = None,
         device: ComponentDevice | None = None,
         dtype: str | None = None,
         revision: str | None = None,
@@ -77,6 +78,8 @@ class GritChatGenerator:
         :param cache_mode: `"none"`, or the RAG KV caching mode: `"query"`, `"doc"`, `"query_doc"`,
             `"doc_query"` or `"multi_doc"`.
         :param cache_source: Where reused caches come from: `"embedding"` (the embedding pass) or `"causal"`.
+        :param kv_cache_directory: Folder of the model's KV store on disk (the one `GritDocumentEmbedder` wrote
+            with `store_kv_cache=True`); `None` uses the in-memory store only.
         :param device: The device to load the model on; `None` picks the best available one.
         :param dtype: `"float32"`, `"bfloat16"` or `"float16"`; `None` means float32 on CPU, bfloat16 elsewhere.
         :param revision: Hub revision (branch, tag or commit) of the model.
@@ -90,6 +93,8 @@ class GritChatGenerator:
         self.streaming_callback = streaming_callback
         self.cache_mode = check_choice("cache_mode", cache_mode, CACHE_MODES)
         self.cache_source = check_choice("cache_source", cache_source, CACHE_SOURCES)
+        self.kv_cache_directory = None if kv_cache_directory is None else check_str(
+            "kv_cache_directory", kv_cache_directory, allow_empty=False)
         if device is not None and not isinstance(device, ComponentDevice):
             raise TypeError(f"device must be a ComponentDevice or None, not {type(device).__name__}")
         self.device = device
@@ -124,6 +129,7 @@ class GritChatGenerator:
             streaming_callback=callback,
             cache_mode=self.cache_mode,
             cache_source=self.cache_source,
+            kv_cache_directory=self.kv_cache_directory,
             device=self.device.to_dict() if self.device is not None else None,
             dtype=self.dtype,
             revision=self.revision,
@@ -150,23 +156,19 @@ class GritChatGenerator:
     def warm_up(self) -> None:
         """Loads the model (or attaches to the copy already loaded by another component). Idempotent."""
         if self._generator is None:
-            options: dict[str, Any] = {}
-            if self.cache_mode != "none" or self.cache_source != "embedding":
-                parameters = inspect.signature(GritGenerator).parameters
-                if "cache_mode" not in parameters:
-                    raise NotImplementedError(
-                        f"cache_mode={self.cache_mode!r} needs a grit-components version with KV caching")
-                options = {"cache_mode": self.cache_mode, "cache_source": self.cache_source}
             self._generator = GritGenerator(
                 self.model,
+                cache_mode=self.cache_mode,
+                cache_source=self.cache_source,
                 device=self.device.to_torch_str() if self.device is not None else None,
                 dtype=self.dtype,
                 revision=self.revision,
                 token=self.token.resolve_value() if self.token is not None else None,
                 trust_remote_code=self.trust_remote_code,
-                **options,
             )
         self._generator.warm_up()
+        if self.kv_cache_directory is not None:
+            self._generator.model.kv_store.configure(directory=self.kv_cache_directory)
 
     @property
     def generator(self) -> GritGenerator:
@@ -207,10 +209,7 @@ class GritChatGenerator:
             if not core_messages:
                 raise ValueError("messages must not be empty")
             return None, core_messages, kwargs
-        if not hasattr(self.generator, "answer"):
-            raise NotImplementedError("answering from `query` and `documents` needs a grit-components version "
-                                      "with RAG caching")
-        return (query, [doc.content or "" for doc in documents]), None, kwargs
+        return (query, [doc.content for doc in documents if doc.content]), None, kwargs
 
     def _generate(self, messages, kwargs, documents, query, emit):
         rag, core_messages, kwargs = self._prepare(messages, kwargs, documents, query)
@@ -233,9 +232,8 @@ class GritChatGenerator:
             "timings": dict(result.timings),
             "cache_mode": self.cache_mode if rag is not None else "none",
         }
-        cache = getattr(result, "cache", None) or getattr(result, "cache_stats", None)
-        if cache:
-            meta["cache"] = cache if isinstance(cache, dict) else getattr(cache, "__dict__", str(cache))
+        if getattr(result, "stats", None):
+            meta["cache"] = dict(result.stats)
         return {"replies": [ChatMessage.from_assistant(result.text, meta=meta)]}
 
     @component.output_types(replies=list[ChatMessage])
