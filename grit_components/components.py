@@ -130,7 +130,10 @@ class GritGenerator(_UsesModel):
         >>> generator.generate("What is the capital of France?").text
 
     :param model: hub id, local directory, GGUF file or packaged alias.
-    :param max_new_tokens, temperature, top_p, stop_words: defaults for every call; each call may override them.
+    :param max_new_tokens: default most new tokens; each call may override it (as the next three).
+    :param temperature: default sampling temperature (0 = greedy).
+    :param top_p: default nucleus sampling mass.
+    :param stop_words: default strings that end generation.
     :param cache_mode: default RAG cache mode of `answer` ("none", "query", "doc", "query_doc", "doc_query",
         "multi_doc"; see `grit_components.rag.CacheMode`).
     :param cache_source: default source of cached states: "embedding" (GRIT paper) or "causal" (exact).
