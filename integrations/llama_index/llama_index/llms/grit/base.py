@@ -190,21 +190,23 @@ class GritLLM(CustomLLM):
     # -- RAG answers from cached key/value states (used by GritQueryEngine) ----------------------------
 
     def answer(self, query: str, documents: Sequence[str], *, mode: str = "none", source: str = "embedding",
-               streaming_callback: Optional[Callable[[str], None]] = None, **kwargs: Any) -> Any:
+               order: str = "doc_first", streaming_callback: Optional[Callable[[str], None]] = None,
+               **kwargs: Any) -> Any:
         """Answer `query` from `documents` with a GRIT cache mode; returns the core's `RagResult`.
 
         :param mode: "none", "query", "doc", "query_doc", "doc_query" or "multi_doc" (see `grit_components.rag`).
         :param source: "embedding" (states of the embedding pass, as in the GRIT paper) or "causal" (exact).
+        :param order: prompt order of mode "none": "doc_first" or "query_first".
         :param kwargs: generation overrides, as for `complete`.
         """
         kwargs = self._kwargs(kwargs)
         answer = getattr(self._generator, "answer", None)
         if answer is not None:
-            return answer(query, list(documents), mode=mode, source=source, streaming_callback=streaming_callback,
-                          **kwargs)
+            return answer(query, list(documents), mode=mode, source=source, order=order,
+                          streaming_callback=streaming_callback, **kwargs)
         from grit_components.rag import answer as rag_answer  # core without GritGenerator.answer
 
-        return rag_answer(self._generator.model, query, list(documents), mode=mode, source=source,
+        return rag_answer(self._generator.model, query, list(documents), mode=mode, source=source, order=order,
                           streaming_callback=streaming_callback, **self._generator.generation_kwargs(kwargs))
 
     # -- completion ---------------------------------------------------------------------------------------

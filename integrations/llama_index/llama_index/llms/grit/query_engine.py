@@ -67,6 +67,7 @@ class GritQueryEngine(CustomQueryEngine):
     :param node_postprocessors: applied in order after retrieval (e.g. a `GritRerank`).
     :param cache_mode: one of "none", "query", "doc", "query_doc", "doc_query", "multi_doc".
     :param cache_source: "embedding" or "causal".
+    :param order: prompt order of cache mode "none": "doc_first" or "query_first".
     :param metadata_mode: which node content the LLM reads; `MetadataMode.EMBED` (default) is what
         `GritEmbedding` embedded, so caches stored while indexing are found again.
     :param streaming: return a `StreamingResponse` (`response_gen` yields text pieces).
@@ -80,6 +81,8 @@ class GritQueryEngine(CustomQueryEngine):
         default="doc", description="Which prompt parts come from cached key/value states.")
     cache_source: Literal["embedding", "causal"] = Field(
         default="embedding", description="Cached states from the embedding pass or a causal prefill.")
+    order: Literal["doc_first", "query_first"] = Field(
+        default="doc_first", description="Prompt order of cache mode 'none'.")
     metadata_mode: MetadataMode = Field(default=MetadataMode.EMBED, description="Node content the LLM reads.")
     streaming: bool = Field(default=False, description="Return a StreamingResponse.")
 
@@ -129,12 +132,12 @@ class GritQueryEngine(CustomQueryEngine):
         nodes, texts = node_texts(nodes, self.metadata_mode)
         mode = self.cache_mode if texts else "none"  # nothing retrieved: answer without retrieval
         if not self.streaming:
-            result = self.llm.answer(query_str, texts, mode=mode, source=self.cache_source)
+            result = self.llm.answer(query_str, texts, mode=mode, source=self.cache_source, order=self.order)
             return Response(response=result.text, source_nodes=nodes, metadata=self._metadata(result, timings, start))
 
         metadata: Dict[str, Any] = {"cache_mode": self.cache_mode, "cache_source": self.cache_source}
         events = stream_in_thread(lambda callback: self.llm.answer(query_str, texts, mode=mode, source=self.cache_source,
-                                                                   streaming_callback=callback))
+                                                                   order=self.order, streaming_callback=callback))
 
         def gen():
             for kind, value in events:

@@ -1,0 +1,194 @@
+"""GritQueryEngine: cache modes against the uncached prompt, cache hits, streaming, bad inputs, and a
+persisted Qdrant index reopened in a new process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from importlib import resources
+from typing import List
+
+import pytest
+from llama_index.core import Document, StorageContext, VectorStoreIndex
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.query_engine import CustomQueryEngine
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
+from llama_index.embeddings.grit import GritEmbedding
+from llama_index.llms.grit import GritLLM, GritQueryEngine
+from llama_index.postprocessor.grit_rerank import GritRerank
+
+from grit_components.generation import generate_ids
+from grit_components.rag import build_prompt
+
+TEXTS = ["Paris is the capital and largest city of France.", "Berlin is the capital of Germany.",
+         "The Parthenon is a former temple on the Athenian Acropolis.", "Cats purr when they are content."]
+QUERY = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def index(tiny_grit_dir):
+    return VectorStoreIndex.from_documents([Document(text=t) for t in TEXTS], embed_model=GritEmbedding(tiny_grit_dir))
+
+
+@pytest.fixture()
+def llm(tiny_grit_dir):
+    llm = GritLLM(tiny_grit_dir, max_new_tokens=12)
+    llm.generator.model.kv_store.clear()  # hits below must come from this test
+    return llm
+
+
+class FixedRetriever(BaseRetriever):
+    def __init__(self, nodes: List[NodeWithScore]) -> None:
+        super().__init__()
+        self.nodes = nodes
+
+    def _retrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
+        return list(self.nodes)
+
+
+def test_class(index, llm):
+    assert CustomQueryEngine.__name__ in [cls.__name__ for cls in GritQueryEngine.__mro__]
+    assert GritQueryEngine.class_name() == "GritQueryEngine"
+    with pytest.raises(ValueError):
+        GritQueryEngine.from_index(index, llm, cache_mode="docs")
+    with pytest.raises(ValueError):
+        GritQueryEngine.from_index(index, llm, similarity_top_k=0)
+
+
+# Several multi_doc caches are composed by a RoPE shift, exact only up to float rounding: the core promises
+# token-identical answers for "doc" and one-document "multi_doc".
+@pytest.mark.parametrize(("mode", "top_k"), [("doc", 2), ("multi_doc", 1)])
+def test_causal_cache_equals_uncached_and_hits_on_repeat(index, llm, mode, top_k):
+    engine = GritQueryEngine.from_index(index, llm, similarity_top_k=top_k, cache_mode=mode, cache_source="causal")
+    first = engine.query(QUERY)
+    docs = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in first.source_nodes]
+    assert len(docs) == top_k
+    model = llm.generator.model
+    uncached = generate_ids(model, build_prompt(model, QUERY, docs, mode).prompt_ids(), max_new_tokens=12)
+    assert first.response == uncached.text and first.response.strip()
+    assert first.metadata["cache"]["cache_misses"] >= 1 and first.metadata["cache"]["cache_hits"] == 0
+    second = engine.query(QUERY)
+    assert second.response == first.response
+    assert second.metadata["cache"]["cache_hits"] >= 1 and second.metadata["cache"]["cache_misses"] == 0
+    assert second.metadata["cache"]["prefill_tokens"] < first.metadata["cache"]["prefill_tokens"]
+    assert set(second.metadata["timings"]) >= {"retrieve", "rerank", "generate", "total"}
+    assert second.metadata["cache_mode"] == mode and second.metadata["usage"]["completion_tokens"] > 0
+
+
+def test_indexing_time_caches_are_hit(tiny_grit_dir, llm):
+    """GritEmbedding(store_kv_cache=True) stores the embedding-pass states the engine then reuses."""
+    texts = ["Rome is the capital of Italy.", "Madrid is the capital of Spain."]
+    index = VectorStoreIndex.from_documents([Document(text=t) for t in texts],
+                                            embed_model=GritEmbedding(tiny_grit_dir, store_kv_cache=True))
+    engine = GritQueryEngine.from_index(index, llm, similarity_top_k=2, cache_mode="multi_doc",
+                                        cache_source="embedding")
+    response = engine.query("What is the capital of Italy?")
+    assert response.metadata["cache"]["cache_hits"] == 2 and response.metadata["cache"]["cache_misses"] == 0
+
+
+def test_streaming_and_async_equal_plain(index, llm):
+    plain = GritQueryEngine.from_index(index, llm, similarity_top_k=2, cache_mode="none").query(QUERY)
+    streaming = GritQueryEngine.from_index(index, llm, similarity_top_k=2, cache_mode="none", streaming=True).query(QUERY)
+    assert "".join(streaming.response_gen) == plain.response
+    assert streaming.metadata["usage"] == plain.metadata["usage"]
+    assert [n.node.node_id for n in streaming.source_nodes] == [n.node.node_id for n in plain.source_nodes]
+    engine = GritQueryEngine.from_index(index, llm, similarity_top_k=2, cache_mode="none")
+    assert asyncio.run(engine.aquery(QUERY)).response == plain.response
+
+
+def test_empty_query_is_a_value_error(index, llm):
+    engine = GritQueryEngine.from_index(index, llm)
+    for query in ("", "   "):
+        with pytest.raises(ValueError):
+            engine.query(query)
+
+
+def test_nodes_without_text_are_skipped(llm):
+    nodes = [NodeWithScore(node=TextNode(text=""), score=0.9), NodeWithScore(node=TextNode(text=TEXTS[0]), score=0.8)]
+    engine = GritQueryEngine(retriever=FixedRetriever(nodes), llm=llm, cache_mode="doc", cache_source="causal")
+    response = engine.query(QUERY)
+    assert [n.node.get_content() for n in response.source_nodes] == [TEXTS[0]]
+    only_empty = GritQueryEngine(retriever=FixedRetriever(nodes[:1]), llm=llm, cache_mode="doc").query(QUERY)
+    assert only_empty.source_nodes == [] and only_empty.metadata["cache"]["mode"] == "none"  # answered without retrieval
+
+
+def test_with_grit_rerank(index, llm, tiny_grit_dir):
+    rerank = GritRerank(tiny_grit_dir, top_n=1)
+    engine = GritQueryEngine.from_index(index, llm, similarity_top_k=3, node_postprocessors=[rerank],
+                                        cache_mode="doc", cache_source="causal")
+    response = engine.query(QUERY)
+    assert len(response.source_nodes) == 1
+    retrieved = index.as_retriever(similarity_top_k=3).retrieve(QUERY)
+    expected = rerank.postprocess_nodes(retrieved, query_str=QUERY)
+    assert response.source_nodes[0].node.node_id == expected[0].node.node_id
+
+
+# -- a persisted Qdrant index, reopened in a new process -------------------------------------------------
+
+QDRANT_SCRIPT = r"""
+import json, sys
+from qdrant_client import QdrantClient
+from llama_index.core import VectorStoreIndex
+from llama_index.vector_stores.qdrant import QdrantVectorStore
+from llama_index.embeddings.grit import GritEmbedding
+from llama_index.llms.grit import GritLLM, GritQueryEngine
+
+model, path, query = sys.argv[1:4]
+client = QdrantClient(path=path)
+index = VectorStoreIndex.from_vector_store(QdrantVectorStore("wikidesc", client=client),
+                                           embed_model=GritEmbedding(model, query_instruction=INSTRUCTION))
+engine = GritQueryEngine.from_index(index, GritLLM(model, max_new_tokens=10), similarity_top_k=2,
+                                    cache_mode="doc", cache_source="causal")
+response = engine.query(query)
+print(json.dumps({"answer": response.response, "sources": [n.node.ref_doc_id for n in response.source_nodes],
+                  "scores": [n.score for n in response.source_nodes]}))
+client.close()
+"""
+
+
+def demo_documents(limit: int) -> List[Document]:
+    lines = resources.files("grit_components").joinpath("data/wikidesc-demo.jsonl").read_text().splitlines()
+    documents = []
+    for line in lines[:limit]:
+        row = json.loads(line)
+        documents.append(Document(text=row["text"], id_=str(uuid.uuid5(uuid.NAMESPACE_URL, row["_id"])),
+                                  metadata={"title": row["title"], "corpus_id": row["_id"]},
+                                  excluded_embed_metadata_keys=["corpus_id"], excluded_llm_metadata_keys=["corpus_id"]))
+    return documents
+
+
+@pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant")
+def test_persisted_qdrant_index_answers_the_same_in_a_new_process(tiny_grit_dir, tmp_path):
+    from qdrant_client import QdrantClient
+    from llama_index.vector_stores.qdrant import QdrantVectorStore
+
+    from conftest import WIKIDESC_QUERY_INSTRUCTION
+
+    path = str(tmp_path / "qdrant")
+    query = "Ancient Greek philosopher, founder of Cynicism"
+    client = QdrantClient(path=path)
+    try:
+        storage = StorageContext.from_defaults(vector_store=QdrantVectorStore("wikidesc", client=client))
+        embed_model = GritEmbedding(tiny_grit_dir, query_instruction=WIKIDESC_QUERY_INSTRUCTION)
+        index = VectorStoreIndex.from_documents(demo_documents(24), storage_context=storage, embed_model=embed_model)
+        engine = GritQueryEngine.from_index(index, GritLLM(tiny_grit_dir, max_new_tokens=10), similarity_top_k=2,
+                                            cache_mode="doc", cache_source="causal")
+        response = engine.query(query)
+        here = {"answer": response.response, "sources": [n.node.ref_doc_id for n in response.source_nodes],
+                "scores": [n.score for n in response.source_nodes]}
+    finally:
+        client.close()  # a path= folder admits one client at a time
+
+    script = f"INSTRUCTION = {WIKIDESC_QUERY_INSTRUCTION!r}\n" + QDRANT_SCRIPT
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run([sys.executable, "-c", script, tiny_grit_dir, path, query], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    there = json.loads(done.stdout.strip().splitlines()[-1])
+    assert there["sources"] == here["sources"] and len(here["sources"]) == 2
+    assert there["answer"] == here["answer"]
+    assert there["scores"] == pytest.approx(here["scores"], abs=1e-5)
