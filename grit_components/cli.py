@@ -18,7 +18,7 @@ from grit_components.models import DEFAULT_MODEL, PACKAGED_MODELS
 
 app = typer.Typer(name="grit", help="GRIT models (one LLM that embeds and generates) for RAG.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Hub id, local directory, GGUF file or alias.")]
 DeviceOption = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, mps (default: best available).")]
@@ -158,31 +158,8 @@ def main() -> None:  # pragma: no cover - console entry point
 # Feature areas register their sub-commands below this line.
 
 
-@app.command()
-def demo(
-    questions: Annotated[int, typer.Option(min=1, help="How many demo questions to answer.")] = 3,
-    model: ModelOption = DEFAULT_MODEL,
-) -> None:
-    """Embed the bundled WikiDesc demo passages and answer a few questions with sources (in-memory search)."""
-    import time
-    from importlib.resources import files
+from grit_components.rag_benchmark import bench_app  # noqa: E402
 
-    import numpy as np
+app.add_typer(bench_app, name="bench")
 
-    data = files("grit_components") / "data"
-    passages = [json.loads(line) for line in (data / "wikidesc-demo.jsonl").read_text(encoding="utf-8").splitlines()]
-    asked = [json.loads(line) for line in (data / "wikidesc-demo-questions.jsonl").read_text(encoding="utf-8").splitlines()]
-    grit = load(model, None, None)
-    start = time.perf_counter()
-    vectors = grit.embed([p["text"] for p in passages], max_length=256, progress_bar=True)
-    console.print(f"embedded {len(passages)} passages in {time.perf_counter() - start:.1f}s")
-    instruction = "Given a short description, retrieve the Wikipedia passage about the entity it describes"
-    for item in asked[:questions]:
-        query = grit.embed([item["description"]], instruction=instruction)[0]
-        scores = vectors @ query
-        best = int(np.argmax(scores))
-        source = passages[best]
-        prompt = f"{source['title']}\n{source['text']}\n\n{item['question']} Answer with the name only."
-        result = grit.generate(prompt, max_new_tokens=24)
-        print(f"\nQ: {item['question']}\nA: {result.text.strip()}\n   source: {source['title']} (score {scores[best]:.3f})"
-              f"  expected: {item['answer']}  [{result.timings['total']:.2f}s]")
+from grit_components import haystack_cli  # noqa: E402,F401  (index, ask, run, demo)

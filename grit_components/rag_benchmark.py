@@ -1,0 +1,304 @@
+"""RAG latency and quality measurements of the cache modes (`grit bench rag-latency`, `grit bench rag-quality`).
+
+Latency: batch 1, greedy, 16 new tokens, one document of 256..4096 tokens (and 5 x 512 for
+multi_doc), every mode plus no retrieval and uncached RAG, cached modes with a warm store (the
+indexing-time case); and loading a cache from the directory tier against recomputing it. Quality: the
+WikiDesc dev questions with their gold passage; an answer matches when it contains the title.
+Both print a table and write JSON; the latency run also draws a plot. All ratios compare numbers
+measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Optional
+
+import torch
+import typer
+
+from grit_components import rag
+from grit_components.kv_cache import KVStore, compute_cache
+from grit_components.models import DEFAULT_MODEL, GritModel
+
+LENGTHS = (256, 1024, 2048, 4096)
+LATENCY_QUESTION = "What is described as 'Temple on the Athenian Acropolis, Greece'?"
+RANDOM_LLAMA = "random-llama-200m"
+
+
+def random_llama(tokenizer_source: str | Path | None = None, *, seed: int = 0) -> GritModel:
+    """A ~200M-parameter Llama with random weights and the SmolLM2 tokenizer (built in memory, no download)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    if tokenizer_source is None:
+        from grit_components.models import PACKAGED_MODELS, _packaged_gguf, convert_gguf
+
+        tokenizer_source = convert_gguf(*_packaged_gguf(next(iter(PACKAGED_MODELS))))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=1024, intermediate_size=2816, num_hidden_layers=14,
+                         num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=8192,
+                         rope_theta=100000.0, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return GritModel(model, tokenizer, name=RANDOM_LLAMA, key=f"random:{seed}")
+
+
+def _passages() -> list[str]:
+    data = files("grit_components") / "data" / "wikidesc-demo.jsonl"
+    return [json.loads(line)["text"] for line in data.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def make_document(model: GritModel, tokens: int, *, start: int = 0) -> str:
+    """A natural-text document of about `tokens` tokens (bundled WikiDesc passages, from passage `start`)."""
+    passages = _passages()
+    ids: list[int] = []
+    i = start
+    while len(ids) < tokens:
+        ids.extend(model.tokenize(passages[i % len(passages)] + "\n\n"))
+        i += 1
+    return model.tokenizer.decode(ids[:tokens])
+
+
+def _summary(values: Sequence[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
+def _measure(call: Callable[[], rag.RagResult], repeats: int) -> dict:
+    runs = [call() for _ in range(repeats)]
+    return {"total": _summary([r.timings["total"] for r in runs]),
+            "ttft": _summary([r.timings["time_to_first_token"] for r in runs]),
+            "completion_tokens": [r.completion_tokens for r in runs],
+            "prompt_tokens": runs[-1].prompt_tokens, "prefill_tokens": runs[-1].stats["prefill_tokens"],
+            "cached_tokens": runs[-1].stats["cached_tokens"]}
+
+
+def latency_for_model(model: GritModel, *, lengths: Sequence[int] = LENGTHS, repeats: int = 3, new_tokens: int = 16,
+                      multi_docs: int = 5, multi_tokens: int = 512, log: Callable[[str], None] = print) -> dict:
+    """Every mode at every document length on one model; cached modes are timed with a warm store."""
+    store = KVStore(max_bytes=8 * 1024**3)
+    query = LATENCY_QUESTION
+
+    def ask(docs, mode, order="doc_first"):
+        return lambda: rag.answer(model, query, docs, mode=mode, source="causal", order=order,
+                                  max_new_tokens=new_tokens, store=store)
+
+    ask([], "none")()  # warm-up (allocator, kernels)
+    out: dict = {"no_retrieval": _measure(ask([], "none"), repeats), "lengths": {}}
+    log(f"  no retrieval: {out['no_retrieval']['total']['mean']:.2f}s")
+    for length in lengths:
+        doc = [make_document(model, length)]
+        row: dict = {"document_tokens": len(model.tokenize(doc[0]))}
+        for name, mode, order in (("uncached_doc_first", "none", "doc_first"),
+                                  ("uncached_query_first", "none", "query_first"),
+                                  ("query", "query", "doc_first"), ("doc", "doc", "doc_first"),
+                                  ("query_doc", "query_doc", "doc_first"), ("doc_query", "doc_query", "doc_first")):
+            if mode != "none":
+                fill = ask(doc, mode)()  # fills the store: the indexing-time work, not timed below
+                row[f"{name}_cold_total"] = fill.timings["total"]
+            row[name] = _measure(ask(doc, mode, order), repeats)
+            log(f"  {length:5d} tokens {name:22s} total {row[name]['total']['mean']:.2f}s "
+                f"ttft {row[name]['ttft']['mean']:.2f}s")
+        out["lengths"][str(length)] = row
+        store.clear()
+
+    docs = [make_document(model, multi_tokens, start=37 * i) for i in range(multi_docs)]
+    multi: dict = {"documents": multi_docs, "document_tokens": [len(model.tokenize(d)) for d in docs]}
+    for name, mode in (("uncached_doc_first", "none"), ("doc", "doc"), ("multi_doc", "multi_doc")):
+        if mode != "none":
+            ask(docs, mode)()
+        multi[name] = _measure(ask(docs, mode), repeats)
+        log(f"  multi {multi_docs}x{multi_tokens} {name:18s} total {multi[name]['total']['mean']:.2f}s "
+            f"ttft {multi[name]['ttft']['mean']:.2f}s")
+    out["multi_doc"] = multi
+    store.clear()
+
+    # Directory tier: load a cache of the longest document from disk (fresh store) vs recomputing it.
+    doc = make_document(model, max(lengths))
+    ids = rag.cached_text_ids(model, doc)
+    with tempfile.TemporaryDirectory(prefix="grit-kv-bench-") as directory:
+        KVStore(directory=directory).put(compute_cache(model, ids, "causal"))
+        loads, computes = [], []
+        for _ in range(repeats):
+            fresh = KVStore(directory=directory)  # empty memory tier: the entry comes from the file
+            t0 = time.perf_counter()
+            entry = fresh.get(model.fingerprint, "causal", ids)
+            loads.append(time.perf_counter() - t0)
+            assert entry is not None and fresh.stats.disk_hits == 1
+            t0 = time.perf_counter()
+            compute_cache(model, ids, "causal")
+            computes.append(time.perf_counter() - t0)
+        out["disk_tier"] = {"tokens": len(ids), "bytes": entry.nbytes, "load": _summary(loads),
+                            "recompute": _summary(computes)}
+    log(f"  disk tier {len(ids)} tokens: load {statistics.fmean(loads):.3f}s, recompute {statistics.fmean(computes):.2f}s")
+    return out
+
+
+def ratios(result: dict) -> dict[str, float]:
+    """The goals of the issue, as ratios of means measured in the same run."""
+    longest = result["lengths"][max(result["lengths"], key=int)]
+    multi = result["multi_doc"]
+    return {
+        "doc_vs_uncached_doc_first_total": longest["doc"]["total"]["mean"] / longest["uncached_doc_first"]["total"]["mean"],
+        "doc_vs_no_retrieval_total": longest["doc"]["total"]["mean"] / result["no_retrieval"]["total"]["mean"],
+        "multi_doc_vs_uncached_ttft": multi["multi_doc"]["ttft"]["mean"] / multi["uncached_doc_first"]["ttft"]["mean"],
+        "disk_load_vs_recompute": result["disk_tier"]["load"]["mean"] / result["disk_tier"]["recompute"]["mean"],
+    }
+
+
+PLOT_MODES = (("uncached_doc_first", "uncached RAG (doc first)"), ("uncached_query_first", "uncached RAG (query first)"),
+              ("query", "query caching"), ("doc", "doc caching"), ("query_doc", "query-doc caching"),
+              ("doc_query", "doc-query caching"))
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
+    for ax, (name, result) in zip(axes[0], results.items()):
+        lengths = sorted(result["lengths"], key=int)
+        xs = [int(n) for n in lengths]
+        for key, label in PLOT_MODES:
+            means = [result["lengths"][n][key]["total"]["mean"] for n in lengths]
+            stds = [result["lengths"][n][key]["total"]["std"] for n in lengths]
+            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
+        ax.axhline(result["no_retrieval"]["total"]["mean"], color="grey", linestyle="--", label="no retrieval")
+        ax.set_title(f"{name}: 16 new tokens, batch 1")
+        ax.set_xlabel("document tokens")
+        ax.set_ylabel("end-to-end latency (s)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def run_latency(models: Sequence[str], *, repeats: int, lengths: Sequence[int], output: Path, plot_path: Path | None,
+                threads: int | None = None) -> dict:
+    from grit_components import load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    results, summary = {}, {}
+    for spec in models:
+        print(f"{spec}:", flush=True)
+        model = random_llama() if spec == RANDOM_LLAMA else load_model(spec)
+        results[spec] = latency_for_model(model, lengths=lengths, repeats=repeats,
+                                          log=lambda s: print(s, flush=True))
+        results[spec]["parameters"] = sum(p.numel() for p in model.model.parameters())
+        summary[spec] = ratios(results[spec])
+        print(json.dumps(summary[spec], indent=2), flush=True)
+    report = {"setup": {"new_tokens": 16, "batch": 1, "repeats": repeats, "torch_threads": torch.get_num_threads(),
+                        "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+                        "source": "causal (cached modes timed with a warm store)"},
+              "ratios": summary, "models": results}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2))
+    print(f"wrote {output}")
+    if plot_path is not None:
+        plot(results, plot_path)
+        print(f"wrote {plot_path}")
+    return report
+
+
+# --- quality --------------------------------------------------------------------------------------
+
+QUESTION = "What is described as '{query}'?"
+QUALITY_CONFIGS = (("no_retrieval", "none", None, "doc_first"), ("uncached_doc_first", "none", None, "doc_first"),
+                   ("uncached_query_first", "none", None, "query_first"),
+                   *((f"{mode}/{source}", mode, source, "doc_first")
+                     for mode in ("query", "doc", "query_doc", "doc_query") for source in ("embedding", "causal")))
+
+
+def load_wikidesc_dev(directory: Path, limit: int | None) -> list[dict]:
+    """The first `limit` dev queries with their gold passage: {"id", "query", "answer", "passage"}."""
+    corpus = {}
+    for line in (directory / "corpus.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        corpus[record["_id"]] = record
+    gold = {}
+    for line in (directory / "dev" / "qrels.tsv").read_text(encoding="utf-8").splitlines()[1:]:
+        qid, cid, score = line.split("\t")
+        if int(score) > 0:
+            gold[qid] = cid
+    items = []
+    for line in (directory / "dev" / "queries.jsonl").read_text(encoding="utf-8").splitlines():
+        query = json.loads(line)
+        passage = corpus[gold[query["_id"]]]
+        items.append({"id": query["_id"], "query": query["text"], "answer": query["metadata"]["answer"],
+                      "passage": passage["text"]})
+        if limit is not None and len(items) >= limit:
+            break
+    return items
+
+
+def run_quality(model_spec: str, data_dir: Path, *, limit: int | None, output: Path, new_tokens: int = 16) -> dict:
+    from grit_components import load_model
+
+    model = load_model(model_spec)
+    items = load_wikidesc_dev(data_dir, limit)
+    results: dict = {}
+    for name, mode, source, order in QUALITY_CONFIGS:
+        matches, outputs, start = 0, [], time.perf_counter()
+        for item in items:
+            docs = [] if name == "no_retrieval" else [item["passage"]]
+            r = rag.answer(model, QUESTION.format(query=item["query"]), docs, mode=mode, source=source or "causal",
+                           order=order, max_new_tokens=new_tokens)
+            hit = item["answer"].lower() in r.text.lower()
+            matches += hit
+            outputs.append({"id": item["id"], "output": r.text, "match": hit})
+        results[name] = {"match": matches / len(items), "n": len(items), "seconds": time.perf_counter() - start,
+                         "outputs": outputs}
+        print(f"{name:24s} match {results[name]['match']:.3f}  ({time.perf_counter() - start:.0f}s)", flush=True)
+        model.kv_store.clear()
+    report = {"setup": {"model": model_spec, "queries": len(items), "new_tokens": new_tokens, "split": "dev",
+                        "question": QUESTION, "metric": "answer title in output (case-insensitive)"},
+              "results": results}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    print(f"wrote {output}")
+    return report
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+bench_app = typer.Typer(help="Benchmarks (latency, quality).", no_args_is_help=True)
+
+
+@bench_app.command("rag-latency")
+def rag_latency_command(
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help=f"Model spec or '{RANDOM_LLAMA}'; repeatable.")] = None,
+    repeats: Annotated[int, typer.Option(min=1)] = 3,
+    lengths: Annotated[str, typer.Option(help="Comma-separated document lengths in tokens.")] = ",".join(map(str, LENGTHS)),
+    output: Annotated[Path, typer.Option(help="JSON results.")] = Path("benchmarks/results/rag_latency.json"),
+    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="PNG plot.")] = Path("docs/img/rag_latency.png"),
+    threads: Annotated[Optional[int], typer.Option(help="torch threads (default: torch's choice).")] = None,
+) -> None:
+    """Latency of every RAG cache mode against document length (16 new tokens, batch 1)."""
+    run_latency(model or [DEFAULT_MODEL, RANDOM_LLAMA], repeats=repeats,
+                lengths=[int(x) for x in lengths.split(",")], output=output, plot_path=plot_path, threads=threads)
+
+
+@bench_app.command("rag-quality")
+def rag_quality_command(
+    data: Annotated[Path, typer.Option(help="WikiDesc folder (BEIR layout).")] = Path("../shared/data/wikidesc"),
+    model: Annotated[str, typer.Option("--model", "-m")] = DEFAULT_MODEL,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="First N dev queries.")] = 50,
+    output: Annotated[Path, typer.Option(help="JSON results.")] = Path("benchmarks/results/rag_quality.json"),
+    threads: Annotated[Optional[int], typer.Option(help="torch threads (default: torch's choice).")] = None,
+) -> None:
+    """Match rate of every RAG cache mode and source on WikiDesc dev questions (gold passage given)."""
+    if threads:
+        torch.set_num_threads(threads)
+    run_quality(model, data, limit=limit, output=output)
