@@ -1,0 +1,134 @@
+"""Batches in GRIT format, token for token what inference builds.
+
+Embedding side: each text becomes `BOS + embed_prefix(instruction) + text` through
+`grit_components.embedding.build_inputs` (the function `GritModel.embed` uses), right-padded by
+`pad_batch`, with `pooling_weights` that are zero on BOS, instruction and padding. The forward that
+consumes these runs with bidirectional attention (`attention.bidirectional_forward`).
+Generative side: the chat prompt comes from `generation.chat_prompt_ids` (GRIT chat format or the
+tokenizer's template, as the model generates), followed by the assistant answer and EOS; labels are
+-100 everywhere except the assistant tokens (and their EOS). That forward is causal.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from grit_components.embedding import EmbeddingInput, build_inputs, pad_batch, pooling_weights
+from grit_components.generation import chat_prompt_ids
+from grit_components.training.data import ChatRecord, EmbeddingRecord, Text
+
+if TYPE_CHECKING:
+    from grit_components.models import GritModel
+
+IGNORE_INDEX = -100
+
+
+def encode_texts(model: GritModel, items: Sequence[Text], *, default_instruction: str,
+                 max_length: int) -> list[EmbeddingInput]:
+    """GRIT embedding inputs of (instruction, text) items, in order; None instruction = the default."""
+    out: list[EmbeddingInput | None] = [None] * len(items)
+    groups: dict[str, list[int]] = {}
+    for i, (instruction, _) in enumerate(items):
+        groups.setdefault(default_instruction if instruction is None else instruction, []).append(i)
+    for instruction, rows in groups.items():
+        for row, item in zip(rows, build_inputs(model, [items[i][1] for i in rows], instruction=instruction,
+                                                max_length=max_length)):
+            out[row] = item
+    return out  # type: ignore[return-value]
+
+
+def embedding_tensors(model: GritModel, inputs: Sequence[EmbeddingInput]) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask (B, T), right-padded, and pooling (B, T) weights over the text tokens."""
+    ids, mask = pad_batch([item.ids for item in inputs], model.pad_token_id, "cpu")
+    return {"input_ids": ids, "attention_mask": mask,
+            "pooling": pooling_weights(mask, [item.text_start for item in inputs], "mean")}
+
+
+def encode_chat(model: GritModel, messages: Sequence[dict[str, str]], *, max_length: int) -> tuple[list[int], list[int]]:
+    """(ids, labels) of a conversation ending with an assistant turn; labels only on assistant tokens.
+
+    The last assistant turn is always a target. An earlier assistant turn is a target too when the
+    chat format renders it as the same tokens it would generate (true for the GRIT format and ChatML
+    templates); otherwise it is context only. Sequences longer than `max_length` are cut at the end.
+    """
+    messages = list(messages)
+    eos = model.tokenizer.eos_token_id
+    answer_turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    last = answer_turns[-1]
+    prompt = chat_prompt_ids(model, messages[:last])
+    answer = model.tokenize(messages[last]["content"]) + ([eos] if eos is not None else [])
+    ids = prompt + answer
+    labels = [IGNORE_INDEX] * len(prompt) + answer
+    for turn in answer_turns[:-1]:
+        earlier_prompt = chat_prompt_ids(model, messages[:turn])
+        earlier = model.tokenize(messages[turn]["content"]) + ([eos] if eos is not None else [])
+        end = len(earlier_prompt) + len(earlier)
+        if ids[:end] == earlier_prompt + earlier:
+            labels[len(earlier_prompt):end] = earlier
+    return ids[:max_length], labels[:max_length]
+
+
+@dataclass
+class GritCollator:
+    """Turns dataset items into one GRIT training batch.
+
+    Items are dicts with "embedding" (an `EmbeddingRecord` or None) and "generative" (a `ChatRecord` or
+    None). The batch holds `query_*` and `passage_*` tensors (passages: every query's positive first, in
+    query order, then all hard negatives, so query i's positive is passage i and every other passage is
+    an in-batch negative) and `gen_*` tensors (input_ids, attention_mask, labels).
+
+    :param model: the `GritModel` being trained (its tokenizer, BOS and chat format are used).
+    :param query_instruction: instruction of queries given as plain str.
+    :param passage_instruction: instruction of passages given as plain str ("" = none, as in GRIT).
+    :param num_hard_negatives: hard negatives sampled per query (fewer when a record has fewer).
+    :param query_max_length / passage_max_length / generative_max_length: token limits (BOS and instruction count).
+    """
+
+    model: Any
+    query_instruction: str = ""
+    passage_instruction: str = ""
+    num_hard_negatives: int = 1
+    query_max_length: int = 64
+    passage_max_length: int = 256
+    generative_max_length: int = 512
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def __call__(self, items: Sequence[dict]) -> dict[str, torch.Tensor]:
+        batch: dict[str, torch.Tensor] = {}
+        records: list[EmbeddingRecord] = [item["embedding"] for item in items if item.get("embedding") is not None]
+        if records:
+            batch.update(self.embedding_batch(records))
+        chats: list[ChatRecord] = [item["generative"] for item in items if item.get("generative") is not None]
+        if chats:
+            batch.update(self.generative_batch(chats))
+        return batch
+
+    def embedding_batch(self, records: Sequence[EmbeddingRecord]) -> dict[str, torch.Tensor]:
+        if len({r.dataset for r in records}) > 1:
+            raise ValueError("an embedding batch mixes datasets "
+                             f"{sorted({r.dataset for r in records})}; use SameDatasetBatchSampler")
+        queries = [r.query for r in records]
+        positives = [self._rng.choice(r.pos) for r in records]
+        negatives = [t for r in records for t in self._rng.sample(r.neg, min(self.num_hard_negatives, len(r.neg)))]
+        q = embedding_tensors(self.model, encode_texts(self.model, queries, default_instruction=self.query_instruction,
+                                                       max_length=self.query_max_length))
+        p = embedding_tensors(self.model, encode_texts(self.model, positives + negatives,
+                                                       default_instruction=self.passage_instruction,
+                                                       max_length=self.passage_max_length))
+        return {**{f"query_{k}": v for k, v in q.items()}, **{f"passage_{k}": v for k, v in p.items()}}
+
+    def generative_batch(self, chats: Sequence[ChatRecord]) -> dict[str, torch.Tensor]:
+        encoded = [encode_chat(self.model, c.messages, max_length=self.generative_max_length) for c in chats]
+        ids, mask = pad_batch([e[0] for e in encoded], self.model.pad_token_id, "cpu")
+        labels = torch.full_like(ids, IGNORE_INDEX)
+        for row, (_, row_labels) in enumerate(encoded):
+            labels[row, : len(row_labels)] = torch.tensor(row_labels, dtype=torch.long)
+        return {"gen_input_ids": ids, "gen_attention_mask": mask, "gen_labels": labels}

@@ -1,0 +1,238 @@
+"""Typed configuration of `grit train`: nested dataclasses read from YAML; an unknown key is an error.
+
+See docs/training.md for the reference of every field, and recipes/wikidesc-smollm2.yaml for an example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION
+from grit_components.training.data import DEFAULT_RAG_QUESTION
+
+
+@dataclass
+class MiningConfig:
+    """Hard-negative mining over the corpus of a BEIR source."""
+
+    method: str = "bm25"  # "bm25" or "grit" (the model being trained, before training)
+    num_negatives: int = 7
+    skip_top: int = 0
+    max_length: int = 256  # method "grit": tokens per text
+
+
+@dataclass
+class EmbeddingSourceConfig:
+    """One embedding dataset: a JSONL file (`path`) or a BEIR folder (`beir` + `split`)."""
+
+    path: Optional[str] = None
+    beir: Optional[str] = None
+    split: str = "train"
+    corpus_file: Optional[str] = None
+    name: Optional[str] = None  # dataset name (batches never mix two names)
+    max_records: Optional[int] = None
+    mine_negatives: Optional[MiningConfig] = None
+
+
+@dataclass
+class GenerativeSourceConfig:
+    """One generative dataset: a JSONL file (`path`) or RAG answers built from a BEIR folder (`beir`)."""
+
+    path: Optional[str] = None
+    beir: Optional[str] = None
+    split: str = "train"
+    corpus_file: Optional[str] = None
+    name: Optional[str] = None
+    max_records: Optional[int] = None
+    skip: int = 0  # BEIR: skip the first N queries
+    question: str = DEFAULT_RAG_QUESTION
+    max_passage_words: Optional[int] = 150
+
+
+@dataclass
+class DataConfig:
+    embedding: list[EmbeddingSourceConfig] = field(default_factory=list)
+    generative: list[GenerativeSourceConfig] = field(default_factory=list)
+    on_error: str = "raise"  # or "skip"
+    query_instruction: str = DEFAULT_QUERY_INSTRUCTION
+    passage_instruction: str = ""
+    num_hard_negatives: int = 1  # per query per batch
+    query_max_length: int = 64
+    passage_max_length: int = 256
+    generative_max_length: int = 512
+
+
+@dataclass
+class LossConfig:
+    temperature: float = 0.02
+    rep_weight: float = 1.0
+    gen_weight: float = 1.0
+    gen_averaging: str = "token"  # or "sample"
+    gradcache_chunk_size: Optional[int] = None  # set to embed the batch in chunks of this many texts
+
+
+@dataclass
+class LoraSettings:
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: Any = "all-linear"  # "all-linear" or a list of module names
+    merge_on_save: bool = True  # checkpoints are full models (loadable by every component); adapter kept in adapter/
+
+
+@dataclass
+class TrainingSettings:
+    batch_size: int = 8  # queries (and generative samples) per device per step
+    learning_rate: float = 2e-5
+    max_steps: int = -1  # > 0 overrides num_epochs
+    num_epochs: float = 1.0
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    lr_scheduler: str = "linear"
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    logging_steps: int = 10
+    save_steps: Optional[int] = None  # None: save only at the end
+    save_total_limit: Optional[int] = 2
+    seed: int = 42
+    dtype: Optional[str] = None  # float32 (CPU default), bfloat16 (accelerator default), float16
+    torch_threads: Optional[int] = None
+    progress_bar: bool = True
+    report_to: list[str] = field(default_factory=list)  # e.g. ["tensorboard"]
+
+
+@dataclass
+class EvalConfig:
+    """Periodic evaluation: nDCG@10 / Recall@10 on a BEIR dev split and L_gen on dev RAG answers."""
+
+    beir: Optional[str] = None
+    split: str = "dev"
+    corpus_file: Optional[str] = None
+    max_queries: Optional[int] = 100
+    max_corpus: Optional[int] = 500  # the qrels' passages plus the first others up to this size
+    every_steps: Optional[int] = None  # None: only at the end
+    on_start: bool = False
+    generative_records: int = 32  # dev RAG answers for the generative loss (0 = none)
+    batch_size: int = 16
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    output_dir: str
+    chat_format: str = "auto"  # "auto", "grit" or "template": how generative data is formatted
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.chat_format in ("auto", "grit", "template"), "chat_format must be 'auto', 'grit' or 'template'"),
+            (self.data.on_error in ("raise", "skip"), "data.on_error must be 'raise' or 'skip'"),
+            (self.loss.gen_averaging in ("token", "sample"), "loss.gen_averaging must be 'token' or 'sample'"),
+            (self.loss.temperature > 0, "loss.temperature must be > 0"),
+            (self.loss.rep_weight >= 0 and self.loss.gen_weight >= 0, "loss weights must be >= 0"),
+            (self.loss.gradcache_chunk_size is None or self.loss.gradcache_chunk_size >= 1,
+             "loss.gradcache_chunk_size must be >= 1"),
+            (self.training.batch_size >= 1, "training.batch_size must be >= 1"),
+            (bool(self.data.embedding or self.data.generative), "data needs at least one embedding or generative source"),
+        ]
+        for source in [*self.data.embedding, *self.data.generative]:
+            checks.append(((source.path is None) != (source.beir is None),
+                           "every data source needs exactly one of 'path' or 'beir'"))
+            mining = getattr(source, "mine_negatives", None)
+            if mining is not None:
+                checks.append((mining.method in ("bm25", "grit"), "mine_negatives.method must be 'bm25' or 'grit'"))
+                checks.append((source.beir is not None, "mine_negatives needs a 'beir' source (its corpus is mined)"))
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, where)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise TypeError(f"{where} must be a list, not {type(value).__name__}")
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML reads 2e-5 as a str
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise TypeError(f"{where} must be {tp.__name__}, not {type(value).__name__} ({value!r})")
+    return value
+
+
+def from_dict(cls, data: Any, where: str = "config"):
+    """Build dataclass `cls` from a dict; unknown keys raise ValueError naming them (with a suggestion)."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{where} must be a mapping, not {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [key for key in data if key not in names]
+    if unknown:
+        hints_text = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hints_text.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"unknown key(s) in {where}: {', '.join(hints_text)}; known keys: {', '.join(names)}")
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"missing key(s) in {where}: {', '.join(missing)}")
+    return cls(**{key: _convert(hints[key], value, f"{where}.{key}") for key, value in data.items()})
+
+
+def load_config(path: str | Path, *, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML training config. Relative data paths are resolved against the config's folder.
+
+    :param overrides: dotted keys to set after reading, e.g. {"training.max_steps": 10}.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    config = from_dict(TrainConfig, data)
+    base = path.resolve().parent
+
+    def resolve(value: str | None) -> str | None:
+        if value is None or Path(value).expanduser().is_absolute():
+            return value
+        candidate = base / value
+        return str(candidate) if candidate.exists() else value
+
+    for source in [*config.data.embedding, *config.data.generative]:
+        source.path, source.beir = resolve(source.path), resolve(source.beir)
+    config.eval.beir = resolve(config.eval.beir)
+    return config

@@ -1,0 +1,105 @@
+"""The GRIT loss: L = rep_weight * L_rep + gen_weight * L_gen.
+
+L_rep is InfoNCE over cosine similarity / temperature: query i's positive is passage i, every other
+passage in the batch (other queries' positives and all hard negatives) is a negative. L_gen is the
+next-token cross-entropy on assistant tokens (labels != -100), averaged per token or per sample.
+`chunked_info_nce_backward` computes L_rep and its gradient for a batch larger than fits in memory
+(GradCache, Gao et al. 2021): embeddings without grad in chunks, the loss gradient w.r.t. the
+embeddings, then each chunk again with grad, back-propagating that gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from grit_components._checks import check_choice, check_float
+
+# encode(input_ids, attention_mask, pooling) -> (B, H) L2-normalised embeddings
+Encoder = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def pool(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted mean of (B, T, H) hidden states in fp32, L2-normalised: (B, H). Weights from `pooling_weights`."""
+    pooled = (hidden.float() * weights[..., None].float()).sum(dim=1)
+    return F.normalize(pooled, p=2, dim=-1)
+
+
+def info_nce_loss(queries: torch.Tensor, passages: torch.Tensor, *, temperature: float = 0.02) -> torch.Tensor:
+    """Mean over queries of -log softmax(q_i . p / temperature)[i].
+
+    `queries` (B, H) and `passages` (N >= B, H) are normalised; passage i is query i's positive.
+    """
+    check_float("temperature", temperature, minimum=0.0, exclusive_minimum=True)
+    if passages.shape[0] < queries.shape[0]:
+        raise ValueError(f"passages ({passages.shape[0]}) must hold at least one positive per query ({queries.shape[0]})")
+    scores = queries.float() @ passages.float().T / temperature  # (B, N)
+    return F.cross_entropy(scores, torch.arange(queries.shape[0], device=scores.device))
+
+
+def generative_loss(logits: torch.Tensor, labels: torch.Tensor, *, averaging: str = "token") -> torch.Tensor:
+    """Next-token cross-entropy where labels != -100; logits (B, T, V), labels (B, T) (not shifted).
+
+    averaging "token": mean over every target token of the batch (long answers weigh more);
+    "sample": mean over samples of each sample's mean (every answer weighs the same).
+    """
+    check_choice("averaging", averaging, ("token", "sample"))
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
+                                reduction="none").view(labels.shape)
+    targets = (labels != -100).float()
+    if averaging == "token":
+        return (per_token * targets).sum() / targets.sum().clamp(min=1)
+    counts = targets.sum(dim=1)
+    has = counts > 0
+    per_sample = (per_token * targets).sum(dim=1)[has] / counts[has]
+    return per_sample.mean() if per_sample.numel() else per_token.sum() * 0
+
+
+def _rng_state():
+    return (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+
+
+def _set_rng_state(state) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state_all(state[1])
+
+
+def _chunks(inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], size: int):
+    ids, mask, weights = inputs
+    for start in range(0, ids.shape[0], size):
+        part = slice(start, start + size)
+        width = int(mask[part].sum(dim=1).max())  # drop padding columns no row of this chunk needs
+        yield ids[part, :width], mask[part, :width], weights[part, :width]
+
+
+def chunked_info_nce_backward(encode: Encoder, queries, passages, *, chunk_size: int, temperature: float = 0.02,
+                              scale: float = 1.0, backward: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+    """InfoNCE of the whole batch with memory for one chunk of `chunk_size` texts (GradCache).
+
+    `queries` and `passages` are (input_ids, attention_mask, pooling) triples. Gradients of
+    `scale * loss` are accumulated into the parameters (via `backward`, default `Tensor.backward`);
+    they equal the unchunked gradient up to float rounding. Dropout masks are replayed exactly (the RNG
+    state of each chunk is restored for its second pass). Returns the (unscaled) loss, detached.
+    """
+    backward = backward or (lambda tensor: tensor.backward())
+    states, embedded = [], []
+    with torch.no_grad():
+        for side in (queries, passages):
+            for chunk in _chunks(side, chunk_size):
+                states.append(_rng_state())
+                embedded.append(encode(*chunk))
+    n_query_chunks = len(range(0, queries[0].shape[0], chunk_size))
+    q = torch.cat(embedded[:n_query_chunks]).detach().requires_grad_(True)
+    p = torch.cat(embedded[n_query_chunks:]).detach().requires_grad_(True)
+    loss = info_nce_loss(q, p, temperature=temperature)
+    (loss * scale).backward()
+    grads = list(q.grad.split(chunk_size)) + list(p.grad.split(chunk_size))
+    chunks = [*_chunks(queries, chunk_size), *_chunks(passages, chunk_size)]
+    for chunk, grad, state in zip(chunks, grads, states):
+        _set_rng_state(state)
+        backward((encode(*chunk) * grad).sum())  # d(sum e*g)/d theta = g . de/d theta
+    return loss.detach()

@@ -1,0 +1,293 @@
+"""GRIT training on the Hugging Face Trainer (so accelerate, DDP/FSDP/DeepSpeed, logging and checkpoints
+come from there): a dataset pairing embedding and generative records, a sampler keeping each batch within
+one embedding dataset, a model wrapper whose forward does either pass, and a Trainer subclass with the
+GRIT loss, optional GradCache, periodic retrieval evaluation and checkpoints every component loads.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch.utils.data import Dataset, Sampler
+from transformers import Trainer
+
+from grit_components.attention import bidirectional_forward
+from grit_components.embedding import TruncationWarning
+from grit_components.training.data import ChatRecord, EmbeddingRecord
+from grit_components.training.loss import chunked_info_nce_backward, generative_loss, info_nce_loss, pool
+
+if TYPE_CHECKING:
+    from grit_components.models import GritModel
+    from grit_components.training.evaluate import RetrievalEvalSet
+
+TRAINING_INFO_FILE = "grit_training.json"
+
+
+class GritTrainDataset(Dataset):
+    """Item i = {"embedding": embedding record i, "generative": generative record i mod n_generative}.
+
+    With no embedding records, item i is generative record i alone (and vice versa).
+    """
+
+    def __init__(self, embedding: Sequence[EmbeddingRecord] = (), generative: Sequence[ChatRecord] = ()) -> None:
+        if not embedding and not generative:
+            raise ValueError("training needs embedding records, generative records, or both")
+        self.embedding = list(embedding)
+        self.generative = list(generative)
+
+    def __len__(self) -> int:
+        return len(self.embedding) or len(self.generative)
+
+    def __getitem__(self, index: int) -> dict:
+        if not self.embedding:
+            return {"embedding": None, "generative": self.generative[index]}
+        gen = self.generative[index % len(self.generative)] if self.generative else None
+        return {"embedding": self.embedding[index], "generative": gen}
+
+    def dataset_names(self) -> list[str]:
+        """Per item, the name batches must not mix (the embedding record's dataset)."""
+        if not self.embedding:
+            return ["generative"] * len(self.generative)
+        return [r.dataset for r in self.embedding]
+
+
+class SameDatasetSampler(Sampler[int]):
+    """Indices in blocks of `batch_size` from one dataset each (so in-batch negatives share a dataset).
+
+    Each epoch: shuffle every dataset's indices, cut them into full batches (a dataset's remainder is
+    dropped), shuffle the batches, and yield them one after the other. The DataLoader's plain batching
+    (and accelerate's per-process batch sharding) then sees single-dataset batches.
+    """
+
+    def __init__(self, names: Sequence[str], batch_size: int, *, seed: int = 0) -> None:
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+        self.groups: dict[str, list[int]] = {}
+        for index, name in enumerate(names):
+            self.groups.setdefault(name, []).append(index)
+        if all(len(g) < batch_size for g in self.groups.values()):
+            raise ValueError(f"batch_size={batch_size} is larger than every dataset "
+                             f"({ {k: len(v) for k, v in self.groups.items()} }); lower training.batch_size")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        rng = random.Random(self.seed + self.epoch)
+        batches = []
+        for indices in self.groups.values():
+            shuffled = indices[:]
+            rng.shuffle(shuffled)
+            batches += [shuffled[s : s + self.batch_size] for s in range(0, len(shuffled) - self.batch_size + 1, self.batch_size)]
+        rng.shuffle(batches)
+        return batches
+
+    def __iter__(self):
+        self.epoch_batches = self.batches()
+        self.epoch += 1
+        for batch in self.epoch_batches:
+            yield from batch
+
+    def __len__(self) -> int:
+        return sum(len(g) // self.batch_size for g in self.groups.values()) * self.batch_size
+
+
+class GritTrainingModel(torch.nn.Module):
+    """Wraps the causal LM (or its peft model) so both GRIT passes go through one `forward` (DDP/FSDP safe).
+
+    `forward(input_ids, attention_mask, pooling)` returns normalised embeddings (bidirectional attention,
+    pooled with `pooling` weights); without `pooling` it returns the causal LM logits.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None) -> None:
+        self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+        if hasattr(self.model, "enable_input_require_grads"):
+            self.model.enable_input_require_grads()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling: torch.Tensor | None = None):
+        if pooling is not None:
+            hidden = bidirectional_forward(self.model, input_ids, attention_mask).last_hidden_state  # (B, T, H)
+            return pool(hidden, pooling)  # (B, H)
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (B, T, V)
+
+
+def save_grit_model(model: torch.nn.Module, tokenizer, output_dir, *, merge_lora: bool = True, info: dict | None = None) -> Path:
+    """Save a trained model so that `load_model(output_dir)` (and every component) loads it.
+
+    A peft (LoRA) model is saved merged into full weights (a copy is merged: training can go on) with its
+    adapter in `output_dir/adapter/`; with `merge_lora=False` only the adapter is saved there (load it
+    with peft on top of the base model; `load_model` then needs the merged form). `info` goes to
+    `grit_training.json` (instructions and chat format the model was trained with).
+    """
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(output / "adapter")
+        if merge_lora:
+            merged = copy.deepcopy(model).merge_and_unload()
+            merged.save_pretrained(output)
+    else:
+        model.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    if info is not None:
+        (output / TRAINING_INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+    return output
+
+
+class GritTrainer(Trainer):
+    """`transformers.Trainer` with the GRIT loss.
+
+    :param grit_model: the `GritModel` view of the model being trained (tokenizer, formats, evaluation).
+    :param temperature, rep_weight, gen_weight, gen_averaging: the loss (see `training.loss`).
+    :param gradcache_chunk_size: embed the contrastive batch in chunks of this many texts (GradCache).
+    :param retrieval_eval: a `RetrievalEvalSet` scored at every evaluation (nDCG@10, Recall@10).
+    :param generative_eval: dev `ChatRecord`s whose L_gen is reported at every evaluation.
+    :param eval_settings: query/passage instructions and lengths for the retrieval evaluation.
+    :param save_info: written to `grit_training.json` in every checkpoint.
+    """
+
+    def __init__(self, *args, grit_model: GritModel, temperature: float = 0.02, rep_weight: float = 1.0,
+                 gen_weight: float = 1.0, gen_averaging: str = "token", gradcache_chunk_size: int | None = None,
+                 retrieval_eval: RetrievalEvalSet | None = None, generative_eval: Sequence[ChatRecord] = (),
+                 eval_settings: dict | None = None, merge_lora: bool = True, save_info: dict | None = None,
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.grit_model = grit_model
+        self.temperature = temperature
+        self.rep_weight = rep_weight
+        self.gen_weight = gen_weight
+        self.gen_averaging = gen_averaging
+        self.gradcache_chunk_size = gradcache_chunk_size
+        self.retrieval_eval = retrieval_eval
+        self.generative_eval = list(generative_eval)
+        self.eval_settings = eval_settings or {}
+        self.merge_lora = merge_lora
+        self.save_info = save_info
+        self._parts: dict[str, list[float]] = {"loss_rep": [], "loss_gen": []}
+
+    # --- data -----------------------------------------------------------------------------------
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return SameDatasetSampler(dataset.dataset_names(), self.args.per_device_train_batch_size, seed=self.args.seed)
+
+    # --- loss -----------------------------------------------------------------------------------
+    def grit_losses(self, model, inputs, *, backward_scale: float | None = None) -> dict[str, torch.Tensor]:
+        """{"loss_rep", "loss_gen"} of a batch (absent parts are missing).
+
+        With GradCache (and `backward_scale` given) L_rep's gradient, scaled, is accumulated right away.
+        """
+        losses = {}
+        if "query_input_ids" in inputs and self.rep_weight > 0:
+            query = (inputs["query_input_ids"], inputs["query_attention_mask"], inputs["query_pooling"])
+            passage = (inputs["passage_input_ids"], inputs["passage_attention_mask"], inputs["passage_pooling"])
+            if self.gradcache_chunk_size and backward_scale is not None:
+                losses["loss_rep"] = chunked_info_nce_backward(
+                    lambda ids, mask, weights: model(ids, mask, weights), query, passage,
+                    chunk_size=self.gradcache_chunk_size, temperature=self.temperature,
+                    scale=backward_scale * self.rep_weight, backward=self.accelerator.backward)
+            else:
+                losses["loss_rep"] = info_nce_loss(model(*query), model(*passage), temperature=self.temperature)
+        if "gen_input_ids" in inputs and self.gen_weight > 0:
+            logits = model(inputs["gen_input_ids"], inputs["gen_attention_mask"])
+            losses["loss_gen"] = generative_loss(logits, inputs["gen_labels"], averaging=self.gen_averaging)
+        return losses
+
+    def _combine(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = 0.0
+        if "loss_rep" in losses:
+            total = total + self.rep_weight * losses["loss_rep"]
+        if "loss_gen" in losses:
+            total = total + self.gen_weight * losses["loss_gen"]
+        return total if isinstance(total, torch.Tensor) else torch.tensor(0.0)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = self._combine(self.grit_losses(model, inputs))
+        return (loss, None) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        scale = 1.0 / self.current_gradient_accumulation_steps
+        with self.compute_loss_context_manager():
+            losses = self.grit_losses(model, inputs, backward_scale=scale)
+        for name, value in losses.items():
+            self._parts[name].append(float(value.detach()))
+        if self.gradcache_chunk_size and "loss_rep" in losses:
+            # L_rep's gradient is already accumulated; back-propagate the rest.
+            if "loss_gen" in losses:
+                self.accelerator.backward(self.gen_weight * losses["loss_gen"] * scale)
+        else:
+            self.accelerator.backward(self._combine(losses) * scale)
+        return self._combine({k: v.detach() for k, v in losses.items()}).detach() * scale
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log: add the mean of each part since the last one
+            for name, values in self._parts.items():
+                if values:
+                    logs[name] = round(sum(values) / len(values), 4)
+                    values.clear()
+        super().log(logs, start_time)
+
+    # --- evaluation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """nDCG@10 / Recall@10 on the dev sample (through `GritModel.embed`, as at inference) and dev L_gen."""
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        metrics: dict[str, float] = {}
+        try:
+            if self.retrieval_eval is not None:
+                from grit_components.training.evaluate import evaluate_retrieval
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", TruncationWarning)
+                    scores = evaluate_retrieval(self.grit_model, self.retrieval_eval, **self.eval_settings)
+                metrics.update({f"{metric_key_prefix}_{k}": v for k, v in scores.items()})
+            if self.generative_eval:
+                collate = self.data_collator
+                total, count = 0.0, 0
+                size = self.args.per_device_eval_batch_size
+                for start in range(0, len(self.generative_eval), size):
+                    batch = collate.generative_batch(self.generative_eval[start : start + size])
+                    batch = {k: v.to(self.args.device) for k, v in batch.items()}
+                    logits = model(batch["gen_input_ids"], batch["gen_attention_mask"])
+                    part = self.generative_eval[start : start + size]
+                    total += float(generative_loss(logits, batch["gen_labels"], averaging=self.gen_averaging)) * len(part)
+                    count += len(part)
+                metrics[f"{metric_key_prefix}_loss_gen"] = total / count
+        finally:
+            model.train(was_training)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    # --- saving ---------------------------------------------------------------------------------
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        if not self.args.should_save:
+            return
+        output_dir = output_dir or self.args.output_dir
+        inner = self.accelerator.unwrap_model(self.model).model
+        save_grit_model(inner, self.grit_model.tokenizer, output_dir, merge_lora=self.merge_lora, info=self.save_info)
+        torch.save(self.args, Path(output_dir) / "training_args.bin")
+
+
+def estimate_steps(n_items: int, batch_size: int, epochs: float) -> int:
+    return max(1, math.ceil(n_items / batch_size * epochs))
