@@ -163,3 +163,7 @@ from grit_components.rag_benchmark import bench_app  # noqa: E402
 app.add_typer(bench_app, name="bench")
 
 from grit_components import haystack_cli  # noqa: E402,F401  (index, ask, run, demo)
+
+from grit_components.training.cli import train as _train  # noqa: E402
+
+app.command(name="train")(_train)
