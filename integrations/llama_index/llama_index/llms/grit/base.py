@@ -108,7 +108,10 @@ class GritLLM(CustomLLM):
     :param generate_kwargs: further defaults for every call (e.g. `{"seed": 0}`); per-call kwargs win.
     :param chat_format: "auto" (GRIT format for GritLM models, else the tokenizer's template), "grit" or
         "template". Applies when this object is the first to load the model (the registry keeps one copy).
-    :param device, dtype, revision, trust_remote_code: how to load the model (see `grit_components.load_model`).
+    :param device: "cpu", "cuda", "mps"...; default: an accelerator if present.
+    :param dtype: "float32", "bfloat16" or "float16"; default: float32 on CPU, bfloat16 elsewhere.
+    :param revision: hub revision.
+    :param trust_remote_code: allow model code from the hub repository.
     :param token: hub token for private models (not serialised).
     :param registry: a `grit_components.ModelRegistry` other than the default one (not serialised).
     """

@@ -50,7 +50,10 @@ class GritRerank(BaseNodePostprocessor):
     :param max_passage_tokens: passages are cut to this many tokens in cross-encoder prompts (None = core default).
     :param batch_size: prompts per forward pass.
     :param metadata_mode: node content that is scored.
-    :param device, dtype, revision, trust_remote_code: how to load the model (see `grit_components.load_model`).
+    :param device: "cpu", "cuda", "mps"...; default: an accelerator if present.
+    :param dtype: "float32", "bfloat16" or "float16"; default: float32 on CPU, bfloat16 elsewhere.
+    :param revision: hub revision.
+    :param trust_remote_code: allow model code from the hub repository.
     :param token: hub token for private models (not serialised).
     :param registry: a `grit_components.ModelRegistry` other than the default one (not serialised).
     """
