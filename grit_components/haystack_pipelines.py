@@ -1,0 +1,333 @@
+"""Load, configure and run the Haystack YAML pipelines in `pipelines/` (what `grit index/ask/run/demo` use).
+
+The YAML files stay plain Haystack: `Pipeline.loads` reads them without this module. What this module
+adds is the deployment knobs a YAML file cannot express, applied to the parsed YAML before it is built:
+
+- the data directory: every embedded Qdrant store (`path: .grit/qdrant`) and KV cache folder
+  (`kv_cache_directory: .grit/kv`) moves under `data_dir` (`--data-dir`, or `GRIT_DATA_DIR`);
+- a Qdrant server: `qdrant_url` (`--qdrant-url`, or `GRIT_QDRANT_URL`) replaces `path`/`location` of
+  every `QdrantDocumentStore` by `url` (the API key, if any, comes from `QDRANT_API_KEY` as usual);
+- the model (`--model`) and query instruction (`--instruction`) of every GRIT component;
+- the store's `embedding_dim`, set from the loaded model, and checked against an existing collection
+  before anything is written (`EmbeddingDimensionError`).
+
+Imports Haystack: import this module only where Haystack is installed.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from haystack import Document, Pipeline, tracing
+from haystack.dataclasses import ChatMessage
+
+QDRANT_STORE = "haystack_integrations.document_stores.qdrant.document_store.QdrantDocumentStore"
+GRIT_PREFIX = "haystack_integrations.components."
+QUERY_EMBEDDER = "haystack_integrations.components.embedders.grit.text_embedder.GritTextEmbedder"
+BUILTIN_PIPELINES = ("indexing", "indexing_doc_cache", "rag", "rag_rerank", "rag_doc_cache")
+FILE_SUFFIXES = (".txt", ".md", ".markdown", ".pdf")
+QUESTION_INPUTS = ("text", "query", "question")
+ENV_DATA_DIR = "GRIT_DATA_DIR"
+ENV_QDRANT_URL = "GRIT_QDRANT_URL"
+
+
+class PipelineSetupError(ValueError):
+    """A pipeline cannot run as configured (missing file, bad input, incompatible store)."""
+
+
+class EmbeddingDimensionError(PipelineSetupError):
+    """The model's embedding dimension differs from the vectors of an existing Qdrant collection."""
+
+
+def pipelines_dir() -> Path:
+    """The folder of the bundled YAML pipelines (`pipelines/` of the source tree, or inside the package)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "pipelines", here.parent / "pipelines"):
+        if candidate.is_dir():
+            return candidate
+    raise PipelineSetupError("the bundled pipelines folder was not found; pass a YAML file path")
+
+
+def pipeline_path(name_or_path: str | os.PathLike) -> Path:
+    """A YAML path as given, or a bundled pipeline by name (`rag`, `rag_rerank`, ...)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise PipelineSetupError(f"pipeline file {path} does not exist")
+        return path
+    if str(name_or_path) not in BUILTIN_PIPELINES:
+        raise PipelineSetupError(f"unknown pipeline {str(name_or_path)!r}: give a .yaml file or one of "
+                                 f"{', '.join(BUILTIN_PIPELINES)}")
+    return pipelines_dir() / f"{name_or_path}.yaml"
+
+
+def _walk(node: Any) -> Iterator[dict]:
+    """Every dict in a parsed YAML tree (component and nested document store definitions)."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def configure(data: dict, *, data_dir: str | os.PathLike | None = None, qdrant_url: str | None = None,
+              model: str | None = None, instruction: str | None = None) -> dict:
+    """A copy of a parsed pipeline YAML with the deployment knobs applied (see the module docstring)."""
+    data = copy.deepcopy(data)
+    for node in _walk(data):
+        params = node.get("init_parameters")
+        kind = node.get("type")
+        if not isinstance(params, dict) or not isinstance(kind, str):
+            continue
+        if kind == QDRANT_STORE:
+            if qdrant_url:
+                for key in ("path", "location", "host"):
+                    params.pop(key, None)
+                params["url"] = qdrant_url
+            elif data_dir is not None and params.get("path"):
+                params["path"] = str(Path(data_dir) / "qdrant")
+        elif kind.startswith(GRIT_PREFIX) and ".grit." in kind:
+            if model is not None:
+                params["model"] = model
+            if data_dir is not None and params.get("kv_cache_directory"):
+                params["kv_cache_directory"] = str(Path(data_dir) / "kv")
+            if instruction is not None and kind == QUERY_EMBEDDER:
+                params["instruction"] = instruction
+    return data
+
+
+def load_pipeline(name_or_path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
+                  qdrant_url: str | None = None, model: str | None = None,
+                  instruction: str | None = None) -> Pipeline:
+    """Build a YAML pipeline with the deployment knobs applied, GRIT models loaded and stores checked.
+
+    `data_dir` and `qdrant_url` default to `GRIT_DATA_DIR` and `GRIT_QDRANT_URL`. Every Qdrant store's
+    `embedding_dim` is set to the GRIT model's dimension, and an existing collection with another
+    dimension raises `EmbeddingDimensionError` here, before anything is written.
+    """
+    path = pipeline_path(name_or_path)
+    data_dir = data_dir if data_dir is not None else os.environ.get(ENV_DATA_DIR) or None
+    qdrant_url = qdrant_url if qdrant_url is not None else os.environ.get(ENV_QDRANT_URL) or None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise PipelineSetupError(f"{path} is not valid YAML: {error}") from error
+    if data_dir is not None:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+    pipeline = Pipeline.from_dict(configure(data, data_dir=data_dir, qdrant_url=qdrant_url, model=model,
+                                            instruction=instruction))
+    prepare(pipeline)
+    return pipeline
+
+
+def grit_components(pipeline: Pipeline) -> list[tuple[str, Any]]:
+    return [(name, instance) for name, instance in pipeline.walk()
+            if type(instance).__module__.startswith(GRIT_PREFIX) and ".grit." in type(instance).__module__]
+
+
+def document_stores(pipeline: Pipeline) -> list[Any]:
+    """The Qdrant stores the pipeline's writers and retrievers hold (one entry per distinct object)."""
+    from haystack_integrations.document_stores.qdrant import QdrantDocumentStore
+
+    stores = []
+    for _, instance in pipeline.walk():
+        for attribute in ("document_store", "_document_store"):
+            store = getattr(instance, attribute, None)
+            if isinstance(store, QdrantDocumentStore) and all(store is not s for s in stores):
+                stores.append(store)
+    return stores
+
+
+def _store_location(store) -> str:
+    return store.url or store.path or store.location or f"{store.host}:{store.port}"
+
+
+def prepare(pipeline: Pipeline) -> None:
+    """Load the GRIT models, size every Qdrant store to the embedding dimension and check existing collections."""
+    dims = set()
+    for _, instance in grit_components(pipeline):
+        instance.warm_up()
+        if hasattr(instance, "embedder"):
+            dims.add(instance.embedder.model.embedding_dim)
+    if len(dims) > 1:
+        raise EmbeddingDimensionError(f"the pipeline's embedders produce different dimensions {sorted(dims)}")
+    for store in document_stores(pipeline):
+        if dims:
+            store.embedding_dim = next(iter(dims))  # the client (and collection) are created lazily, on first use
+        try:
+            store.count_documents()  # opens the client, creates or validates the collection
+        except ValueError as error:
+            if "vector size" in str(error) or "dimension" in str(error):
+                raise EmbeddingDimensionError(
+                    f"Qdrant collection {store.index!r} at {_store_location(store)} does not match the model, "
+                    f"which embeds in {store.embedding_dim} dimensions ({error}). Index into another data "
+                    "directory or collection, or delete this one and index again.") from error
+            raise
+        except RuntimeError as error:  # a path= folder another process (or client) holds
+            raise PipelineSetupError(f"cannot open Qdrant at {_store_location(store)}: {error}") from error
+
+
+def close_pipeline(pipeline: Pipeline) -> None:
+    """Close the Qdrant clients (an embedded `path=` store admits one client at a time)."""
+    for store in document_stores(pipeline):
+        store.close()
+
+
+def collect_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files to index: given files as they are, folders searched recursively for .txt/.md/.pdf, sorted."""
+    files: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FILE_SUFFIXES
+                                and not any(part.startswith(".") for part in p.relative_to(path).parts)))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise PipelineSetupError(f"{path} does not exist")
+    return files
+
+
+def _open_inputs(pipeline: Pipeline) -> dict[str, dict[str, dict]]:
+    return pipeline.inputs()
+
+
+def question_inputs(pipeline: Pipeline, question: str) -> dict[str, dict[str, Any]]:
+    """Pipeline input data giving `question` to every open `text`, `query` or `question` input."""
+    data: dict[str, dict[str, Any]] = {}
+    for name, sockets in _open_inputs(pipeline).items():
+        for socket in QUESTION_INPUTS:
+            if socket in sockets:
+                data.setdefault(name, {})[socket] = question
+    if not data:
+        raise PipelineSetupError("the pipeline has no open `text`, `query` or `question` input for the question")
+    return data
+
+
+@dataclass
+class IndexResult:
+    files: int
+    documents_written: int
+    documents_in_store: int
+    seconds: float
+
+
+def index_files(pipeline: Pipeline, files: Sequence[str | os.PathLike],
+                meta: dict | list[dict] | None = None) -> IndexResult:
+    """Run an indexing pipeline on files (its open `sources` input gets them, and `meta` if given)."""
+    if not files:
+        raise PipelineSetupError("no .txt, .md or .pdf files to index")
+    data: dict[str, dict[str, Any]] = {}
+    for name, sockets in _open_inputs(pipeline).items():
+        if "sources" in sockets:
+            data[name] = {"sources": [Path(f) for f in files]}
+            if meta is not None and "meta" in sockets:
+                data[name]["meta"] = meta
+    if not data:
+        raise PipelineSetupError("the pipeline has no open `sources` input: is it an indexing pipeline?")
+    start = time.perf_counter()
+    result = pipeline.run(data)
+    seconds = time.perf_counter() - start
+    written = sum(out.get("documents_written", 0) for out in result.values() if isinstance(out, dict))
+    stores = document_stores(pipeline)
+    return IndexResult(files=len(files), documents_written=written,
+                       documents_in_store=sum(s.count_documents() for s in stores), seconds=seconds)
+
+
+class _TimingTracer(tracing.Tracer):
+    """Collects the wall time of every component run (Haystack's tracing hook)."""
+
+    class _Span(tracing.Span):
+        def __init__(self, tags: dict[str, Any]) -> None:
+            self.tags = dict(tags)
+
+        def set_tag(self, key: str, value: Any) -> None:
+            self.tags[key] = value
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._current: list[tracing.Span] = []
+
+    @contextmanager
+    def trace(self, operation_name: str, tags: dict[str, Any] | None = None,
+              parent_span: tracing.Span | None = None) -> Iterator[tracing.Span]:
+        span = self._Span(tags or {})
+        self._current.append(span)
+        start = time.perf_counter()
+        try:
+            yield span
+        finally:
+            self._current.pop()
+            name = span.tags.get("haystack.component.name")
+            if operation_name == "haystack.component.run" and name:
+                self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    def current_span(self) -> tracing.Span | None:
+        return self._current[-1] if self._current else None
+
+
+@contextmanager
+def component_timings() -> Iterator[dict[str, float]]:
+    """Within the block, pipeline runs record {component name: seconds} into the yielded dict.
+
+    Swaps Haystack's global tracer, so use it in one thread at a time (the CLI does).
+    """
+    previous = tracing.tracer.actual_tracer
+    tracer = _TimingTracer()
+    tracing.enable_tracing(tracer)
+    try:
+        yield tracer.timings
+    finally:
+        if previous is not None:
+            tracing.enable_tracing(previous)
+        else:
+            tracing.disable_tracing()
+
+
+@dataclass
+class Answer:
+    """What `ask` returns: the reply, the documents it was given (best first) and timings in seconds."""
+
+    question: str
+    text: str
+    sources: list[Document]
+    timings: dict[str, float]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def final_documents_component(pipeline: Pipeline) -> str | None:
+    """The component whose `documents` output feeds the prompt or generator (the last ranking stage)."""
+    producers = {name for name, node in pipeline.graph.nodes(data=True) if "documents" in node["output_sockets"]}
+    for sender, receiver, data in pipeline.graph.edges(data=True):
+        if sender in producers and receiver not in producers and data["from_socket"].name == "documents":
+            return sender
+    return next(iter(producers), None)
+
+
+def ask(pipeline: Pipeline, question: str) -> Answer:
+    """Run a RAG pipeline on one question; returns the answer, its sources and per-component timings."""
+    if not isinstance(question, str) or not question.strip():
+        raise PipelineSetupError("the question must be a non-empty string")
+    sources_from = final_documents_component(pipeline)
+    start = time.perf_counter()
+    with component_timings() as timings:
+        result = pipeline.run(question_inputs(pipeline, question),
+                              include_outputs_from={sources_from} if sources_from else None)
+    timings = {**timings, "total": time.perf_counter() - start}
+    replies = [reply for out in result.values() if isinstance(out, dict)
+               for reply in out.get("replies", []) if isinstance(reply, ChatMessage)]
+    if not replies:
+        raise PipelineSetupError("the pipeline produced no `replies`: is it a RAG pipeline?")
+    sources = result.get(sources_from, {}).get("documents", []) if sources_from else []
+    return Answer(question=question, text=(replies[0].text or "").strip(), sources=list(sources),
+                  timings=timings, meta=dict(replies[0].meta))
