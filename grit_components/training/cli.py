@@ -13,12 +13,20 @@ def train(
     max_steps: Annotated[Optional[int], typer.Option(help="Override training.max_steps (e.g. a smoke run).")] = None,
     output_dir: Annotated[Optional[str], typer.Option(help="Override output_dir.")] = None,
     max_records: Annotated[Optional[int], typer.Option(help="Cap every data source at this many records.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any key: --set eval.max_queries=20 (value read as YAML).")] = None,
 ) -> None:
     """Train a GRIT model: L = L_rep + lambda_gen * L_gen (contrastive + next-token), on the HF Trainer."""
     from grit_components.cli import console, fail
     from grit_components.training.config import load_config
 
+    import yaml
+
     overrides = {}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--set {item!r}: expected key=value, e.g. --set training.learning_rate=1e-4")
+        overrides[key.strip()] = yaml.safe_load(value)
     if max_steps is not None:
         overrides["training.max_steps"] = max_steps
     if output_dir is not None:

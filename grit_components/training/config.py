@@ -146,6 +146,7 @@ class TrainConfig:
             (self.loss.gradcache_chunk_size is None or self.loss.gradcache_chunk_size >= 1,
              "loss.gradcache_chunk_size must be >= 1"),
             (self.training.batch_size >= 1, "training.batch_size must be >= 1"),
+            (0 <= self.training.warmup_ratio < 1, "training.warmup_ratio must be in [0, 1)"),
             (bool(self.data.embedding or self.data.generative), "data needs at least one embedding or generative source"),
         ]
         for source in [*self.data.embedding, *self.data.generative]:

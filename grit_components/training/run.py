@@ -113,7 +113,7 @@ def build_trainer(config: TrainConfig, *, model=None, grit=None, records=None):
         weight_decay=settings.weight_decay,
         lr_scheduler_type=settings.lr_scheduler,
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        gradient_checkpointing=settings.gradient_checkpointing,
+        activation_checkpointing=settings.gradient_checkpointing,
         logging_steps=settings.logging_steps,
         save_strategy="steps" if settings.save_steps else "no",
         save_steps=settings.save_steps or 500,
@@ -152,7 +152,9 @@ def train(config: TrainConfig) -> Path:
     holding the final model, loadable with `load_model(<dir>)` and every component's `model=<dir>`."""
     trainer = build_trainer(config)
     trainer.train()
-    if trainer.retrieval_eval is not None:
+    evaluated_last = any("eval_ndcg@10" in log and log.get("step") == trainer.state.global_step
+                         for log in trainer.state.log_history)
+    if trainer.retrieval_eval is not None and not evaluated_last:
         trainer.evaluate()
     trainer.save_model(config.output_dir)
     return Path(config.output_dir)

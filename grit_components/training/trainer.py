@@ -116,9 +116,13 @@ class GritTrainingModel(torch.nn.Module):
     def config(self):
         return self.model.config
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None) -> None:
-        self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
-        if hasattr(self.model, "enable_input_require_grads"):
+    @property
+    def is_activation_checkpointing(self) -> bool:
+        return bool(getattr(self.model, "is_activation_checkpointing", False))
+
+    def activation_checkpointing_enable(self, **kwargs) -> None:
+        self.model.activation_checkpointing_enable(**kwargs)
+        if hasattr(self.model, "enable_input_require_grads"):  # LoRA: frozen embeddings still need grad flow
             self.model.enable_input_require_grads()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling: torch.Tensor | None = None):
@@ -181,6 +185,13 @@ class GritTrainer(Trainer):
         self.merge_lora = merge_lora
         self.save_info = save_info
         self._parts: dict[str, list[float]] = {"loss_rep": [], "loss_gen": []}
+
+    def train(self, *args, **kwargs):
+        """`Trainer.train`, leaving the model in eval mode (no dropout) for use right after."""
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self.model.eval()
 
     # --- data -----------------------------------------------------------------------------------
     def _get_train_sampler(self, train_dataset=None):

@@ -1,0 +1,390 @@
+"""GRIT training: loss values, batch format (same tokens as inference), GradCache gradients, a short
+training run that learns, LoRA save/reload into every component, record validation and the config."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, build_inputs
+from grit_components.models import GritModel, load_weights
+from grit_components.training import (
+    BadRecordsWarning,
+    ChatRecord,
+    EmbeddingRecord,
+    GritCollator,
+    RecordError,
+    chunked_info_nce_backward,
+    encode_chat,
+    generative_loss,
+    info_nce_loss,
+    load_chat_records,
+    load_embedding_records,
+    mine_hard_negatives,
+)
+from grit_components.training.config import TrainConfig, from_dict, load_config
+from grit_components.training.run import build_trainer
+from grit_components.training.trainer import GritTrainingModel, SameDatasetSampler
+
+pytest.importorskip("peft")
+
+
+@pytest.fixture()
+def fresh_tiny(tiny_llama_dir):
+    """A trainable copy of the tiny random llama (not the shared registry object) and its GritModel view."""
+    model, tokenizer, resolved = load_weights(str(tiny_llama_dir), device="cpu", dtype=torch.float32)
+    return GritModel(model, tokenizer, name=str(tiny_llama_dir), key=resolved.key)
+
+
+def toy_records(n: int = 64, seed: int = 0, dataset: str = "toy") -> list[EmbeddingRecord]:
+    """Query i shares two rare words with passage i; passages are otherwise random words."""
+    rng = random.Random(seed)
+    words = [f"{a}{b}" for a in "bcdfghklmnprstvz" for b in ("ar", "en", "ol", "ux", "im", "ep")]
+    records = []
+    for i in range(n):
+        key = rng.sample(words, 2)
+        filler = rng.sample(words, 6)
+        records.append(EmbeddingRecord((None, f"{key[0]} {key[1]}"), ((None, " ".join(filler[:3] + key + filler[3:])),),
+                                       (), dataset))
+    return records
+
+
+def config(tmp_path, tiny_dir, **sections) -> TrainConfig:
+    data = {"model": str(tiny_dir), "output_dir": str(tmp_path / "out"), "data": {"embedding": [{"path": "unused"}]},
+            "training": {"batch_size": 8, "learning_rate": 2e-3, "max_steps": 30, "logging_steps": 1,
+                         "progress_bar": False}}
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value) if isinstance(value, dict) else data.__setitem__(key, value)
+    return from_dict(TrainConfig, data)
+
+
+# --- loss ----------------------------------------------------------------------------------------------
+
+def test_info_nce_equals_direct_computation():
+    # two queries, their positives (rows 0, 1 of p), then two hard negatives; near-ties make the loss non-trivial
+    q = torch.nn.functional.normalize(torch.tensor([[1.0, 0.2, 0.0], [0.1, 1.0, 0.3]]), dim=-1)
+    p = torch.nn.functional.normalize(torch.tensor([[0.9, 0.2, 0.05], [0.1, 1.0, 0.28], [1.0, 0.21, 0.0], [0.12, 1.0, 0.3]]), dim=-1)
+    expected = 0.0
+    for i in range(2):
+        sims = [sum(a * b for a, b in zip(q[i].tolist(), p[j].tolist())) / 0.02 for j in range(4)]
+        expected += -(sims[i] - math.log(sum(math.exp(s) for s in sims)))
+    assert expected / 2 > 0.5
+    assert info_nce_loss(q, p).item() == pytest.approx(expected / 2, rel=1e-4)
+    assert info_nce_loss(q, p, temperature=1.0).item() != pytest.approx(info_nce_loss(q, p).item())
+    with pytest.raises(ValueError, match="temperature"):
+        info_nce_loss(q, p, temperature=0.0)
+    with pytest.raises(ValueError, match="positive"):
+        info_nce_loss(q, p[:1])
+
+
+def test_generative_loss_token_and_sample_averaging():
+    logits = torch.randn(2, 5, 7)
+    labels = torch.tensor([[-100, -100, 3, 4, 1], [-100, -100, -100, -100, 6]])
+    logp = torch.log_softmax(logits, dim=-1)
+    # position t predicts labels[t + 1]
+    row0 = [-logp[0, 1, 3], -logp[0, 2, 4], -logp[0, 3, 1]]
+    row1 = [-logp[1, 3, 6]]
+    token = (sum(row0) + sum(row1)) / 4
+    sample = (sum(row0) / 3 + row1[0]) / 2
+    assert generative_loss(logits, labels).item() == pytest.approx(token.item(), rel=1e-5)
+    assert generative_loss(logits, labels, averaging="sample").item() == pytest.approx(sample.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="averaging"):
+        generative_loss(logits, labels, averaging="mean")
+
+
+# --- batches ---------------------------------------------------------------------------------------------
+
+def test_sampler_batches_never_mix_datasets():
+    names = ["a"] * 20 + ["b"] * 13 + ["c"] * 3
+    random.Random(1).shuffle(names)
+    sampler = SameDatasetSampler(names, 4, seed=3)
+    order = list(sampler)
+    assert len(order) == len(sampler) == (5 + 3) * 4  # remainders and the too-small dataset are dropped
+    blocks = [order[i : i + 4] for i in range(0, len(order), 4)]
+    assert all(len({names[i] for i in block}) == 1 for block in blocks)
+    assert {names[block[0]] for block in blocks} == {"a", "b"}
+    assert list(sampler) != order  # a new shuffle each epoch
+    with pytest.raises(ValueError, match="batch_size"):
+        SameDatasetSampler(["a", "b"], 2)
+
+
+def test_trainer_dataloader_batches_come_from_one_dataset(tmp_path, tiny_llama_dir, fresh_tiny):
+    records = toy_records(24, dataset="first") + toy_records(16, seed=1, dataset="second")
+    trainer = build_trainer(config(tmp_path, tiny_llama_dir, training={"batch_size": 8}), model=fresh_tiny.model,
+                            grit=fresh_tiny, records=(records, []))
+    seen = []
+    original = trainer.data_collator.embedding_batch
+    trainer.data_collator.embedding_batch = lambda recs: seen.append({r.dataset for r in recs}) or original(recs)
+    batches = list(trainer.get_train_dataloader())
+    assert len(batches) == 5 and all(len(s) == 1 for s in seen)
+    # positives first (in query order), then hard negatives: in-batch negatives are the batch's own passages
+    assert batches[0]["query_input_ids"].shape[0] == 8 and batches[0]["passage_input_ids"].shape[0] == 8
+    with pytest.raises(ValueError, match="mixes datasets"):
+        trainer.data_collator.embedding_batch([records[0], records[-1]])
+
+
+def test_collator_builds_the_inference_format(fresh_tiny):
+    collator = GritCollator(fresh_tiny, query_instruction="Find it", num_hard_negatives=1)
+    record = EmbeddingRecord((None, "a query"), ((None, "the positive passage"),), ((None, "a negative"),), "d")
+    other = EmbeddingRecord(("Own instruction", "second query"), ((None, "second positive text"),), (), "d")
+    batch = collator.embedding_batch([record, other])
+    expected = build_inputs(fresh_tiny, ["a query"], instruction="Find it", max_length=64)[0]
+    row = batch["query_input_ids"][0, : len(expected.ids)].tolist()
+    assert row == expected.ids
+    assert batch["query_pooling"][0, : expected.text_start].sum() == 0
+    assert batch["query_pooling"][0].sum().item() == pytest.approx(1.0)
+    own = build_inputs(fresh_tiny, ["second query"], instruction="Own instruction", max_length=64)[0]
+    assert batch["query_input_ids"][1, : len(own.ids)].tolist() == own.ids
+    # passages: positive 0, positive 1, then record 0's negative
+    assert batch["passage_input_ids"].shape[0] == 3
+    negative = build_inputs(fresh_tiny, ["a negative"], instruction="", max_length=256)[0]
+    assert batch["passage_input_ids"][2, : len(negative.ids)].tolist() == negative.ids
+    # the training forward embeds exactly like GritModel.embed
+    wrapper = GritTrainingModel(fresh_tiny.model).eval()
+    with torch.no_grad():
+        trained_view = wrapper(batch["query_input_ids"], batch["query_attention_mask"], batch["query_pooling"])
+    inference = fresh_tiny.embed(["a query"], instruction="Find it")
+    np.testing.assert_allclose(trained_view[0].numpy(), inference[0], atol=1e-5)
+
+
+def test_instruction_tokens_get_no_gradient_through_pooling(fresh_tiny):
+    collator = GritCollator(fresh_tiny, query_instruction=DEFAULT_QUERY_INSTRUCTION)
+    records = [EmbeddingRecord((None, "short"), ((None, "p"),), (), "d"),
+               EmbeddingRecord((None, "a much longer query text here"), ((None, "p2"),), (), "d")]
+    batch = collator.embedding_batch(records)
+    body = fresh_tiny.model.get_decoder()
+    from grit_components.attention import bidirectional_forward
+    from grit_components.training.loss import pool
+
+    hidden = bidirectional_forward(fresh_tiny.model, batch["query_input_ids"], batch["query_attention_mask"]).last_hidden_state
+    hidden.retain_grad()
+    pool(hidden, batch["query_pooling"]).sum().backward()
+    grad = hidden.grad.abs().sum(dim=-1)  # (B, T)
+    pooled = batch["query_pooling"] > 0
+    assert torch.all(grad[~pooled] == 0)  # BOS, instruction and padding: no gradient through pooling
+    assert torch.all(grad[pooled] > 0)
+    assert body.embed_tokens.weight.grad is not None  # instruction tokens still matter through attention
+
+
+def test_chat_labels_cover_assistant_tokens_only(fresh_tiny, tiny_llama_dir):
+    messages = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"},
+                {"role": "user", "content": "Name a colour"}, {"role": "assistant", "content": "Blue"}]
+    tok = fresh_tiny.tokenizer
+    for view in (fresh_tiny, GritModel(fresh_tiny.model, tok, name="x", chat_format="grit")):
+        ids, labels = encode_chat(view, messages, max_length=512)
+        targets = [t for t in labels if t != -100]
+        assert tok.decode(targets) == f"Hello!{tok.eos_token}Blue{tok.eos_token}"
+        from grit_components.generation import chat_prompt_ids
+
+        prompt = chat_prompt_ids(view, messages[:3])
+        assert ids[: len(prompt)] == prompt  # the same prompt generation builds
+        assert ids[len(prompt):] == view.tokenize("Blue") + [tok.eos_token_id]
+    batch = GritCollator(fresh_tiny).generative_batch([ChatRecord(tuple(messages)), ChatRecord(tuple(messages[:2]))])
+    assert (batch["gen_labels"][1][batch["gen_attention_mask"][1] == 0] == -100).all()  # padding is never a target
+
+
+# --- GradCache -------------------------------------------------------------------------------------------
+
+def test_chunked_contrastive_gradient_equals_full_gradient(fresh_tiny):
+    records = toy_records(6)
+    records = [EmbeddingRecord(r.query, r.pos, ((None, f"negative text {i}"),), r.dataset) for i, r in enumerate(records)]
+    batch = GritCollator(fresh_tiny, num_hard_negatives=1).embedding_batch(records)
+    wrapper = GritTrainingModel(fresh_tiny.model)
+    query = (batch["query_input_ids"], batch["query_attention_mask"], batch["query_pooling"])
+    passage = (batch["passage_input_ids"], batch["passage_attention_mask"], batch["passage_pooling"])
+    params = [p for p in wrapper.parameters() if p.requires_grad]
+
+    wrapper.zero_grad()
+    full = info_nce_loss(wrapper(*query), wrapper(*passage), temperature=0.05)
+    full.backward()
+    expected = [p.grad.clone() for p in params]
+    wrapper.zero_grad()
+    chunked = chunked_info_nce_backward(wrapper, query, passage, chunk_size=4, temperature=0.05)
+    assert chunked.item() == pytest.approx(full.item(), rel=1e-5)
+    for want, param in zip(expected, params):
+        torch.testing.assert_close(param.grad, want, rtol=1e-3, atol=1e-5)
+
+
+# --- training --------------------------------------------------------------------------------------------
+
+def accuracy(grit: GritModel, records: list[EmbeddingRecord]) -> float:
+    queries = grit.embed([r.query[1] for r in records], instruction=DEFAULT_QUERY_INSTRUCTION)
+    passages = grit.embed([r.pos[0][1] for r in records])
+    return float(np.mean((queries @ passages.T).argmax(axis=1) == np.arange(len(records))))
+
+
+def test_thirty_steps_lower_the_loss_and_raise_retrieval_accuracy(tmp_path, tiny_llama_dir, fresh_tiny):
+    torch.manual_seed(0)
+    records = toy_records(64)
+    before = accuracy(fresh_tiny, records)
+    trainer = build_trainer(config(tmp_path, tiny_llama_dir, loss={"temperature": 0.05}), model=fresh_tiny.model,
+                            grit=fresh_tiny, records=(records, []))
+    trainer.train()
+    losses = [log["loss_rep"] for log in trainer.state.log_history if "loss_rep" in log]
+    assert len(losses) == 30
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    after = accuracy(fresh_tiny, records)
+    assert after > before + 0.1, (before, after)
+
+
+def test_lora_run_saves_and_loads_in_every_component(tmp_path, tiny_llama_dir, fresh_tiny):
+    records = toy_records(16)
+    chats = [ChatRecord(({"role": "user", "content": f"What is {i}?"}, {"role": "assistant", "content": f"It is {i}."}))
+             for i in range(8)]
+    cfg = config(tmp_path, tiny_llama_dir, lora={"enabled": True, "r": 4, "alpha": 8},
+                 training={"max_steps": 3, "batch_size": 4}, loss={"gradcache_chunk_size": 3})
+    from grit_components.training.run import load_training_model
+
+    model, grit = load_training_model(cfg)
+    assert hasattr(model, "peft_config")
+    trainer = build_trainer(cfg, model=model, grit=grit, records=(records, chats))
+    trainer.train()
+    assert any("loss_gen" in log and "loss_rep" in log for log in trainer.state.log_history)
+    out = tmp_path / "saved"
+    trainer.save_model(str(out))
+    assert (out / "adapter" / "adapter_config.json").exists() and (out / "config.json").exists()
+    info = json.loads((out / "grit_training.json").read_text())
+    assert info["query_instruction"] == DEFAULT_QUERY_INSTRUCTION
+
+    expected = grit.embed(["It is 3."])
+    from grit_components.components import GritEmbedder, GritGenerator
+    from grit_components.registry import ModelRegistry
+
+    registry = ModelRegistry()
+    embedder = GritEmbedder(str(out), registry=registry)
+    np.testing.assert_allclose(embedder.embed_documents(["It is 3."]), expected, atol=1e-4)
+    assert not np.allclose(expected, fresh_tiny.embed(["It is 3."]), atol=1e-4)  # the LoRA weights were merged
+    generator = GritGenerator(str(out), max_new_tokens=4, registry=registry)
+    assert isinstance(generator.generate("What is 3?").text, str)
+
+    # the adapter reloads with peft on top of the base model and gives the same embeddings
+    from peft import PeftModel
+
+    base, tok, _ = load_weights(str(tiny_llama_dir), device="cpu", dtype=torch.float32)
+    reloaded = GritModel(PeftModel.from_pretrained(base, str(out / "adapter")), tok, name="adapter")
+    np.testing.assert_allclose(reloaded.embed(["It is 3."]), expected, atol=1e-4)
+
+    haystack = pytest.importorskip("haystack_integrations.components.embedders.grit")
+    text_embedder = haystack.GritTextEmbedder(model=str(out))
+    text_embedder.warm_up()
+    assert len(text_embedder.run("It is 3.")["embedding"]) == expected.shape[1]
+    from haystack.dataclasses import ChatMessage
+    from haystack_integrations.components.generators.grit import GritChatGenerator
+
+    chat = GritChatGenerator(model=str(out), generation_kwargs={"max_new_tokens": 4})
+    chat.warm_up()
+    assert len(chat.run([ChatMessage.from_user("What is 3?")])["replies"]) == 1
+    llama = pytest.importorskip("llama_index.embeddings.grit")
+    from llama_index.llms.grit import GritLLM
+
+    assert len(llama.GritEmbedding(str(out)).get_text_embedding("It is 3.")) == expected.shape[1]
+    assert isinstance(GritLLM(model_name=str(out), max_new_tokens=4).complete("What is 3?").text, str)
+
+
+# --- data and config -------------------------------------------------------------------------------------
+
+def test_bad_records_are_reported_by_line(tmp_path):
+    path = tmp_path / "emb.jsonl"
+    lines = [
+        {"query": "ok", "pos": ["fine"], "neg": ["n"]},
+        {"query": "no positives"},
+        {"query": "", "pos": ["x"]},
+        {"query": "q", "pos": [3]},
+        "not json",
+        {"query": ["instruction", "text"], "pos": "one passage", "dataset": "named"},
+    ]
+    path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n")
+    with pytest.raises(RecordError, match=r"emb\.jsonl:2: missing 'pos'"):
+        load_embedding_records(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = load_embedding_records(path, on_error="skip")
+    assert [r.query for r in records] == [(None, "ok"), ("instruction", "text")]
+    assert records[1].dataset == "named" and records[0].dataset == "emb"
+    message = str([w for w in caught if w.category is BadRecordsWarning][0].message)
+    assert "skipped 4" in message
+    for line, what in ((2, "missing 'pos'"), (3, "empty"), (4, "must be a str"), (5, "not valid JSON")):
+        assert f"emb.jsonl:{line}: " in message and what in message
+
+    chats = tmp_path / "gen.jsonl"
+    chats.write_text("\n".join(json.dumps(x) for x in [
+        {"turns": ["hi", "hello"]},
+        {"messages": [{"role": "user", "content": "q"}]},
+        {"turns": ["odd"]},
+        {"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]},
+    ]) + "\n")
+    with pytest.raises(RecordError, match=r"gen\.jsonl:2: the last message must be an assistant turn"):
+        load_chat_records(chats)
+    with pytest.warns(BadRecordsWarning, match=r"gen\.jsonl:4: message 0 has role 'robot'"):
+        assert len(load_chat_records(chats, on_error="skip")) == 1
+    with pytest.raises(ValueError, match="on_error"):
+        load_embedding_records(path, on_error="ignore")
+
+    datasets = pytest.importorskip("datasets")
+    table = datasets.Dataset.from_list([{"query": "q", "pos": ["p"]}, {"query": "q2", "pos": []}])
+    with pytest.raises(RecordError, match="row 1: 'pos' must hold at least one text"):
+        load_embedding_records(table)
+
+
+def test_unknown_config_key_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("model: x\noutput_dir: out\ndata: {embedding: [{path: a.jsonl}]}\ntrainig: {max_steps: 3}\n")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) in config: 'trainig' \(did you mean 'training'\?\)"):
+        load_config(path)
+    path.write_text("model: x\noutput_dir: out\ndata: {embedding: [{path: a.jsonl, mine: 3}]}\n")
+    with pytest.raises(ValueError, match=r"config\.data\.embedding\[0\]: 'mine'"):
+        load_config(path)
+    path.write_text("model: x\noutput_dir: out\ndata: {embedding: [{path: a.jsonl}]}\ntraining: {batch_size: many}\n")
+    with pytest.raises(TypeError, match="config.training.batch_size must be int"):
+        load_config(path)
+    path.write_text("model: x\noutput_dir: out\ndata: {embedding: [{path: a.jsonl}]}\ntraining: {learning_rate: 1e-4}\n")
+    assert load_config(path, overrides={"training.max_steps": 7}).training.max_steps == 7
+
+    from grit_components.cli import app
+
+    path.write_text("model: x\noutput_dir: out\ndata: {embedding: [{path: a.jsonl}]}\nloss: {temprature: 0.1}\n")
+    result = CliRunner().invoke(app, ["train", str(path)])
+    assert result.exit_code == 2 and "temprature" in result.output
+
+
+def test_recipe_config_loads():
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "wikidesc-smollm2.yaml"
+    cfg = load_config(recipe)
+    assert cfg.model == "smollm2-135m-instruct" and cfg.data.embedding[0].mine_negatives.method == "bm25"
+    assert cfg.loss.temperature == 0.02
+
+
+def test_beir_records_and_hard_negative_mining(tmp_path, fresh_tiny):
+    from grit_components.training import beir_embedding_records, beir_rag_records
+
+    (tmp_path / "train").mkdir()
+    corpus = [("d1", "Parthenon", "The Parthenon is a former temple on the Athenian Acropolis."),
+              ("d2", "Erechtheion", "The Erechtheion is a temple on the Acropolis of Athens."),
+              ("d3", "Knife", "A knife is a tool with a cutting edge."),
+              ("d4", "Sword", "A sword is a weapon with a long cutting blade."),
+              ("d5", "Vitamin", "A vitamin is a nutrient needed in small amounts.")]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": i, "title": t, "text": x}) for i, t, x in corpus))
+    (tmp_path / "train" / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in [
+        {"_id": "q1", "text": "Temple on the Athenian Acropolis"}, {"_id": "q2", "text": "Tool with a cutting edge"}]))
+    (tmp_path / "train" / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td3\t1\n")
+    records, texts = beir_embedding_records(tmp_path)
+    assert len(records) == 2 and records[0].pos == ((None, "Parthenon The Parthenon is a former temple on the Athenian Acropolis."),)
+    mined = mine_hard_negatives(records, texts, num_negatives=1)
+    assert mined[0].neg[0][1].startswith("Erechtheion") and mined[1].neg[0][1].startswith("Sword")
+    by_model = mine_hard_negatives(records, texts, method="grit", model=fresh_tiny, num_negatives=2)
+    for record in by_model:
+        assert len(record.neg) == 2 and not {t for _, t in record.neg} & {t for _, t in record.pos}
+    with pytest.raises(ValueError, match="model"):
+        mine_hard_negatives(records, texts, method="grit")
+    rag = beir_rag_records(tmp_path)
+    assert rag[0].messages[1]["content"] == "Parthenon"
+    assert "What is described as 'Temple on the Athenian Acropolis'?" in rag[0].messages[0]["content"]
