@@ -10,6 +10,7 @@ import copy
 import json
 import math
 import random
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -184,7 +185,7 @@ class GritTrainer(Trainer):
         self.eval_settings = eval_settings or {}
         self.merge_lora = merge_lora
         self.save_info = save_info
-        self._parts: dict[str, list[float]] = {"loss_rep": [], "loss_gen": []}
+        self._parts: dict[str, list[float]] = {"loss_rep": [], "loss_gen": [], "step_seconds": [], "step_cpu_seconds": []}
 
     def train(self, *args, **kwargs):
         """`Trainer.train`, leaving the model in eval mode (no dropout) for use right after."""
@@ -233,6 +234,15 @@ class GritTrainer(Trainer):
         return (loss, None) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        started_wall, started_cpu = time.perf_counter(), time.process_time()
+        try:
+            return self._grit_training_step(model, inputs)
+        finally:
+            # process CPU seconds (all threads) say what a step costs even on a shared machine
+            self._parts["step_seconds"].append(time.perf_counter() - started_wall)
+            self._parts["step_cpu_seconds"].append(time.process_time() - started_cpu)
+
+    def _grit_training_step(self, model, inputs):
         model.train()
         inputs = self._prepare_inputs(inputs)
         scale = 1.0 / self.current_gradient_accumulation_steps
