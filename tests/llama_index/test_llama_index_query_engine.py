@@ -192,3 +192,22 @@ def test_persisted_qdrant_index_answers_the_same_in_a_new_process(tiny_grit_dir,
     assert there["sources"] == here["sources"] and len(here["sources"]) == 2
     assert there["answer"] == here["answer"]
     assert there["scores"] == pytest.approx(here["scores"], abs=1e-5)
+
+
+@pytest.mark.integration
+def test_smollm2_doc_cache_answers_like_uncached_rag(smol):
+    from conftest import WIKIDESC_QUERY_INSTRUCTION
+
+    index = VectorStoreIndex.from_documents(
+        demo_documents(6), embed_model=GritEmbedding("smollm2-135m-instruct", query_instruction=WIKIDESC_QUERY_INSTRUCTION))
+    llm = GritLLM("smollm2-135m-instruct", max_new_tokens=16)
+    assert llm.generator.model is smol  # the session's shared copy, not a second load
+    engine = GritQueryEngine.from_index(index, llm, similarity_top_k=1, cache_mode="doc", cache_source="causal")
+    question = "What is described as 'Ancient Greek philosopher, one of the founders of Cynicism'?"
+    first = engine.query(question)
+    assert first.source_nodes[0].node.metadata["title"] == "Diogenes"
+    docs = [first.source_nodes[0].node.get_content(metadata_mode=MetadataMode.EMBED)]
+    uncached = generate_ids(smol, build_prompt(smol, question, docs, "doc").prompt_ids(), max_new_tokens=16)
+    assert first.response == uncached.text and first.response.strip()
+    second = engine.query(question)
+    assert second.response == first.response and second.metadata["cache"]["cache_hits"] == 1

@@ -202,15 +202,8 @@ class GritLLM(CustomLLM):
         :param order: prompt order of mode "none": "doc_first" or "query_first".
         :param kwargs: generation overrides, as for `complete`.
         """
-        kwargs = self._kwargs(kwargs)
-        answer = getattr(self._generator, "answer", None)
-        if answer is not None:
-            return answer(query, list(documents), mode=mode, source=source, order=order,
-                          streaming_callback=streaming_callback, **kwargs)
-        from grit_components.rag import answer as rag_answer  # core without GritGenerator.answer
-
-        return rag_answer(self._generator.model, query, list(documents), mode=mode, source=source, order=order,
-                          streaming_callback=streaming_callback, **self._generator.generation_kwargs(kwargs))
+        return self._generator.answer(query, list(documents), mode=mode, source=source, order=order,
+                                      streaming_callback=streaming_callback, **self._kwargs(kwargs))
 
     # -- completion ---------------------------------------------------------------------------------------
 
