@@ -79,11 +79,12 @@ def _print_answer(answer, expected: str | None = None) -> None:
     print(_timings_line(answer.timings))
 
 
-def _ask_many(hp, pipeline, questions: list[str], expected: list[str | None] | None = None) -> list:
+def _ask_many(hp, pipeline, questions: list[str], expected: list[str | None] | None = None,
+              retrieval_texts: list[str] | None = None) -> list:
     answers = []
     for i, question in enumerate(questions):
         try:
-            answer = hp.ask(pipeline, question)
+            answer = hp.ask(pipeline, question, retrieval_text=retrieval_texts[i] if retrieval_texts else None)
         except hp.PipelineSetupError as error:
             fail(str(error))
         _print_answer(answer, expected[i] if expected else None)
@@ -285,7 +286,9 @@ def demo(
     instruction = None if own else WIKIDESC_INSTRUCTION
     built = _load(hp, pipeline, data_dir=data_dir, qdrant_url=qdrant_url, model=model, instruction=instruction)
     try:
-        answers = _ask_many(hp, built, [item["question"] for item in items], [item["answer"] for item in items])
+        # WikiDesc: search with the description (and its task instruction), ask for the name.
+        answers = _ask_many(hp, built, [f"{item['question']} Answer with the name only." for item in items],
+                            [item["answer"] for item in items], [item["description"] for item in items])
         answers += _ask_many(hp, built, asked)
     finally:
         hp.close_pipeline(built)

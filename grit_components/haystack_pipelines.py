@@ -126,7 +126,11 @@ def load_pipeline(name_or_path: str | os.PathLike, *, data_dir: str | os.PathLik
         Path(data_dir).mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline.from_dict(configure(data, data_dir=data_dir, qdrant_url=qdrant_url, model=model,
                                             instruction=instruction))
-    prepare(pipeline)
+    try:
+        prepare(pipeline)
+    except BaseException:
+        close_pipeline(pipeline)  # release an embedded store's folder lock
+        raise
     return pipeline
 
 
@@ -202,13 +206,18 @@ def _open_inputs(pipeline: Pipeline) -> dict[str, dict[str, dict]]:
     return pipeline.inputs()
 
 
-def question_inputs(pipeline: Pipeline, question: str) -> dict[str, dict[str, Any]]:
-    """Pipeline input data giving `question` to every open `text`, `query` or `question` input."""
+def question_inputs(pipeline: Pipeline, question: str, retrieval_text: str | None = None) -> dict[str, dict[str, Any]]:
+    """Pipeline input data giving `question` to every open `text`, `query` or `question` input.
+
+    With `retrieval_text`, the embedders' `text` input gets it instead (what is searched for may differ
+    from what is asked, e.g. a description to look up and a question about it).
+    """
     data: dict[str, dict[str, Any]] = {}
     for name, sockets in _open_inputs(pipeline).items():
         for socket in QUESTION_INPUTS:
             if socket in sockets:
-                data.setdefault(name, {})[socket] = question
+                value = retrieval_text if socket == "text" and retrieval_text is not None else question
+                data.setdefault(name, {})[socket] = value
     if not data:
         raise PipelineSetupError("the pipeline has no open `text`, `query` or `question` input for the question")
     return data
@@ -314,14 +323,17 @@ def final_documents_component(pipeline: Pipeline) -> str | None:
     return next(iter(producers), None)
 
 
-def ask(pipeline: Pipeline, question: str) -> Answer:
-    """Run a RAG pipeline on one question; returns the answer, its sources and per-component timings."""
+def ask(pipeline: Pipeline, question: str, *, retrieval_text: str | None = None) -> Answer:
+    """Run a RAG pipeline on one question; returns the answer, its sources and per-component timings.
+
+    :param retrieval_text: what the query embedder embeds, when it should differ from the question.
+    """
     if not isinstance(question, str) or not question.strip():
         raise PipelineSetupError("the question must be a non-empty string")
     sources_from = final_documents_component(pipeline)
     start = time.perf_counter()
     with component_timings() as timings:
-        result = pipeline.run(question_inputs(pipeline, question),
+        result = pipeline.run(question_inputs(pipeline, question, retrieval_text),
                               include_outputs_from={sources_from} if sources_from else None)
     timings = {**timings, "total": time.perf_counter() - start}
     replies = [reply for out in result.values() if isinstance(out, dict)

@@ -1,0 +1,217 @@
+"""The YAML pipelines: round trip, end-to-end runs on a tiny model, persistence, duplicates, dimension checks, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from haystack import Pipeline
+from typer.testing import CliRunner
+
+from grit_components import haystack_pipelines as hp
+from grit_components.cli import app
+
+PIPELINES = sorted(hp.pipelines_dir().glob("*.yaml"))
+
+
+def test_every_bundled_pipeline_is_listed():
+    assert {p.stem for p in PIPELINES} == set(hp.BUILTIN_PIPELINES)
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.stem)
+def test_yaml_loads_dumps_loads_equal(path):
+    text = path.read_text(encoding="utf-8")
+    pipeline = Pipeline.loads(text)  # no allowlist changes: haystack_integrations.* is trusted
+    again = Pipeline.loads(pipeline.dumps())
+    assert again == pipeline
+    assert Pipeline.loads(again.dumps()) == again
+    for component in yaml.safe_load(text)["components"].values():
+        if ".grit." in component["type"]:
+            module, _, name = component["type"].rpartition(".")
+            assert sys.modules[module].__dict__[name].__module__ == module  # the defining module
+
+
+def test_configure_rewrites_stores_models_and_paths(tmp_path):
+    data = yaml.safe_load((hp.pipelines_dir() / "rag_doc_cache.yaml").read_text())
+    served = hp.configure(data, qdrant_url="http://qdrant:6333", model="GritLM/GritLM-7B", instruction="Find")
+    store = served["components"]["retriever"]["init_parameters"]["document_store"]["init_parameters"]
+    assert store["url"] == "http://qdrant:6333" and "path" not in store
+    assert served["components"]["llm"]["init_parameters"]["model"] == "GritLM/GritLM-7B"
+    assert served["components"]["query_embedder"]["init_parameters"]["instruction"] == "Find"
+    assert data["components"]["llm"]["init_parameters"]["model"] == "smollm2-135m-instruct"  # input untouched
+    moved = hp.configure(data, data_dir=tmp_path)
+    store = moved["components"]["retriever"]["init_parameters"]["document_store"]["init_parameters"]
+    assert store["path"] == str(tmp_path / "qdrant")
+    assert moved["components"]["llm"]["init_parameters"]["kv_cache_directory"] == str(tmp_path / "kv")
+
+
+def test_qdrant_url_from_environment(monkeypatch):
+    monkeypatch.setenv(hp.ENV_QDRANT_URL, "http://qdrant.example:6333")
+    monkeypatch.setattr(hp, "prepare", lambda pipeline: None)  # do not connect
+    pipeline = hp.load_pipeline("rag")
+    (store,) = hp.document_stores(pipeline)
+    assert store.url == "http://qdrant.example:6333" and store.path is None
+
+
+def test_unknown_pipeline_and_missing_files(tmp_path):
+    with pytest.raises(hp.PipelineSetupError, match="unknown pipeline"):
+        hp.pipeline_path("nope")
+    with pytest.raises(hp.PipelineSetupError, match="does not exist"):
+        hp.collect_files([tmp_path / "missing"])
+
+
+def _index(data_dir, model, folder, pipeline="indexing"):
+    built = hp.load_pipeline(pipeline, data_dir=data_dir, model=model)
+    try:
+        return hp.index_files(built, hp.collect_files([folder]))
+    finally:
+        hp.close_pipeline(built)
+
+
+def _ask(data_dir, model, question, pipeline="rag"):
+    built = hp.load_pipeline(pipeline, data_dir=data_dir, model=model)
+    try:
+        return hp.ask(built, question)
+    finally:
+        hp.close_pipeline(built)
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory, tiny, corpus_dir):
+    """A data directory with the small corpus indexed by the tiny model."""
+    data_dir = tmp_path_factory.mktemp("data")
+    result = _index(data_dir, tiny, corpus_dir)
+    return data_dir, result
+
+
+def test_indexing_writes_every_file(indexed, corpus_dir):
+    _, result = indexed
+    assert result.files == 9  # 8 .txt + 1 .md; the .csv is not collected
+    assert result.documents_written == result.documents_in_store >= 9
+
+
+def test_reindexing_does_not_duplicate(indexed, tiny, corpus_dir):
+    data_dir, first = indexed
+    again = _index(data_dir, tiny, corpus_dir)
+    assert again.documents_in_store == first.documents_in_store
+
+
+@pytest.mark.parametrize("pipeline", ["rag", "rag_rerank"])
+def test_rag_pipelines_answer_with_sources(indexed, tiny, pipeline):
+    data_dir, _ = indexed
+    answer = _ask(data_dir, tiny, "Who was Diogenes?", pipeline)
+    assert isinstance(answer.text, str)
+    assert answer.sources and all(doc.score is not None for doc in answer.sources)
+    assert len(answer.sources) == 3
+    assert {"query_embedder", "retriever", "llm", "total"} <= set(answer.timings)
+    assert answer.meta["usage"]["completion_tokens"] >= 1
+    if pipeline == "rag_rerank":
+        assert "ranker" in answer.timings
+
+
+def test_reopened_in_a_new_process_returns_the_same_documents(indexed, tiny):
+    data_dir, _ = indexed
+    here = [doc.id for doc in _ask(data_dir, tiny, "Who was Diogenes?").sources]
+    script = ("import json, sys; from grit_components import haystack_pipelines as hp; "
+              "p = hp.load_pipeline('rag', data_dir=sys.argv[1], model=sys.argv[2]); "
+              "print(json.dumps([d.id for d in hp.ask(p, 'Who was Diogenes?').sources])); hp.close_pipeline(p)")
+    out = subprocess.run([sys.executable, "-c", script, str(data_dir), tiny], capture_output=True, text=True,
+                         timeout=240, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == here
+
+
+def test_doc_cache_pipelines_reuse_indexing_caches(tmp_path, tiny, corpus_dir):
+    from grit_components import load_model
+
+    model = load_model(tiny)
+    previous = model.kv_store.directory
+    try:
+        _index(tmp_path, tiny, corpus_dir, "indexing_doc_cache")
+        assert any((tmp_path / "kv").iterdir())
+        model.kv_store.clear()  # as in a new process: only the directory tier is left
+        answer = _ask(tmp_path, tiny, "Who was Diogenes?", "rag_doc_cache")
+        assert answer.meta["cache_mode"] == "multi_doc"
+        assert answer.meta["cache"]["cache_hits"] == len(answer.sources) == 2
+        assert answer.meta["cache"]["cache_misses"] == 0
+    finally:
+        model.kv_store.directory = previous
+        from grit_components import default_registry
+
+        default_registry.release(model)
+
+
+@pytest.fixture(scope="module")
+def wide_model_dir(tmp_path_factory, tiny) -> str:
+    """A tiny llama with 32-dim embeddings (the shared tiny models have 64)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    directory = tmp_path_factory.mktemp("dim32")
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+def test_dimension_mismatch_is_a_clear_error_before_writing(indexed, tiny, wide_model_dir):
+    data_dir, first = indexed
+    with pytest.raises(hp.EmbeddingDimensionError, match="32 dimensions"):
+        hp.load_pipeline("indexing", data_dir=data_dir, model=wide_model_dir)
+    built = hp.load_pipeline("rag", data_dir=data_dir, model=tiny)  # the failed load closed the folder
+    try:
+        assert hp.document_stores(built)[0].count_documents() == first.documents_in_store
+    finally:
+        hp.close_pipeline(built)
+
+
+runner = CliRunner()
+
+
+def test_cli_index_ask_run(tmp_path, tiny, corpus_dir):
+    data = ["--data-dir", str(tmp_path), "--model", tiny]
+    result = runner.invoke(app, ["index", str(corpus_dir), *data])
+    assert result.exit_code == 0, result.output
+    assert "indexed 9 files" in result.output
+    result = runner.invoke(app, ["ask", "Who was Diogenes?", "--json", *data])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(answer) >= {"answer", "sources", "timings"} and len(answer["sources"]) == 3
+    result = runner.invoke(app, ["ask", "Who was Diogenes?", *data])
+    assert result.exit_code == 0 and "sources:" in result.stdout and "timings:" in result.stdout
+    result = runner.invoke(app, ["run", "rag", "--input", "text=Who was Diogenes?", "--input", "query=Who?", *data])
+    assert result.exit_code == 0, result.output
+    outputs = json.loads(result.stdout[result.stdout.index("{"):])
+    assert outputs["llm"]["replies"][0]["role"] == "assistant" and "_timings" in outputs
+
+
+def test_cli_errors(tmp_path, tiny):
+    result = runner.invoke(app, ["index", str(tmp_path / "missing"), "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = runner.invoke(app, ["ask", "q", "--pipeline", "nope", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown pipeline" in result.output
+    result = runner.invoke(app, ["run", "rag", "--input", "novalue", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+
+
+def test_cli_demo_main_job(tmp_path, tiny, corpus_dir):
+    """`grit demo` indexes the bundled corpus and answers questions; then a user's own folder."""
+    result = runner.invoke(app, ["demo", "--data-dir", str(tmp_path), "--model", tiny, "--questions", "2"])
+    assert result.exit_code == 0, result.output
+    assert "indexed 300 files" in result.output and result.stdout.count("\nQ: ") == 2
+    assert "expected:" in result.stdout and "retrieval:" in result.output
+    assert (tmp_path / "demo-corpus" / "NOTICE.md").exists()  # the CC BY-SA notice travels with the copy
+    again = runner.invoke(app, ["demo", "--data-dir", str(tmp_path), "--model", tiny, "--questions", "1"])
+    assert again.exit_code == 0 and "already indexed" in again.output
+    own = runner.invoke(app, ["demo", str(corpus_dir), "--data-dir", str(tmp_path / "own"), "--model", tiny,
+                              "--ask", "Who was Diogenes?"])
+    assert own.exit_code == 0, own.output
+    assert "indexed 9 files" in own.output and own.stdout.count("\nQ: ") == 1
