@@ -45,8 +45,10 @@ class FixedRetriever(BaseRetriever):
     def __init__(self, nodes: List[NodeWithScore]) -> None:
         super().__init__()
         self.nodes = nodes
+        self.bundles: List[QueryBundle] = []
 
     def _retrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
+        self.bundles.append(query_bundle)
         return list(self.nodes)
 
 
@@ -102,7 +104,7 @@ def test_streaming_and_async_equal_plain(index, llm):
 
 def test_empty_query_is_a_value_error(index, llm):
     engine = GritQueryEngine.from_index(index, llm)
-    for query in ("", "   "):
+    for query in ("", "   ", QueryBundle("")):
         with pytest.raises(ValueError):
             engine.query(query)
 
@@ -114,6 +116,21 @@ def test_nodes_without_text_are_skipped(llm):
     assert [n.node.get_content() for n in response.source_nodes] == [TEXTS[0]]
     only_empty = GritQueryEngine(retriever=FixedRetriever(nodes[:1]), llm=llm, cache_mode="doc").query(QUERY)
     assert only_empty.source_nodes == [] and only_empty.metadata["cache"]["mode"] == "none"  # answered without retrieval
+
+
+def test_query_bundle_retrieves_by_embedding_strs_and_answers_the_question(index, llm):
+    nodes = [NodeWithScore(node=TextNode(text=TEXTS[0]), score=0.8)]
+    retriever = FixedRetriever(nodes)
+    engine = GritQueryEngine(retriever=retriever, llm=llm, cache_mode="doc", cache_source="causal")
+    bundle = QueryBundle(QUERY, custom_embedding_strs=["capital city of France"])
+    response = engine.query(bundle)
+    assert retriever.bundles[0].embedding_strs == ["capital city of France"]
+    assert response.response == engine.query(QUERY).response  # the LLM answered query_str either way
+    # with a real index, the description drives retrieval
+    engine = GritQueryEngine.from_index(index, llm, similarity_top_k=1, cache_mode="doc", cache_source="causal")
+    expected = index.as_retriever(similarity_top_k=1).retrieve(QueryBundle(QUERY, custom_embedding_strs=[TEXTS[2]]))
+    got = engine.query(QueryBundle(QUERY, custom_embedding_strs=[TEXTS[2]])).source_nodes
+    assert [n.node.node_id for n in got] == [n.node.node_id for n in expected]
 
 
 def test_with_grit_rerank(index, llm, tiny_grit_dir):

@@ -108,11 +108,9 @@ class GritQueryEngine(CustomQueryEngine):
     def _get_prompt_modules(self) -> Dict[str, Any]:
         return {}
 
-    def retrieve(self, query_str: str) -> tuple[List[NodeWithScore], Dict[str, float]]:
+    def retrieve(self, query: str | QueryBundle) -> tuple[List[NodeWithScore], Dict[str, float]]:
         """Retrieved and postprocessed nodes, plus `retrieve` / `rerank` timings in seconds."""
-        if not isinstance(query_str, str) or not query_str.strip():
-            raise ValueError("query must be a non-empty str")
-        bundle = QueryBundle(query_str)
+        bundle = _bundle(query)
         start = time.perf_counter()
         nodes = self.retriever.retrieve(bundle)
         retrieved = time.perf_counter()
@@ -126,9 +124,24 @@ class GritQueryEngine(CustomQueryEngine):
                 "finish_reason": result.finish_reason,
                 "timings": {**timings, **result.timings, "total": time.perf_counter() - start}}
 
+    def query(self, str_or_query_bundle: str | QueryBundle) -> Response | StreamingResponse:
+        """Answer a question. A `QueryBundle` may carry `custom_embedding_strs`: retrieval then embeds those
+        (e.g. a short description) while the LLM answers `query_str`."""
+        with self.callback_manager.as_trace("query"):
+            return self._answer(_bundle(str_or_query_bundle))
+
+    async def aquery(self, str_or_query_bundle: str | QueryBundle) -> Response | StreamingResponse:
+        import asyncio
+
+        return await asyncio.to_thread(self.query, str_or_query_bundle)
+
     def custom_query(self, query_str: str) -> Response | StreamingResponse:
+        return self._answer(_bundle(query_str))
+
+    def _answer(self, bundle: QueryBundle) -> Response | StreamingResponse:
         start = time.perf_counter()
-        nodes, timings = self.retrieve(query_str)
+        query_str = bundle.query_str
+        nodes, timings = self.retrieve(bundle)
         nodes, texts = node_texts(nodes, self.metadata_mode)
         mode = self.cache_mode if texts else "none"  # nothing retrieved: answer without retrieval
         if not self.streaming:
@@ -152,3 +165,10 @@ class GritQueryEngine(CustomQueryEngine):
         import asyncio
 
         return await asyncio.to_thread(self.custom_query, query_str)
+
+
+def _bundle(query: str | QueryBundle) -> QueryBundle:
+    bundle = query if isinstance(query, QueryBundle) else QueryBundle(query)
+    if not isinstance(bundle.query_str, str) or not bundle.query_str.strip():
+        raise ValueError("query must be a non-empty str")
+    return bundle
