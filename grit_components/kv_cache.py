@@ -17,6 +17,7 @@ position 0 to its place in the prompt (RoPE shift, exact up to float rounding) a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -118,6 +119,11 @@ def compute_cache(model: GritModel, token_ids: Sequence[int], source: str) -> Do
 
 class UnsupportedPositionEncodingError(ValueError):
     """The model does not use (full, static) rotary position embeddings, so caches cannot be moved."""
+
+
+def check_composable(model: GritModel) -> None:
+    """Raise `UnsupportedPositionEncodingError` unless cached texts of `model` can be moved (RoPE)."""
+    _rotary(model)
 
 
 def _rotary(model: GritModel):
@@ -375,5 +381,8 @@ class KVStore:
         except Exception as error:  # noqa: BLE001 - any unusable file means: recompute, never crash
             with self._lock:
                 self.stats.disk_errors += 1
-            warnings.warn(f"ignoring unusable KV cache file {path.name}: {error}", RuntimeWarning, stacklevel=3)
+            warnings.warn(f"ignoring unusable KV cache file {path.name} (it will be recomputed): {error}",
+                          RuntimeWarning, stacklevel=3)
+            with contextlib.suppress(OSError):
+                path.unlink()  # so that the recomputed entry is written in its place
             return None

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from grit_components import templates
 from grit_components._checks import check_choice, check_str, check_texts
 from grit_components.generation import GenerationResult, StreamingCallback, chat_prompt_ids, generate_ids
-from grit_components.kv_cache import SOURCES, DocumentKVCache, KVStore, compose, compute_cache
+from grit_components.kv_cache import SOURCES, DocumentKVCache, KVStore, check_composable, compose, compute_cache
 
 if TYPE_CHECKING:
     from grit_components.models import GritModel
@@ -217,6 +217,8 @@ def answer(
     if total_tokens >= model.context_length:
         raise ValueError(f"the RAG prompt has {total_tokens} tokens; the model's context length is {model.context_length}")
 
+    if len(prompt.segments) > 1:
+        check_composable(model)  # before any compute: a non-RoPE model fails fast
     stats = {"mode": mode.value, "source": source if prompt.segments else None, "cache_hits": 0, "cache_misses": 0,
              "cached_tokens": 0, "prefill_tokens": len(prompt.suffix_ids)}
     timings = {"cache_lookup": 0.0, "cache_fill": 0.0, "compose": 0.0}

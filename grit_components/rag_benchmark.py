@@ -11,6 +11,7 @@ measured in the same run.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -23,7 +24,7 @@ from typing import Annotated, Optional
 import torch
 import typer
 
-from grit_components import rag
+from grit_components import rag, templates
 from grit_components.kv_cache import KVStore, compute_cache
 from grit_components.models import DEFAULT_MODEL, GritModel
 
@@ -101,9 +102,10 @@ def latency_for_model(model: GritModel, *, lengths: Sequence[int] = LENGTHS, rep
                                   ("uncached_query_first", "none", "query_first"),
                                   ("query", "query", "doc_first"), ("doc", "doc", "doc_first"),
                                   ("query_doc", "query_doc", "doc_first"), ("doc_query", "doc_query", "doc_first")):
-            if mode != "none":
-                fill = ask(doc, mode)()  # fills the store: the indexing-time work, not timed below
-                row[f"{name}_cold_total"] = fill.timings["total"]
+            if mode != "none":  # fill the store first: the indexing-time work, not timed below
+                t0 = time.perf_counter()
+                rag.cache_documents(model, doc + [query], source="causal", store=store)
+                row[f"{name}_fill_seconds"] = time.perf_counter() - t0
             row[name] = _measure(ask(doc, mode, order), repeats)
             log(f"  {length:5d} tokens {name:22s} total {row[name]['total']['mean']:.2f}s "
                 f"ttft {row[name]['ttft']['mean']:.2f}s")
@@ -114,7 +116,7 @@ def latency_for_model(model: GritModel, *, lengths: Sequence[int] = LENGTHS, rep
     multi: dict = {"documents": multi_docs, "document_tokens": [len(model.tokenize(d)) for d in docs]}
     for name, mode in (("uncached_doc_first", "none"), ("doc", "doc"), ("multi_doc", "multi_doc")):
         if mode != "none":
-            ask(docs, mode)()
+            rag.cache_documents(model, [templates.RAG_DOCUMENT_SEPARATOR.join(docs), *docs], source="causal", store=store)
         multi[name] = _measure(ask(docs, mode), repeats)
         log(f"  multi {multi_docs}x{multi_tokens} {name:18s} total {multi[name]['total']['mean']:.2f}s "
             f"ttft {multi[name]['ttft']['mean']:.2f}s")
@@ -191,14 +193,23 @@ def run_latency(models: Sequence[str], *, repeats: int, lengths: Sequence[int], 
     if threads:
         torch.set_num_threads(threads)
     results, summary = {}, {}
+    if output.exists():  # runs of other models (e.g. started separately) are kept and merged
+        previous = json.loads(output.read_text())
+        results, summary = previous.get("models", {}), previous.get("ratios", {})
     for spec in models:
-        print(f"{spec}:", flush=True)
+        print(f"{spec}: load average {os.getloadavg()[0]:.1f}", flush=True)
         model = random_llama() if spec == RANDOM_LLAMA else load_model(spec)
         results[spec] = latency_for_model(model, lengths=lengths, repeats=repeats,
                                           log=lambda s: print(s, flush=True))
         results[spec]["parameters"] = sum(p.numel() for p in model.model.parameters())
+        results[spec]["load_average_1m_at_end"] = os.getloadavg()[0]
         summary[spec] = ratios(results[spec])
         print(json.dumps(summary[spec], indent=2), flush=True)
+        _write_latency(output, plot_path, results, summary, repeats)
+    return {"models": results, "ratios": summary}
+
+
+def _write_latency(output: Path, plot_path: Path | None, results: dict, summary: dict, repeats: int) -> None:
     report = {"setup": {"new_tokens": 16, "batch": 1, "repeats": repeats, "torch_threads": torch.get_num_threads(),
                         "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                         "source": "causal (cached modes timed with a warm store)"},
@@ -209,16 +220,15 @@ def run_latency(models: Sequence[str], *, repeats: int, lengths: Sequence[int], 
     if plot_path is not None:
         plot(results, plot_path)
         print(f"wrote {plot_path}")
-    return report
 
 
 # --- quality --------------------------------------------------------------------------------------
 
 QUESTION = "What is described as '{query}'?"
-QUALITY_CONFIGS = (("no_retrieval", "none", None, "doc_first"), ("uncached_doc_first", "none", None, "doc_first"),
-                   ("uncached_query_first", "none", None, "query_first"),
+QUALITY_CONFIGS = (("uncached_doc_first", "none", None, "doc_first"),
                    *((f"{mode}/{source}", mode, source, "doc_first")
-                     for mode in ("query", "doc", "query_doc", "doc_query") for source in ("embedding", "causal")))
+                     for mode in ("doc", "query", "query_doc", "doc_query") for source in ("embedding", "causal")),
+                   ("no_retrieval", "none", None, "doc_first"), ("uncached_query_first", "none", None, "query_first"))
 
 
 def load_wikidesc_dev(directory: Path, limit: int | None) -> list[dict]:
@@ -262,11 +272,12 @@ def run_quality(model_spec: str, data_dir: Path, *, limit: int | None, output: P
                          "outputs": outputs}
         print(f"{name:24s} match {results[name]['match']:.3f}  ({time.perf_counter() - start:.0f}s)", flush=True)
         model.kv_store.clear()
-    report = {"setup": {"model": model_spec, "queries": len(items), "new_tokens": new_tokens, "split": "dev",
-                        "question": QUESTION, "metric": "answer title in output (case-insensitive)"},
-              "results": results}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        report = {"setup": {"model": model_spec, "queries": len(items), "first_query_ids": [i["id"] for i in items[:3]],
+                            "new_tokens": new_tokens, "split": "dev", "question": QUESTION,
+                            "metric": "answer title in output (case-insensitive)", "torch_threads": torch.get_num_threads()},
+                  "results": results}
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2, ensure_ascii=False))  # after every config: partial runs count
     print(f"wrote {output}")
     return report
 
@@ -286,6 +297,8 @@ def rag_latency_command(
     threads: Annotated[Optional[int], typer.Option(help="torch threads (default: torch's choice).")] = None,
 ) -> None:
     """Latency of every RAG cache mode against document length (16 new tokens, batch 1)."""
+    if plot_path is not None and str(plot_path).lower() in ("", ".", "none"):
+        plot_path = None
     run_latency(model or [DEFAULT_MODEL, RANDOM_LLAMA], repeats=repeats,
                 lengths=[int(x) for x in lengths.split(",")], output=output, plot_path=plot_path, threads=threads)
 

@@ -1,0 +1,311 @@
+"""KV cache objects, the store (budget, LRU, directory tier) and RoPE shift/composition."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+import pytest
+import torch
+
+from grit_components import GritEmbedder, rag
+from grit_components.kv_cache import (
+    DocumentKVCache,
+    KVStore,
+    UnsupportedPositionEncodingError,
+    cache_key,
+    compose,
+    compute_cache,
+    default_max_bytes,
+    rope_shift,
+)
+
+
+def _entry(seed: int, length: int = 8, layers: int = 2, dtype=torch.float32, fingerprint: str = "fp") -> DocumentKVCache:
+    g = torch.Generator().manual_seed(seed)
+    keys = tuple(torch.randn(1, 2, length, 16, generator=g).to(dtype) for _ in range(layers))
+    values = tuple(torch.randn(1, 2, length, 16, generator=g).to(dtype) for _ in range(layers))
+    return DocumentKVCache(tuple(range(seed, seed + length)), keys, values, "causal", fingerprint)
+
+
+def _body(model):
+    return model.model.get_decoder()
+
+
+def test_cache_key_covers_fingerprint_source_and_every_token():
+    base = cache_key("fp", "causal", [1, 2, 3])
+    assert base == cache_key("fp", "causal", (1, 2, 3))
+    assert len({base, cache_key("fp2", "causal", [1, 2, 3]), cache_key("fp", "embedding", [1, 2, 3]),
+                cache_key("fp", "causal", [1, 2, 4]), cache_key("fp", "causal", [1, 2])}) == 5
+
+
+def test_default_budget_is_a_positive_fraction_of_memory():
+    import os
+
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    budget = default_max_bytes()
+    assert 0 < budget <= total * 0.25 + 1
+    assert KVStore().max_bytes == budget
+
+
+def test_budget_is_never_exceeded_and_eviction_is_lru():
+    one = _entry(0).nbytes
+    store = KVStore(max_bytes=10 * one + one // 2)
+    for i in range(500):
+        entry = _entry(i)
+        store.put(entry)
+        assert store.nbytes <= store.max_bytes
+        if i == 3:  # touch entry 0: it becomes most recently used
+            assert store.get("fp", "causal", range(0, 8)) is not None
+    assert len(store) == 10
+    assert store.stats.evictions == 490
+    assert store.get("fp", "causal", range(499, 507)) is not None
+    assert store.get("fp", "causal", range(0, 8)) is None  # evicted long ago despite the early touch
+    # an entry larger than the whole budget is refused rather than flushing everything
+    store.configure(max_bytes=one // 2)
+    assert len(store) == 0 and store.nbytes == 0
+    store.put(_entry(1))
+    assert len(store) == 0 and store.stats.rejected == 1
+
+
+def test_lru_touch_protects_recent_entry():
+    one = _entry(0).nbytes
+    store = KVStore(max_bytes=3 * one)
+    for i in range(3):
+        store.put(_entry(i * 100))
+    assert store.get("fp", "causal", range(0, 8)) is not None  # entry 0 becomes most recent
+    store.put(_entry(300))  # evicts entry 100, the least recently used
+    assert store.get("fp", "causal", range(0, 8)) is not None
+    assert store.get("fp", "causal", range(100, 108)) is None
+
+
+def test_store_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="max_bytes"):
+        KVStore(max_bytes="1GB")
+    with pytest.raises(ValueError, match="max_bytes"):
+        KVStore(max_bytes=-1)
+    with pytest.raises(TypeError, match="directory"):
+        KVStore(directory=3)
+    with pytest.raises(TypeError, match="entry"):
+        KVStore().put("not a cache")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_directory_tier_round_trips_bit_identically(tmp_path, dtype):
+    entry = _entry(7, dtype=dtype)
+    KVStore(directory=tmp_path).put(entry)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+    assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves no temporary file
+    fresh = KVStore(directory=tmp_path)
+    loaded = fresh.get("fp", "causal", entry.token_ids)
+    assert loaded is not None and fresh.stats.disk_hits == 1
+    assert loaded.token_ids == entry.token_ids and loaded.key == entry.key
+    for a, b in zip((*loaded.keys, *loaded.values), (*entry.keys, *entry.values)):
+        assert a.dtype == dtype and torch.equal(a, b)
+    # another model (fingerprint) or source never sees it
+    assert fresh.get("other", "causal", entry.token_ids) is None
+    assert fresh.get("fp", "embedding", entry.token_ids) is None
+
+
+def _corrupt(path, how):
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "garbage":
+        path.write_bytes(b"\x00not a safetensors file" * 10)
+    elif how == "empty":
+        path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "empty", "foreign"])
+def test_unusable_files_are_ignored_then_replaced(tmp_path, how):
+    entry = _entry(3)
+    KVStore(directory=tmp_path).put(entry)
+    (path,) = tmp_path.glob("*.safetensors")
+    if how == "foreign":  # a valid file of another entry, renamed to this key
+        other_dir = tmp_path / "other"
+        KVStore(directory=other_dir).put(_entry(4))
+        (other,) = other_dir.glob("*.safetensors")
+        other.replace(path)
+    else:
+        _corrupt(path, how)
+    fresh = KVStore(directory=tmp_path)
+    with pytest.warns(RuntimeWarning, match="unusable KV cache file"):
+        assert fresh.get("fp", "causal", entry.token_ids) is None
+    assert fresh.stats.disk_errors == 1 and fresh.stats.misses == 1
+    fresh.put(entry)  # the recomputed entry replaces the bad file
+    again = KVStore(directory=tmp_path).get("fp", "causal", entry.token_ids)
+    assert again is not None and torch.equal(again.keys[0], entry.keys[0])
+
+
+def test_corrupt_file_is_recomputed_by_answer(tiny_model, tmp_path):
+    store = KVStore(directory=tmp_path)
+    query, docs = "Who built it?", ["The bridge was built in 1890 by a Scottish firm."]
+    first = rag.answer(tiny_model, query, docs, mode="doc", source="causal", max_new_tokens=4, store=store)
+    (path,) = tmp_path.glob("*.safetensors")
+    _corrupt(path, "truncated")
+    fresh = KVStore(directory=tmp_path)
+    with pytest.warns(RuntimeWarning):
+        second = rag.answer(tiny_model, query, docs, mode="doc", source="causal", max_new_tokens=4, store=fresh)
+    assert second.stats["cache_misses"] == 1 and second.text == first.text
+    third = rag.answer(tiny_model, query, docs, mode="doc", source="causal", max_new_tokens=4,
+                       store=KVStore(directory=tmp_path))
+    assert third.stats["cache_hits"] == 1 and third.text == first.text
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_rope_shift_equals_cache_computed_at_later_positions(tiny_model_dirs, arch):
+    from grit_components import load_model
+
+    model = load_model(str(tiny_model_dirs[arch]))
+    ids = rag.cached_text_ids(model, "A short text about rotary position embeddings and shifts.")
+    at_zero = compute_cache(model, ids, "causal")
+    inv_freq = _body(model).rotary_emb.inv_freq
+    for offset in (1, 37, 1500):
+        positions = torch.arange(offset, offset + len(ids))[None]
+        with torch.inference_mode():
+            direct = _body(model)(input_ids=torch.tensor([ids]), position_ids=positions, use_cache=True)
+        for layer, (k, v) in enumerate(at_zero.layers()):
+            shifted = rope_shift(k, offset, inv_freq)
+            torch.testing.assert_close(shifted, direct.past_key_values.layers[layer].keys, atol=2e-4, rtol=1e-3)
+            torch.testing.assert_close(v, direct.past_key_values.layers[layer].values, atol=2e-4, rtol=1e-3)
+        assert not torch.allclose(rope_shift(at_zero.keys[0], offset, inv_freq), at_zero.keys[0])
+    assert torch.equal(at_zero.keys[0], compute_cache(model, ids, "causal").keys[0])  # shift did not mutate
+
+
+def _block_mask(lengths, causal: bool) -> torch.Tensor:
+    total = sum(lengths)
+    mask = torch.zeros(total, total, dtype=torch.bool)
+    start = 0
+    for n in lengths:
+        block = torch.ones(n, n, dtype=torch.bool)
+        mask[start:start + n, start:start + n] = torch.tril(block) if causal else block
+        start += n
+    return mask[None, None]  # (1, 1, T, T), True = attend
+
+
+@pytest.mark.parametrize("source", ["causal", "embedding"])
+def test_composition_equals_joint_encoding_under_block_diagonal_mask(tiny_model, source):
+    texts = ["First document, about rivers.", "Second one: mountains and snow, longer than the first.", "Third."]
+    segments = [rag.cached_text_ids(tiny_model, t) for t in texts]
+    caches = [compute_cache(tiny_model, ids, source) for ids in segments]
+    bos = len(tiny_model.bos_ids)
+    ids, cache = compose(tiny_model, caches, drop_leading=bos)
+    # Joint: every document keeps its BOS, blocks see only themselves; a later document's BOS sits one
+    # position before its first kept token, so kept tokens get the composed positions.
+    joint_ids, positions, keep, pos = [], [], [], 0
+    for i, seg in enumerate(segments):
+        start = pos if i == 0 else pos - bos
+        joint_ids += seg
+        positions += list(range(start, start + len(seg)))
+        keep += [True] * len(seg) if i == 0 else [False] * bos + [True] * (len(seg) - bos)
+        pos = start + len(seg)
+    with torch.inference_mode():
+        out = _body(tiny_model)(input_ids=torch.tensor([joint_ids]), position_ids=torch.tensor([positions]),
+                                      attention_mask=_block_mask([len(s) for s in segments], source == "causal"),
+                                      use_cache=True)
+    keep_t = torch.tensor(keep)
+    assert ids == [t for t, k in zip(joint_ids, keep) if k]
+    assert cache.get_seq_length() == len(ids)
+    for layer in range(len(caches[0].keys)):
+        torch.testing.assert_close(cache.layers[layer].keys, out.past_key_values.layers[layer].keys[:, :, keep_t],
+                                   atol=2e-4, rtol=1e-3)
+        torch.testing.assert_close(cache.layers[layer].values, out.past_key_values.layers[layer].values[:, :, keep_t],
+                                   atol=2e-4, rtol=1e-3)
+
+
+def test_non_rope_model_gets_a_clear_error(tiny_llama_dir):
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from grit_components.models import GritModel
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=256,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = GritModel(GPT2LMHeadModel(config), tokenizer, name="tiny-gpt2")
+    with pytest.raises(UnsupportedPositionEncodingError, match="rotary"):
+        rag.answer(model, "q?", ["doc one", "doc two"], mode="multi_doc", source="causal", max_new_tokens=2,
+                   store=KVStore())
+    with pytest.raises(ValueError, match="RoPE"):
+        rag.answer(model, "q?", ["doc one"], mode="query_doc", source="causal", max_new_tokens=2, store=KVStore())
+
+
+def test_entries_are_never_mutated_over_100_queries(tiny_model):
+    store = KVStore()
+    doc = ["The lighthouse on the northern cape was automated in 1987 and still works."]
+    rag.cache_documents(tiny_model, doc, source="causal", store=store)
+    (entry,) = store._entries.values()
+    snapshot = [t.clone() for t in (*entry.keys, *entry.values)]
+    outputs = [rag.answer(tiny_model, f"Question number {i % 5}?", doc, mode="doc", source="causal",
+                          max_new_tokens=2, store=store).text for i in range(100)]
+    assert store.stats.misses == 1 and store.stats.hits == 100  # the one miss is the initial fill
+    for a, b in zip((*entry.keys, *entry.values), snapshot):
+        assert torch.equal(a, b)
+    assert all(outputs[i] == outputs[i % 5] for i in range(100))
+
+
+def test_threads_sharing_cached_documents_match_one_thread(tiny_model):
+    store = KVStore()
+    docs = ["Alpha is a mountain.", "Beta is a river in the east.", "Gamma is a city with a port."]
+    rag.cache_documents(tiny_model, docs, source="causal", store=store)
+    jobs = [(f"What about item {i}?", docs[i % 3:] or docs, ("doc", "multi_doc", "doc_query")[i % 3]) for i in range(24)]
+
+    def run(job):
+        query, ds, mode = job
+        return rag.answer(tiny_model, query, ds, mode=mode, source="causal", max_new_tokens=4, store=store).text
+
+    expected = [run(job) for job in jobs]
+    results: list[str | None] = [None] * len(jobs)
+    errors: list[BaseException] = []
+
+    def worker(start: int) -> None:
+        try:
+            for i in range(start, len(jobs), 8):
+                results[i] = run(jobs[i])
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert results == expected
+
+
+def test_embed_documents_stores_the_embedding_pass_cache(tiny_llama_dir):
+    embedder = GritEmbedder(str(tiny_llama_dir), max_length=40)
+    model = embedder.model
+    model.kv_store.clear()
+    short, long = "A short document about owls.", " ".join(["word"] * 80)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vectors = embedder.embed_documents([short, long], store_kv_cache=True)
+    assert vectors.shape == (2, model.embedding_dim)
+    ids = rag.cached_text_ids(model, short)
+    entry = model.kv_store.get(model.fingerprint, "embedding", ids)
+    assert entry is not None and len(model.kv_store) == 1  # the cut long document is not stored
+    direct = compute_cache(model, ids, "embedding")
+    for a, b in zip(entry.keys, direct.keys):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    # the embedding pass's states differ from a causal prefill beyond layer 0 (the attention mismatch)
+    causal = compute_cache(model, ids, "causal")
+    assert not torch.allclose(entry.keys[-1], causal.keys[-1], atol=1e-4)
+    result = rag.answer(model, "What about owls?", [short], mode="doc", source="embedding", max_new_tokens=2)
+    assert result.stats["cache_hits"] == 1 and result.stats["cache_misses"] == 0
+    np_same = embedder.embed_documents([short])  # no store: same embedding
+    assert abs(float(np_same[0] @ vectors[0]) - 1.0) < 1e-5
+
+
+def test_embed_documents_store_needs_no_instruction(tiny_llama_dir):
+    embedder = GritEmbedder(str(tiny_llama_dir), document_instruction="Represent the document")
+    with pytest.raises(ValueError, match="document_instruction"):
+        embedder.embed_documents(["x"], store_kv_cache=True)
+    with pytest.raises(TypeError, match="store_kv_cache"):
+        embedder.embed_documents(["x"], store_kv_cache="yes")
+
+
+def test_model_owns_one_store(tiny_model):
+    assert tiny_model.kv_store is tiny_model.kv_store
+    assert isinstance(tiny_model.kv_store, KVStore)

@@ -1,0 +1,214 @@
+"""RAG cache modes: prompt assembly, exactness of causal caching, stats, streaming, GritGenerator.answer."""
+
+from __future__ import annotations
+
+import pytest
+
+from grit_components import GritGenerator, load_model, rag, templates
+from grit_components.generation import generate_ids
+from grit_components.kv_cache import KVStore
+from grit_components.rag import CacheMode
+
+# 20 varied (query, document) pairs: lengths, punctuation, digits, unicode, leading spaces and newlines.
+PROMPTS = [
+    ("Who wrote it?", "The novel was written by Jane Austen in 1813."),
+    ("When?", "The bridge opened on 12 May 1937 after four years of work."),
+    ("What is the capital?", "Paris is the capital and most populous city of France."),
+    ("Name the river.", "The Danube flows through ten countries, more than any other river in the world."),
+    ("How tall is it?", "Mount Everest is 8,849 m tall."),
+    ("What does it eat?", "The koala eats eucalyptus leaves almost exclusively.\nIt sleeps up to 20 hours a day."),
+    ("Where is Zürich?", "Zürich is the largest city in Switzerland, on Lake Zürich."),
+    ("  Leading spaces?", "  Indented text with    odd   spacing."),
+    ("Which year?", "1066: the Battle of Hastings. 1215: Magna Carta. 1492: Columbus reaches the Americas."),
+    ("Who?", "Marie Curie (1867–1934) won Nobel Prizes in physics and chemistry."),
+    ("What language?", "Tokyo (東京) is the capital of Japan; its people speak Japanese."),
+    ("Summarise.", "A " + "very " * 60 + "long sentence about nothing in particular."),
+    ("Is it true?", "Yes."),
+    ("What is pi?", "π ≈ 3.14159, the ratio of a circle's circumference to its diameter."),
+    ("List the colours.", "- red\n- green\n- blue"),
+    ("What code?", "def f(x):\n    return x * 2  # doubles x"),
+    ("Define GRIT.", "GRIT unifies generative and embedding tasks in one model through instructions."),
+    ("Why?", "Because the cache of the document is reused, the prefill is skipped; only the query is computed."),
+    ("Quote?", '"To be, or not to be", says Hamlet.'),
+    ("Final question: what is the answer to everything?", "According to a novel, the answer is 42."),
+]
+
+
+@pytest.fixture(scope="module")
+def qwen_model(tiny_model_dirs):
+    return load_model(str(tiny_model_dirs["qwen2"]))
+
+
+def _mismatches(model, prompts, new_tokens):
+    """(prompt index, mode) pairs where causal caching differs from greedy generation on the same ids."""
+    bad = []
+    for i, (query, doc) in enumerate(prompts):
+        store = KVStore()
+        for modes in (("doc", "multi_doc"), ("query",)):  # one-document multi_doc has the doc prompt
+            prompt = rag.build_prompt(model, query, [doc], modes[0])
+            uncached = generate_ids(model, prompt.prompt_ids(), max_new_tokens=new_tokens)
+            for mode in modes:
+                cached = rag.answer(model, query, [doc], mode=mode, source="causal", max_new_tokens=new_tokens,
+                                    store=store)
+                assert rag.build_prompt(model, query, [doc], mode).prompt_ids() == prompt.prompt_ids()
+                assert cached.prompt_tokens == uncached.prompt_tokens
+                if (cached.text, cached.completion_tokens) != (uncached.text, uncached.completion_tokens):
+                    bad.append((i, mode))
+    return bad
+
+
+def test_causal_cache_is_token_identical_to_uncached_llama(tiny_model):
+    assert _mismatches(tiny_model, PROMPTS, 4) == []
+
+
+def test_causal_cache_is_token_identical_to_uncached_qwen2(qwen_model):
+    assert _mismatches(qwen_model, PROMPTS[::2], 4) == []
+
+
+@pytest.mark.integration
+def test_causal_cache_is_token_identical_to_uncached_smollm2(smol):
+    assert _mismatches(smol, PROMPTS[:3], 8) == []
+
+
+@pytest.mark.integration
+def test_smollm2_embedding_source_answers_from_the_document(smol):
+    store = KVStore()
+    doc = ["The Eiffel Tower is a wrought-iron lattice tower in Paris, France, completed in 1889."]
+    result = rag.answer(smol, "In which city is the Eiffel Tower?", doc, mode="doc", source="embedding",
+                        max_new_tokens=12, store=store)
+    assert result.stats["cache_misses"] == 1 and result.completion_tokens > 0
+    assert "paris" in result.text.lower()
+
+
+def test_prompt_pieces_follow_the_templates(tiny_model):
+    query, doc = "Who?", "Alice did it."
+    bos = tiny_model.bos_ids
+    embed = tiny_model.tokenize(templates.embed_prefix(""))
+    p = rag.build_prompt(tiny_model, query, [doc], "doc")
+    assert p.segments == [bos + embed + tiny_model.tokenize(doc)]
+    assert p.prompt_ids() == p.segments[0] + p.suffix_ids
+    suffix = tiny_model.tokenizer.decode(p.suffix_ids)
+    assert suffix.startswith("\n") and query in suffix and templates.RAG_ANSWER_DOC_FIRST in suffix
+    assert doc not in suffix
+    q = rag.build_prompt(tiny_model, query, [doc], "query")
+    assert q.segments == [bos + embed + tiny_model.tokenize(query)]
+    assert doc in tiny_model.tokenizer.decode(q.suffix_ids)
+    qd = rag.build_prompt(tiny_model, query, [doc], "query_doc")
+    assert qd.cached_texts == [query, doc]
+    # one BOS per prompt: the second cached text contributes everything but its BOS
+    assert qd.prompt_ids()[: len(qd.segments[0])] == qd.segments[0]
+    assert qd.prompt_ids()[: qd.cached_length].count(bos[0]) == 1
+    dq = rag.build_prompt(tiny_model, query, [doc], CacheMode.DOC_QUERY)
+    assert dq.cached_texts == [doc, query]
+    multi = rag.build_prompt(tiny_model, query, ["a", "b", "c"], "multi_doc")
+    assert multi.cached_texts == ["a", "b", "c"] and len(multi.segments) == 3
+    joined = rag.build_prompt(tiny_model, query, ["a", "b"], "doc")
+    assert joined.cached_texts == ["a" + templates.RAG_DOCUMENT_SEPARATOR + "b"]
+
+
+def test_uncached_orders_and_no_retrieval(tiny_model):
+    query, doc = "Who?", "Alice did it."
+    first = tiny_model.tokenizer.decode(rag.build_prompt(tiny_model, query, [doc], "none").suffix_ids)
+    assert first.index(doc) < first.index(query) and templates.RAG_ANSWER_DOC_FIRST in first
+    qfirst = tiny_model.tokenizer.decode(rag.build_prompt(tiny_model, query, [doc], "none", order="query_first").suffix_ids)
+    assert qfirst.index(query) < qfirst.index(doc) and templates.RAG_ANSWER_QUERY_FIRST in qfirst
+    plain = tiny_model.tokenizer.decode(rag.build_prompt(tiny_model, query, [], "none").suffix_ids)
+    assert query in plain and "prior" not in plain
+    result = rag.answer(tiny_model, query, [], mode="none", max_new_tokens=2, store=KVStore())
+    assert result.stats["cached_tokens"] == 0 and result.stats["prefill_tokens"] == result.prompt_tokens
+
+
+def test_grit_chat_format_suffix():
+    class _Tok:
+        eos_token = "</s>"
+
+    class _Model:
+        uses_grit_chat_format = True
+        tokenizer = _Tok()
+
+    text = rag.chat_turn_text(_Model(), "q\n\n" + templates.RAG_ANSWER_DOC_FIRST)
+    assert text == f"<|user|>\nq\n\n{templates.RAG_ANSWER_DOC_FIRST}\n<|assistant|>\n"
+
+
+def test_stats_hits_misses_and_prefill(tiny_model):
+    store = KVStore()
+    docs = ["Doc one is here.", "Doc two is there, a little longer."]
+    cold = rag.answer(tiny_model, "Which?", docs, mode="multi_doc", source="embedding", max_new_tokens=2, store=store)
+    warm = rag.answer(tiny_model, "Which?", docs, mode="multi_doc", source="embedding", max_new_tokens=2, store=store)
+    prompt = rag.build_prompt(tiny_model, "Which?", docs, "multi_doc")
+    assert cold.stats["cache_misses"] == 2 and cold.stats["cache_hits"] == 0
+    assert warm.stats["cache_misses"] == 0 and warm.stats["cache_hits"] == 2
+    assert warm.stats["prefill_tokens"] == len(prompt.suffix_ids)
+    assert cold.stats["prefill_tokens"] == len(prompt.suffix_ids) + sum(len(s) for s in prompt.segments)
+    assert warm.stats["cached_tokens"] == prompt.cached_length
+    assert cold.prompt_tokens == len(prompt.prompt_ids())
+    assert set(warm.timings) >= {"cache_lookup", "cache_fill", "compose", "generate", "time_to_first_token", "total"}
+    assert warm.usage["prompt_tokens"] == warm.prompt_tokens
+    # the other source is a different cache
+    other = rag.answer(tiny_model, "Which?", docs, mode="multi_doc", source="causal", max_new_tokens=2, store=store)
+    assert other.stats["cache_misses"] == 2
+
+
+def test_streaming_pieces_add_up_to_the_text(tiny_model):
+    pieces: list[str] = []
+    result = rag.answer(tiny_model, "Tell me.", ["Some context."], mode="doc", source="causal", max_new_tokens=8,
+                        streaming_callback=pieces.append, store=KVStore())
+    assert "".join(pieces) == result.text
+
+
+def test_changed_document_is_never_served_a_stale_cache(tiny_model):
+    store = KVStore()
+    rag.answer(tiny_model, "Q?", ["The value is 41."], mode="doc", source="causal", max_new_tokens=2, store=store)
+    changed = rag.answer(tiny_model, "Q?", ["The value is 42."], mode="doc", source="causal", max_new_tokens=2, store=store)
+    assert changed.stats["cache_misses"] == 1 and changed.stats["cache_hits"] == 0
+
+
+def test_bad_arguments(tiny_model):
+    with pytest.raises(ValueError, match="mode"):
+        rag.answer(tiny_model, "q", ["d"], mode="docs")
+    with pytest.raises(TypeError, match="mode"):
+        rag.answer(tiny_model, "q", ["d"], mode=3)
+    with pytest.raises(ValueError, match="source"):
+        rag.answer(tiny_model, "q", ["d"], mode="doc", source="bidirectional")
+    with pytest.raises(ValueError, match="query"):
+        rag.answer(tiny_model, "", ["d"], mode="doc")
+    with pytest.raises(TypeError, match="documents"):
+        rag.answer(tiny_model, "q", "a bare string", mode="doc")
+    with pytest.raises(ValueError, match="at least one document"):
+        rag.answer(tiny_model, "q", [], mode="doc")
+    with pytest.raises(ValueError, match="order"):
+        rag.answer(tiny_model, "q", ["d"], order="random")
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        rag.answer(tiny_model, "q", ["d"], mode="doc", max_new_tokens=0)
+    with pytest.raises(TypeError, match="store"):
+        rag.answer(tiny_model, "q", ["d"], store={})
+    with pytest.raises(ValueError, match="context length"):
+        rag.answer(tiny_model, "q", ["word " * 5000], mode="doc", store=KVStore())
+
+
+def test_generator_answer_uses_defaults_and_overrides(tiny_llama_dir):
+    generator = GritGenerator(str(tiny_llama_dir), cache_mode="doc", cache_source="causal", max_new_tokens=3)
+    generator.model.kv_store.clear()
+    first = generator.answer("Who?", ["Alice did it."])
+    assert first.stats["mode"] == "doc" and first.stats["source"] == "causal" and first.completion_tokens <= 3
+    second = generator.answer("Who?", ["Alice did it."], mode=CacheMode.MULTI_DOC, max_new_tokens=1)
+    assert second.stats["mode"] == "multi_doc" and second.stats["cache_hits"] == 1 and second.completion_tokens == 1
+    plain = generator.answer("Who?", ["Alice did it."], mode="none", order="query_first")
+    assert plain.stats["cache_hits"] == plain.stats["cache_misses"] == 0
+    with pytest.raises(ValueError, match="unknown generation kwargs"):
+        generator.answer("Who?", ["x"], beams=2)
+    with pytest.raises(ValueError, match="mode"):
+        GritGenerator(str(tiny_llama_dir), cache_mode="everything")
+    with pytest.raises(ValueError, match="cache_source"):
+        GritGenerator(str(tiny_llama_dir), cache_source="disk")
+
+
+def test_cache_documents_prefills_the_store(tiny_model):
+    store = KVStore()
+    counts = rag.cache_documents(tiny_model, ["one", "two"], source="embedding", store=store)
+    assert counts == {"hits": 0, "computed": 2}
+    assert rag.cache_documents(tiny_model, ["one", "two"], source="embedding", store=store) == {"hits": 2, "computed": 0}
+    result = rag.answer(tiny_model, "q?", ["one", "two"], mode="multi_doc", max_new_tokens=1, store=store)
+    assert result.stats["cache_hits"] == 2
+    with pytest.raises(ValueError, match="source"):
+        rag.cache_documents(tiny_model, ["one"], source="nope", store=store)
