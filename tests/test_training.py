@@ -36,6 +36,15 @@ from grit_components.training.trainer import GritTrainingModel, SameDatasetSampl
 pytest.importorskip("peft")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared machine extra threads mostly wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture()
 def fresh_tiny(tiny_llama_dir):
     """A trainable copy of the tiny random llama (not the shared registry object) and its GritModel view."""
