@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -294,7 +295,8 @@ def demo(
         hp.close_pipeline(built)
     if items:
         found = sum(any(d.meta.get("passage_id") == item["gold"] for d in a.sources) for a, item in zip(answers, items))
-        correct = sum(item["answer"].lower() in a.text.lower() for a, item in zip(answers, items))
+        correct = sum(bool(re.search(rf"\b{re.escape(item['answer'])}\b", a.text, re.IGNORECASE))
+                      for a, item in zip(answers, items))
         console.print(f"\nretrieval: the relevant passage was among the sources for {found}/{len(items)} questions; "
                       f"the answer named the expected title {correct}/{len(items)} times")
     console.print(f"done in {time.perf_counter() - start:.1f}s (data in {data_dir}; "

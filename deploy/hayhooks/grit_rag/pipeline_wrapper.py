@@ -1,0 +1,54 @@
+# SPDX-FileCopyrightText: 2026-present grit-components developers
+#
+# SPDX-License-Identifier: Apache-2.0
+"""hayhooks deployment of the GRIT RAG pipeline (`pipelines/rag.yaml` by default).
+
+Serve it with `hayhooks run --pipelines-dir deploy/hayhooks` (from the project root), then:
+  curl -X POST localhost:1416/grit_rag/run -H 'Content-Type: application/json' -d '{"question": "..."}'
+or use the OpenAI-compatible `POST /v1/chat/completions` with `"model": "grit_rag"`.
+
+Settings (environment variables, read at startup):
+  GRIT_PIPELINE    bundled pipeline name or YAML path (default `rag`; also `rag_rerank`, `rag_doc_cache`)
+  GRIT_DATA_DIR    data directory holding `qdrant/` (and `kv/`), as written by `grit index --data-dir`
+  GRIT_QDRANT_URL  a Qdrant server instead of embedded Qdrant (needed to index while serving)
+  GRIT_MODEL       replace the model of every GRIT component
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from hayhooks import BasePipelineWrapper, get_last_user_message
+
+from grit_components import haystack_pipelines as hp
+
+
+class PipelineWrapper(BasePipelineWrapper):
+    def setup(self) -> None:
+        self.pipeline = hp.load_pipeline(os.environ.get("GRIT_PIPELINE", "rag"),
+                                         model=os.environ.get("GRIT_MODEL") or None)
+        # One request at a time: on a CPU the model is the bottleneck, and answers stay independent.
+        self.lock = threading.Lock()
+
+    def run_api(self, question: str) -> dict:
+        """
+        Answer a question from the indexed documents.
+
+        :param question: The question.
+        :returns: The answer, its sources (id, score, meta, content) and timings in seconds.
+        """
+        with self.lock:
+            answer = hp.ask(self.pipeline, question)
+        return {
+            "answer": answer.text,
+            "sources": [{"id": doc.id, "score": doc.score, "meta": doc.meta, "content": doc.content}
+                        for doc in answer.sources],
+            "timings": answer.timings,
+        }
+
+    def run_chat_completion(self, model: str, messages: list[dict], body: dict) -> str:
+        """OpenAI-compatible chat: answers the last user message."""
+        question = get_last_user_message(messages)
+        with self.lock:
+            return hp.ask(self.pipeline, question or "").text
