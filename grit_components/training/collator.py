@@ -86,7 +86,10 @@ class GritCollator:
     :param query_instruction: instruction of queries given as plain str.
     :param passage_instruction: instruction of passages given as plain str ("" = none, as in GRIT).
     :param num_hard_negatives: hard negatives sampled per query (fewer when a record has fewer).
-    :param query_max_length / passage_max_length / generative_max_length: token limits (BOS and instruction count).
+    :param query_max_length: token limit of queries (BOS and instruction count).
+    :param passage_max_length: token limit of passages.
+    :param generative_max_length: token limit of generative sequences (cut at the end).
+    :param seed: seed of positive and negative sampling.
     """
 
     model: Any

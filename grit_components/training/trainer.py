@@ -160,11 +160,15 @@ class GritTrainer(Trainer):
     """`transformers.Trainer` with the GRIT loss.
 
     :param grit_model: the `GritModel` view of the model being trained (tokenizer, formats, evaluation).
-    :param temperature, rep_weight, gen_weight, gen_averaging: the loss (see `training.loss`).
+    :param temperature: InfoNCE temperature.
+    :param rep_weight: weight of L_rep.
+    :param gen_weight: weight of L_gen.
+    :param gen_averaging: "token" or "sample" averaging of L_gen (see `training.loss`).
     :param gradcache_chunk_size: embed the contrastive batch in chunks of this many texts (GradCache).
     :param retrieval_eval: a `RetrievalEvalSet` scored at every evaluation (nDCG@10, Recall@10).
     :param generative_eval: dev `ChatRecord`s whose L_gen is reported at every evaluation.
     :param eval_settings: query/passage instructions and lengths for the retrieval evaluation.
+    :param merge_lora: save LoRA runs as merged full weights (plus the adapter in `adapter/`).
     :param save_info: written to `grit_training.json` in every checkpoint.
     """
 
