@@ -167,3 +167,7 @@ from grit_components import haystack_cli  # noqa: E402,F401  (index, ask, run, d
 from grit_components.training.cli import train as _train  # noqa: E402
 
 app.command(name="train")(_train)
+
+from grit_components.evaluation.cli import eval_app  # noqa: E402
+
+app.add_typer(eval_app, name="eval")
