@@ -72,7 +72,7 @@ def main() -> None:
                                                                 "multi_doc"])
     parser.add_argument("--cache-source", default="causal", choices=["causal", "embedding"],
                         help="causal: exact (answers equal uncached RAG); embedding: the GRIT paper's reuse")
-    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
     args = parser.parse_args()
 
     embed_model = GritEmbedding(args.model, query_instruction=QUERY_INSTRUCTION,

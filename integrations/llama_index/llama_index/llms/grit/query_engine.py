@@ -21,8 +21,6 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from grit_components.rag import CacheMode, check_mode
 from llama_index.llms.grit.base import GritLLM, stream_in_thread
 
-CACHE_MODES = tuple(mode.value for mode in CacheMode)
-
 
 def node_texts(nodes: List[NodeWithScore], metadata_mode: MetadataMode) -> tuple[List[NodeWithScore], List[str]]:
     """Nodes that have text, and their texts; nodes without text (images, empty chunks) are skipped."""
