@@ -42,5 +42,3 @@ def tiny_template_dir(tmp_path_factory) -> str:
     """A tiny random Llama that keeps the SmolLM2 chat template ("auto" picks the template)."""
     return str(build_varied_model(tmp_path_factory.mktemp("li-models") / "tiny-template", seed=1))
 
-
-WIKIDESC_QUERY_INSTRUCTION = "Given a short description, retrieve the Wikipedia passage about the entity it describes"

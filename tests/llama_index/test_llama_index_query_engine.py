@@ -27,6 +27,7 @@ from grit_components.rag import build_prompt
 TEXTS = ["Paris is the capital and largest city of France.", "Berlin is the capital of Germany.",
          "The Parthenon is a former temple on the Athenian Acropolis.", "Cats purr when they are content."]
 QUERY = "What is the capital of France?"
+WIKIDESC_QUERY_INSTRUCTION = "Given a short description, retrieve the Wikipedia passage about the entity it describes"
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +184,6 @@ def test_persisted_qdrant_index_answers_the_same_in_a_new_process(tiny_grit_dir,
     from qdrant_client import QdrantClient
     from llama_index.vector_stores.qdrant import QdrantVectorStore
 
-    from conftest import WIKIDESC_QUERY_INSTRUCTION
-
     path = str(tmp_path / "qdrant")
     query = "Ancient Greek philosopher, founder of Cynicism"
     client = QdrantClient(path=path)
@@ -213,8 +212,6 @@ def test_persisted_qdrant_index_answers_the_same_in_a_new_process(tiny_grit_dir,
 
 @pytest.mark.integration
 def test_smollm2_doc_cache_answers_like_uncached_rag(smol):
-    from conftest import WIKIDESC_QUERY_INSTRUCTION
-
     index = VectorStoreIndex.from_documents(
         demo_documents(6), embed_model=GritEmbedding("smollm2-135m-instruct", query_instruction=WIKIDESC_QUERY_INSTRUCTION))
     llm = GritLLM("smollm2-135m-instruct", max_new_tokens=16)
