@@ -225,3 +225,13 @@ def test_smollm2_doc_cache_answers_like_uncached_rag(smol):
     assert first.response == uncached.text and first.response.strip()
     second = engine.query(question)
     assert second.response == first.response and second.metadata["cache"]["cache_hits"] == 1
+
+
+def test_classes_work_in_the_stock_query_engine(index, llm, tiny_grit_dir):
+    """GritLLM and GritRerank as drop-ins for LlamaIndex's own RetrieverQueryEngine (no cache reuse there)."""
+    rerank = GritRerank(tiny_grit_dir, top_n=1)
+    engine = index.as_query_engine(llm=llm, similarity_top_k=3, node_postprocessors=[rerank])
+    response = engine.query(QUERY)
+    assert response.response.strip() and len(response.source_nodes) == 1
+    streaming = index.as_query_engine(llm=llm, similarity_top_k=3, node_postprocessors=[rerank], streaming=True)
+    assert "".join(streaming.query(QUERY).response_gen) == response.response
