@@ -40,7 +40,8 @@ class GritEmbedding(BaseEmbedding):
     :param max_length: longest input in tokens, instruction included; longer texts are cut with a warning.
     :param normalize: L2-normalise embeddings (cosine similarity = dot product).
     :param store_kv_cache: also keep each document's KV states from the embedding pass in the model's KV
-        store, so a `GritQueryEngine` with `cache_source="embedding"` reuses them (needs the KV caching core).
+        store, so a `GritQueryEngine` with `cache_source="embedding"` reuses them. Needs `text_instruction=""`;
+        documents cut at `max_length` are not cached.
     :param device: "cpu", "cuda", "mps"...; default: an accelerator if present.
     :param dtype: "float32", "bfloat16" or "float16"; default: float32 on CPU, bfloat16 elsewhere.
     :param revision: hub revision.
