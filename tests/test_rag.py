@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from grit_components import GritGenerator, load_model, rag, templates
+from grit_components import GritEmbedder, GritGenerator, load_model, rag, templates
 from grit_components.generation import generate_ids
 from grit_components.kv_cache import KVStore
 from grit_components.rag import CacheMode
@@ -67,17 +67,20 @@ def test_causal_cache_is_token_identical_to_uncached_qwen2(qwen_model):
 
 @pytest.mark.integration
 def test_causal_cache_is_token_identical_to_uncached_smollm2(smol):
-    assert _mismatches(smol, PROMPTS[:3], 8) == []
+    assert _mismatches(smol, PROMPTS[:2], 6) == []
 
 
 @pytest.mark.integration
-def test_smollm2_embedding_source_answers_from_the_document(smol):
-    store = KVStore()
+def test_smollm2_embedder_fills_the_cache_the_generator_uses(smol):
+    embedder = GritEmbedder("smollm2-135m-instruct", max_length=256)
+    assert embedder.model is smol  # one shared model, one shared store
     doc = ["The Eiffel Tower is a wrought-iron lattice tower in Paris, France, completed in 1889."]
-    result = rag.answer(smol, "In which city is the Eiffel Tower?", doc, mode="doc", source="embedding",
-                        max_new_tokens=12, store=store)
-    assert result.stats["cache_misses"] == 1 and result.completion_tokens > 0
-    assert "paris" in result.text.lower()
+    embedder.embed_documents(doc, store_kv_cache=True)
+    result = GritGenerator("smollm2-135m-instruct", cache_mode="doc", max_new_tokens=4).answer(
+        "In which city is the Eiffel Tower?", doc)
+    assert result.stats["source"] == "embedding" and result.stats["cache_hits"] == 1
+    assert result.stats["cache_misses"] == 0 and result.completion_tokens > 0
+    embedder.close()
 
 
 def test_prompt_pieces_follow_the_templates(tiny_model):
