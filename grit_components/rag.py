@@ -204,7 +204,12 @@ def answer(
     :param source: where cached states come from: "embedding" (bidirectional embedding pass, as in the
         GRIT paper; approximate) or "causal" (causal prefill; exact). Ignored for mode "none".
     :param order: for mode "none": "doc_first" or "query_first" prompt.
-    :param max_new_tokens, temperature, top_p, stop_words, streaming_callback, seed: as in `generate`.
+    :param max_new_tokens: most tokens to generate.
+    :param temperature: 0 for greedy decoding; > 0 samples.
+    :param top_p: nucleus sampling mass when sampling.
+    :param stop_words: strings that end generation.
+    :param streaming_callback: called with each new piece of text.
+    :param seed: seeds sampling when temperature > 0.
     :param store: the KV store to use; default: the model's own (`model.kv_store`).
     :returns: a `RagResult` (text, finish_reason, usage, timings, stats).
     """
