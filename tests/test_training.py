@@ -397,3 +397,13 @@ def test_beir_records_and_hard_negative_mining(tmp_path, fresh_tiny):
     rag = beir_rag_records(tmp_path)
     assert rag[0].messages[1]["content"] == "Parthenon"
     assert "What is described as 'Temple on the Athenian Acropolis'?" in rag[0].messages[0]["content"]
+
+
+def test_ranking_metrics_of_the_periodic_evaluation():
+    from grit_components.training.evaluate import ranking_metrics
+
+    scores = np.array([[0.9, 0.5, 0.1], [0.1, 0.2, 0.9]])
+    metrics = ranking_metrics(scores, [{1: 1}, {2: 1}], k=10)
+    assert metrics["ndcg@10"] == pytest.approx((1 / math.log2(3) + 1) / 2)
+    assert metrics["recall@10"] == 1.0
+    assert ranking_metrics(scores, [{1: 1}, {2: 1}], k=1) == {"ndcg@1": 0.5, "recall@1": 0.5}
