@@ -407,3 +407,26 @@ def test_ranking_metrics_of_the_periodic_evaluation():
     assert metrics["ndcg@10"] == pytest.approx((1 / math.log2(3) + 1) / 2)
     assert metrics["recall@10"] == 1.0
     assert ranking_metrics(scores, [{1: 1}, {2: 1}], k=1) == {"ndcg@1": 0.5, "recall@1": 0.5}
+
+
+def test_grit_train_command_runs_a_config_with_jsonl_sources(tmp_path, tiny_llama_dir):
+    from grit_components.cli import app
+    from grit_components.training import write_jsonl
+
+    write_jsonl(toy_records(16), tmp_path / "emb.jsonl")
+    (tmp_path / "gen.jsonl").write_text("\n".join(json.dumps({"turns": [f"Say {i}", f"{i}"]}) for i in range(4)) + "\n")
+    (tmp_path / "train.yaml").write_text(
+        f"model: {tiny_llama_dir}\noutput_dir: {tmp_path / 'run'}\n"
+        "data: {embedding: [{path: emb.jsonl}], generative: [{path: gen.jsonl}]}\n"
+        "training: {batch_size: 4, max_steps: 50, logging_steps: 1, progress_bar: false}\n")
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml"), "--max-steps", "2",
+                                      "--set", "training.learning_rate=1e-3"])
+    assert result.exit_code == 0, result.output
+    state = json.loads((tmp_path / "run" / "grit_training.json").read_text())
+    assert state["config"]["training"]["max_steps"] == 2 and state["config"]["training"]["learning_rate"] == 1e-3
+    from grit_components.registry import ModelRegistry
+
+    registry = ModelRegistry()
+    trained = registry.acquire(str(tmp_path / "run"))
+    assert trained.embed(["hello"]).shape == (1, 64)
+    registry.release(trained)
