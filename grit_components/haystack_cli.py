@@ -58,6 +58,15 @@ def _load(hp, pipeline: str, *, data_dir: Path | None, qdrant_url: str | None, m
         fail(f"{type(error).__name__}: {error}")
 
 
+def _require_documents(hp, built) -> None:
+    for store in hp.document_stores(built):
+        if store.count_documents() == 0:
+            hp.close_pipeline(built)
+            fail(f"nothing is indexed in Qdrant collection {store.index!r} at "
+                 f"{store.url or store.path or store.location}: run `grit index <files>` first "
+                 "(with the same --data-dir / --qdrant-url)")
+
+
 def _source_line(rank: int, doc) -> str:
     name = doc.meta.get("title") or doc.meta.get("file_path") or doc.id[:12]
     snippet = " ".join((doc.content or "").split())
@@ -139,6 +148,7 @@ def ask(
     """Answer questions with a RAG pipeline: answer, sources with scores, timings."""
     hp = _haystack()
     built = _load(hp, pipeline, data_dir=data_dir, qdrant_url=qdrant_url, model=model, instruction=instruction)
+    _require_documents(hp, built)
     try:
         if not as_json:
             _ask_many(hp, built, question)

@@ -90,8 +90,20 @@ def indexed(tmp_path_factory, tiny, corpus_dir):
 
 def test_indexing_writes_every_file(indexed, corpus_dir):
     _, result = indexed
-    assert result.files == 9  # 8 .txt + 1 .md; the .csv is not collected
-    assert result.documents_written == result.documents_in_store >= 9
+    assert result.files == 10  # 8 .txt + 1 .md + 1 .pdf; the .csv is not collected
+    assert result.documents_written == result.documents_in_store >= 10
+
+
+def test_indexed_pdf_and_markdown_content(indexed, tiny):
+    data_dir, _ = indexed
+    built = hp.load_pipeline("rag", data_dir=data_dir, model=tiny)
+    try:
+        (store,) = hp.document_stores(built)
+        for name, text in (("louvre.pdf", "The Louvre is a museum in Paris."), ("notes.md", "Eiffel Tower")):
+            docs = store.filter_documents({"field": "meta.file_path", "operator": "==", "value": name})
+            assert len(docs) == 1 and text in docs[0].content and "**" not in docs[0].content
+    finally:
+        hp.close_pipeline(built)
 
 
 def test_reindexing_does_not_duplicate(indexed, tiny, corpus_dir):
@@ -180,7 +192,7 @@ def test_cli_index_ask_run(tmp_path, tiny, corpus_dir):
     data = ["--data-dir", str(tmp_path), "--model", tiny]
     result = runner.invoke(app, ["index", str(corpus_dir), *data])
     assert result.exit_code == 0, result.output
-    assert "indexed 9 files" in result.output
+    assert "indexed 10 files" in result.output
     result = runner.invoke(app, ["ask", "Who was Diogenes?", "--json", *data])
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout.strip().splitlines()[-1])
@@ -200,6 +212,8 @@ def test_cli_errors(tmp_path, tiny):
     assert result.exit_code == 2 and "unknown pipeline" in result.output
     result = runner.invoke(app, ["run", "rag", "--input", "novalue", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2
+    result = runner.invoke(app, ["ask", "q", "--data-dir", str(tmp_path / "empty"), "--model", tiny])
+    assert result.exit_code == 2 and "nothing is indexed" in result.output
 
 
 def test_cli_demo_main_job(tmp_path, tiny, corpus_dir):
@@ -214,4 +228,4 @@ def test_cli_demo_main_job(tmp_path, tiny, corpus_dir):
     own = runner.invoke(app, ["demo", str(corpus_dir), "--data-dir", str(tmp_path / "own"), "--model", tiny,
                               "--ask", "Who was Diogenes?"])
     assert own.exit_code == 0, own.output
-    assert "indexed 9 files" in own.output and own.stdout.count("\nQ: ") == 1
+    assert "indexed 10 files" in own.output and own.stdout.count("\nQ: ") == 1
