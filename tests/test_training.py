@@ -430,3 +430,34 @@ def test_grit_train_command_runs_a_config_with_jsonl_sources(tmp_path, tiny_llam
     trained = registry.acquire(str(tmp_path / "run"))
     assert trained.embed(["hello"]).shape == (1, 64)
     registry.release(trained)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_resume_from_checkpoint(tmp_path, tiny_llama_dir, lora):
+    from grit_components.training.run import load_training_model
+
+    records = toy_records(16)
+    cfg = config(tmp_path, tiny_llama_dir, lora={"enabled": lora, "r": 4},
+                 training={"max_steps": 2, "batch_size": 4, "save_steps": 2})
+    model, grit = load_training_model(cfg)
+    build_trainer(cfg, model=model, grit=grit, records=(records, [])).train()
+    checkpoint = tmp_path / "out" / "checkpoint-2"
+    assert (checkpoint / "model.safetensors").exists() and (checkpoint / "optimizer.pt").exists()
+    expected = grit.embed(["resume me"])
+
+    cfg.training.max_steps = 3
+    model, grit = load_training_model(cfg)
+    assert not np.allclose(grit.embed(["resume me"]), expected, atol=1e-5)  # a fresh start differs
+    trainer = build_trainer(cfg, model=model, grit=grit, records=(records, []))
+    from transformers import TrainerCallback
+
+    loaded = {}
+
+    class RecordWeights(TrainerCallback):  # the weights right after loading the checkpoint, before step 3
+        def on_train_begin(self, args, state, control, **kwargs):
+            loaded["emb"] = grit.embed(["resume me"])
+
+    trainer.add_callback(RecordWeights())
+    trainer.train(resume_from_checkpoint=str(checkpoint))
+    np.testing.assert_allclose(loaded["emb"], expected, atol=1e-5)
+    assert trainer.state.global_step == 3

@@ -304,6 +304,10 @@ class GritTrainer(Trainer):
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
+        # Checkpoints hold the inner model (loadable by every component), not this wrapper's state dict.
+        load_checkpoint_weights(self.accelerator.unwrap_model(model or self.model).model, resume_from_checkpoint)
+
     # --- saving ---------------------------------------------------------------------------------
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         if not self.args.should_save:
@@ -312,6 +316,32 @@ class GritTrainer(Trainer):
         inner = self.accelerator.unwrap_model(self.model).model
         save_grit_model(inner, self.grit_model.tokenizer, output_dir, merge_lora=self.merge_lora, info=self.save_info)
         torch.save(self.args, Path(output_dir) / "training_args.bin")
+
+
+def load_checkpoint_weights(model: torch.nn.Module, checkpoint) -> None:
+    """Load the weights `save_grit_model` wrote into the model being trained (to resume a run).
+
+    A LoRA model gets its adapter back from `checkpoint/adapter`; a full model its `model.safetensors`
+    (single file; sharded checkpoints are not handled).
+    """
+    from safetensors.torch import load_file
+
+    checkpoint = Path(checkpoint)
+    if hasattr(model, "peft_config"):
+        from peft import set_peft_model_state_dict
+
+        weights = checkpoint / "adapter" / "adapter_model.safetensors"
+        if not weights.exists():
+            raise FileNotFoundError(f"no LoRA adapter at {weights}; was the checkpoint written by a LoRA run?")
+        set_peft_model_state_dict(model, load_file(str(weights)))
+        return
+    weights = checkpoint / "model.safetensors"
+    if not weights.exists():
+        raise FileNotFoundError(f"no model.safetensors in {checkpoint} (sharded checkpoints cannot be resumed yet)")
+    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or []) | {"lm_head.weight"}
+    if unexpected or [k for k in missing if k not in tied]:
+        raise ValueError(f"checkpoint {checkpoint} does not match the model: missing {missing}, unexpected {unexpected}")
 
 
 def estimate_steps(n_items: int, batch_size: int, epochs: float) -> int:
