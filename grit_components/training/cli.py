@@ -13,6 +13,7 @@ def train(
     max_steps: Annotated[Optional[int], typer.Option(help="Override training.max_steps (e.g. a smoke run).")] = None,
     output_dir: Annotated[Optional[str], typer.Option(help="Override output_dir.")] = None,
     max_records: Annotated[Optional[int], typer.Option(help="Cap every data source at this many records.")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue from a checkpoint-N folder of an earlier run.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any key: --set eval.max_queries=20 (value read as YAML).")] = None,
 ) -> None:
     """Train a GRIT model: L = L_rep + lambda_gen * L_gen (contrastive + next-token), on the HF Trainer."""
@@ -41,7 +42,7 @@ def train(
     from grit_components.training.run import train as run_training
 
     try:
-        output = run_training(cfg)
+        output = run_training(cfg, resume_from_checkpoint=resume)
     except (ValueError, TypeError, FileNotFoundError, ModuleNotFoundError) as error:
         fail(str(error))
     console.print(f"saved the trained model to {output}; use it with model={str(output)!r}")

@@ -147,11 +147,14 @@ def build_trainer(config: TrainConfig, *, model=None, grit=None, records=None):
     )
 
 
-def train(config: TrainConfig) -> Path:
+def train(config: TrainConfig, *, resume_from_checkpoint: str | None = None) -> Path:
     """Run the whole training (evaluating at the end when a dev set is configured); returns the output dir
-    holding the final model, loadable with `load_model(<dir>)` and every component's `model=<dir>`."""
+    holding the final model, loadable with `load_model(<dir>)` and every component's `model=<dir>`.
+
+    :param resume_from_checkpoint: a `checkpoint-N` folder of an earlier run of the same config.
+    """
     trainer = build_trainer(config)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     evaluated_last = any("eval_ndcg@10" in log and log.get("step") == trainer.state.global_step
                          for log in trainer.state.log_history)
     if trainer.retrieval_eval is not None and not evaluated_last:
