@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import random
 import time
 import warnings
@@ -343,6 +342,3 @@ def load_checkpoint_weights(model: torch.nn.Module, checkpoint) -> None:
     if unexpected or [k for k in missing if k not in tied]:
         raise ValueError(f"checkpoint {checkpoint} does not match the model: missing {missing}, unexpected {unexpected}")
 
-
-def estimate_steps(n_items: int, batch_size: int, epochs: float) -> int:
-    return max(1, math.ceil(n_items / batch_size * epochs))
