@@ -37,7 +37,7 @@ def retrieval(
     query_instruction: Annotated[Optional[str], typer.Option(help="Query instruction (default: the WikiDesc task instruction).")] = None,
     embedding: Annotated[Optional[list[str]], typer.Option(
         help="GRIT embedding variant ATTENTION:POOLING, repeatable (default bidirectional:mean). "
-             "E.g. --embedding bidirectional:mean --embedding causal:weighted_mean.")] = None,
+             "E.g. --embedding bidirectional:mean --embedding causal:weighted_mean; 'none' for baselines only.")] = None,
     max_length: Annotated[int, typer.Option(min=8, help="Embedding input length in tokens (passages are cut).")] = 256,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per embedding forward pass.")] = 16,
     bm25: Annotated[bool, typer.Option(help="Include the BM25 (bm25s) baseline.")] = True,
@@ -53,6 +53,8 @@ def retrieval(
     listwise_systems: Annotated[Optional[list[str]], typer.Option(help="First stages to rerank listwise (default: as --rerank-systems).")] = None,
     pointwise_tokens: Annotated[int, typer.Option(min=8, help="Passage tokens in a pointwise prompt.")] = 256,
     listwise_tokens: Annotated[int, typer.Option(min=8, help="Passage tokens in a listwise prompt.")] = 128,
+    pointwise_cache: Annotated[Optional[Path], typer.Option(
+        help="JSON file keeping pointwise scores (model fingerprint + prompt keyed), reused by later runs.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the JSON report here.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Corpus-embedding cache folder (default: user cache).")] = None,
     qdrant_path: Annotated[Optional[Path], typer.Option(help="Qdrant folder (embedded mode); default in memory.")] = None,
@@ -73,7 +75,7 @@ def retrieval(
         if mode not in ("pointwise", "listwise"):
             fail(f"--rerank must be pointwise or listwise, got {mode!r}")
     variants = []
-    for item in embedding or ["bidirectional:mean"]:
+    for item in [] if embedding == ["none"] else embedding or ["bidirectional:mean"]:
         attention, _, pooling = item.partition(":")
         if attention not in ("bidirectional", "causal") or pooling not in ("mean", "weighted_mean", "last"):
             fail(f"--embedding must be ATTENTION:POOLING (bidirectional|causal : mean|weighted_mean|last), got {item!r}")
@@ -96,7 +98,8 @@ def retrieval(
         if not directory.exists():
             fail(f"--baseline {item}: directory does not exist")
         name = "all-MiniLM-L6-v2" if item == "minilm" else directory.name
-        systems.append(("baseline", ev.sentence_transformer_first_stage(directory, dataset, qdrant_location=location, name=name)))
+        systems.append(("baseline", ev.sentence_transformer_first_stage(directory, dataset, qdrant_location=location, name=name,
+                                                                         cache_directory=cache_dir)))
     grit = load(model, None, None)
     for attention, pooling in variants:
         systems.append(("grit", ev.grit_first_stage(grit, dataset, query_instruction=instruction, attention=attention,
@@ -108,7 +111,7 @@ def retrieval(
     listwise_ids = all_ids[:listwise_queries] if listwise_queries else rerank_ids
     wanted = set(rerank_systems or ["grit", "bm25", "baseline"])
     wanted_listwise = set(listwise_systems) if listwise_systems else wanted
-    cache = ev.PointwiseScoreCache(grit, max_passage_tokens=pointwise_tokens) if "pointwise" in modes else None
+    cache = ev.PointwiseScoreCache(grit, max_passage_tokens=pointwise_tokens, path=pointwise_cache) if "pointwise" in modes else None
     reranked: list[tuple[ev.SystemResult, ev.SystemResult, list[str]]] = []
     for mode in modes:
         ids = listwise_ids if mode == "listwise" else rerank_ids
@@ -143,7 +146,8 @@ def retrieval(
                                    "first_stage_metrics": before, "metrics": after, "timings": result.timings,
                                    "evidence": evidence})
     if cache is not None:
-        report["rerank"]["pointwise_pairs_scored"] = len(cache.scores)
+        report["rerank"]["pointwise_pairs_known"] = len(cache.scores)
+        report["rerank"]["pointwise_pairs_scored_this_run"] = cache.scored
         report["rerank"]["pointwise_seconds"] = cache.seconds
     report["total_seconds"] = time.perf_counter() - started
 

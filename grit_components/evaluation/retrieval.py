@@ -9,6 +9,9 @@ pair even when several first stages put the same passage in their top hits.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -19,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from grit_components.evaluation.cache import cached_embed
+from grit_components.evaluation.cache import cached_embed, default_embedding_cache_dir, embedding_cache_key, texts_hash
 from grit_components.evaluation.data import RetrievalDataset
 from grit_components.evaluation.metrics import DEFAULT_METRICS, evaluate_run
 
@@ -100,15 +103,30 @@ def grit_first_stage(model: GritModel, dataset: RetrievalDataset, *, query_instr
 
 def sentence_transformer_first_stage(model_dir: str | Path, dataset: RetrievalDataset, *, k: int = 100,
                                      batch_size: int = 32, qdrant_location: str = ":memory:",
-                                     progress_bar: bool = True, name: str | None = None) -> SystemResult:
-    """Dense retrieval with a sentence-transformers model loaded from a local directory."""
+                                     progress_bar: bool = True, name: str | None = None,
+                                     cache_directory: str | Path | None = None) -> SystemResult:
+    """Dense retrieval with a sentence-transformers model loaded from a local directory (corpus
+    embeddings cached on disk like the GRIT ones)."""
     from sentence_transformers import SentenceTransformer
 
     encoder = SentenceTransformer(str(model_dir), device="cpu")
     doc_ids = list(dataset.corpus)
+    texts = [dataset.document_text(d) for d in doc_ids]
     start = time.perf_counter()
-    doc_vectors = encoder.encode([dataset.document_text(d) for d in doc_ids], batch_size=batch_size,
-                                 normalize_embeddings=True, show_progress_bar=progress_bar, convert_to_numpy=True)
+    directory = default_embedding_cache_dir() if cache_directory is None else Path(cache_directory)
+    key = embedding_cache_key(f"sentence-transformers:{Path(model_dir).resolve()}",
+                              {"max_seq_length": encoder.max_seq_length, "normalize": True}, texts_hash(texts))
+    path = directory / f"{key}.npy"
+    cached = path.exists()
+    if cached:
+        doc_vectors = np.load(path, allow_pickle=False)
+    else:
+        doc_vectors = encoder.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                     show_progress_bar=progress_bar, convert_to_numpy=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, doc_vectors, allow_pickle=False)
+        os.replace(tmp, path)
     corpus_seconds = time.perf_counter() - start
     query_vectors = encoder.encode(list(dataset.queries.values()), batch_size=batch_size, normalize_embeddings=True,
                                    convert_to_numpy=True)
@@ -116,7 +134,7 @@ def sentence_transformer_first_stage(model_dir: str | Path, dataset: RetrievalDa
                          collection=f"st-{uuid.uuid4().hex[:8]}")
     return SystemResult(name or Path(model_dir).name, dict(zip(dataset.queries, hits)),
                         timings={"corpus_embedding": corpus_seconds},
-                        notes={"max_seq_length": encoder.max_seq_length})
+                        notes={"max_seq_length": encoder.max_seq_length, "corpus_embeddings_from_cache": cached})
 
 
 def bm25_first_stage(dataset: RetrievalDataset, *, k: int = 100) -> SystemResult:
@@ -148,12 +166,39 @@ def minilm_dir() -> Path:
 
 
 class PointwiseScoreCache:
-    """Pointwise scores by (query id, doc id): a pair is scored once however many first stages retrieve it."""
+    """Pointwise scores by (query id, doc id): a pair is scored once however many first stages retrieve it.
 
-    def __init__(self, model: GritModel, *, max_passage_tokens: int = 256, batch_size: int = 8) -> None:
+    With `path`, scores are also kept in a JSON file (keyed by model fingerprint, prompt and passage
+    length), so a later run with the same settings reuses them.
+    """
+
+    def __init__(self, model: GritModel, *, max_passage_tokens: int = 256, batch_size: int = 8,
+                 path: str | Path | None = None) -> None:
         self.model, self.max_passage_tokens, self.batch_size = model, max_passage_tokens, batch_size
         self.scores: dict[tuple[str, str], float] = {}
         self.seconds = 0.0
+        self.scored = 0  # pairs scored by this process (not loaded from the file)
+        self.path = Path(path) if path else None
+        if self.path is not None and self.path.exists():
+            stored = json.loads(self.path.read_text(encoding="utf-8"))
+            if stored.get("key") == self.key:
+                self.scores = {tuple(k.split("\t", 1)): v for k, v in stored["scores"].items()}
+
+    @property
+    def key(self) -> str:
+        from grit_components import templates
+
+        payload = json.dumps([self.model.fingerprint, templates.POINTWISE_RERANK, self.max_passage_tokens])
+        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"key": self.key, "model": self.model.name, "scores": {f"{q}\t{d}": v for (q, d), v in self.scores.items()}}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(tmp, self.path)
 
     def __call__(self, query_id: str, query: str, doc_ids: Sequence[str], texts: Sequence[str]) -> list[float]:
         from grit_components.rerank import pointwise_scores
@@ -164,8 +209,10 @@ class PointwiseScoreCache:
             new = pointwise_scores(self.model, query, [texts[i] for i in todo], batch_size=self.batch_size,
                                    max_passage_tokens=self.max_passage_tokens)
             self.seconds += time.perf_counter() - start
+            self.scored += len(todo)
             for i, score in zip(todo, new):
                 self.scores[(query_id, doc_ids[i])] = float(score)
+            self.save()
         return [self.scores[(query_id, d)] for d in doc_ids]
 
 
