@@ -372,8 +372,10 @@ class KVStore:
                 if stored_ids != token_ids:
                     raise ValueError("token ids differ")
                 layers = int(meta["layers"])
-                keys = tuple(handle.get_tensor(f"keys.{i}") for i in range(layers))
-                values = tuple(handle.get_tensor(f"values.{i}") for i in range(layers))
+                # get_tensor maps the file: copy, so a file replaced or truncated later cannot touch (or
+                # SIGBUS) an entry already in memory.
+                keys = tuple(handle.get_tensor(f"keys.{i}").clone() for i in range(layers))
+                values = tuple(handle.get_tensor(f"values.{i}").clone() for i in range(layers))
             for k, v in zip(keys, values):
                 if k.dim() != 4 or k.shape[2] != len(token_ids) or v.shape[:3] != k.shape[:3]:
                     raise ValueError("tensor shapes do not match the token ids")

@@ -123,8 +123,13 @@ def latency_for_model(model: GritModel, *, lengths: Sequence[int] = LENGTHS, rep
     out["multi_doc"] = multi
     store.clear()
 
-    # Directory tier: load a cache of the longest document from disk (fresh store) vs recomputing it.
-    doc = make_document(model, max(lengths))
+    out["disk_tier"] = disk_tier_latency(model, max(lengths), repeats, log)
+    return out
+
+
+def disk_tier_latency(model: GritModel, tokens: int, repeats: int, log: Callable[[str], None] = print) -> dict:
+    """Load a cache of a `tokens`-token document from the directory tier (fresh store) vs recomputing it."""
+    doc = make_document(model, tokens)
     ids = rag.cached_text_ids(model, doc)
     with tempfile.TemporaryDirectory(prefix="grit-kv-bench-") as directory:
         KVStore(directory=directory).put(compute_cache(model, ids, "causal"))
@@ -138,10 +143,8 @@ def latency_for_model(model: GritModel, *, lengths: Sequence[int] = LENGTHS, rep
             t0 = time.perf_counter()
             compute_cache(model, ids, "causal")
             computes.append(time.perf_counter() - t0)
-        out["disk_tier"] = {"tokens": len(ids), "bytes": entry.nbytes, "load": _summary(loads),
-                            "recompute": _summary(computes)}
     log(f"  disk tier {len(ids)} tokens: load {statistics.fmean(loads):.3f}s, recompute {statistics.fmean(computes):.2f}s")
-    return out
+    return {"tokens": len(ids), "bytes": entry.nbytes, "load": _summary(loads), "recompute": _summary(computes)}
 
 
 def ratios(result: dict) -> dict[str, float]:
