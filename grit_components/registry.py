@@ -75,6 +75,12 @@ class ModelRegistry:
                                             chat_format=chat_format)
                     entry.model.registry_key = key
                     self.loads += 1
+                elif chat_format != "auto" and entry.model.uses_grit_chat_format != (chat_format == "grit"):
+                    loaded_as = "grit" if entry.model.uses_grit_chat_format else "template"
+                    raise ValueError(
+                        f"chat_format={chat_format!r} conflicts with the already loaded {spec!r}, which uses "
+                        f"chat_format={loaded_as!r}; the format belongs to the shared model, so every component "
+                        "naming it must agree (or leave chat_format='auto')")
                 return entry.model
         except BaseException:
             self._decrement(key)

@@ -145,3 +145,13 @@ def test_packaged_alias_and_gguf_file_load(smol, tmp_path, monkeypatch):
     from_file = ModelRegistry().acquire(str(gguf))
     assert (tmp_path / "models").is_dir() and any((tmp_path / "models").iterdir())
     assert from_file.generate("Hi", max_new_tokens=6).text == smol.generate("Hi", max_new_tokens=6).text
+
+
+def test_conflicting_chat_format_is_an_error_not_a_silent_choice(tiny_llama_dir):
+    registry = ModelRegistry()
+    grit = registry.acquire(str(tiny_llama_dir), chat_format="grit")
+    assert registry.acquire(str(tiny_llama_dir)) is grit  # "auto" takes whatever is loaded
+    assert registry.acquire(str(tiny_llama_dir), chat_format="grit") is grit
+    with pytest.raises(ValueError, match="chat_format='template' conflicts"):
+        registry.acquire(str(tiny_llama_dir), chat_format="template")
+    assert registry.refcount(grit) == 3  # the refused request holds no reference
