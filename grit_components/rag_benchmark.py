@@ -213,7 +213,8 @@ def run_latency(models: Sequence[str], *, repeats: int, lengths: Sequence[int], 
 
 
 def _write_latency(output: Path, plot_path: Path | None, results: dict, summary: dict, repeats: int) -> None:
-    report = {"setup": {"new_tokens": 16, "batch": 1, "repeats": repeats, "torch_threads": torch.get_num_threads(),
+    report = json.loads(output.read_text()) if output.exists() else {}  # keeps other keys (e.g. "recheck")
+    report |= {"setup": {"new_tokens": 16, "batch": 1, "repeats": repeats, "torch_threads": torch.get_num_threads(),
                         "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                         "source": "causal (cached modes timed with a warm store)"},
               "ratios": summary, "models": results}
