@@ -22,9 +22,12 @@ from haystack.utils import (
 
 from grit_components import DEFAULT_MODEL, GritGenerator
 from grit_components._checks import check_choice, check_str
+from grit_components.kv_cache import SOURCES
+from grit_components.rag import CacheMode
 
-CACHE_MODES = ("none", "query", "doc", "query_doc", "doc_query", "multi_doc")
-CACHE_SOURCES = ("embedding", "causal")
+# The core owns the lists of modes and sources; the component only validates against them.
+CACHE_MODES = tuple(mode.value for mode in CacheMode)
+CACHE_SOURCES = SOURCES
 GENERATION_KWARGS = ("max_new_tokens", "temperature", "top_p", "stop_words", "seed")
 
 
