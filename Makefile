@@ -4,7 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# CPU build of torch; on a GPU machine: make TORCH_SPEC="torch==2.13.0 --index-url ..." install
+# torch first, so the [all] install finds it satisfied instead of pulling a multi-GB CUDA build;
+# on another machine pick the build you need, e.g. make TORCH_SPEC=torch==2.13.0+cu126 install
 TORCH_SPEC ?= torch==2.13.0
 export HAYSTACK_TELEMETRY_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1
