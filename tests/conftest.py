@@ -54,6 +54,12 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def tiny_model_builder():
+    """`build_tiny_model` as a fixture (test modules must not import from conftest: there are several)."""
+    return build_tiny_model
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_dir(tiny_model_dirs) -> Path:
     return tiny_model_dirs["llama"]
 

@@ -125,10 +125,8 @@ def test_load_model_uses_default_registry(tiny_llama_dir):
     assert a is b and default_registry.refcount(a) >= 2
 
 
-def test_fingerprint_changes_with_weights(tiny_model_dirs, tmp_path):
-    from conftest import build_tiny_model
-
-    other = build_tiny_model("llama", tmp_path / "seed1", seed=1)
+def test_fingerprint_changes_with_weights(tiny_model_dirs, tiny_model_builder, tmp_path):
+    other = tiny_model_builder("llama", tmp_path / "seed1", seed=1)
     same_config_other_weights = ModelRegistry().acquire(str(other))
     base = ModelRegistry().acquire(str(tiny_model_dirs["llama"]))
     assert base.fingerprint != same_config_other_weights.fingerprint
