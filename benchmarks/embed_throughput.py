@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="passages (the first n of the corpus)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--chunks", type=int, default=4, help="interleaving chunks")
+    parser.add_argument("--chunks", type=int, default=8, help="interleaving chunks")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "embed_throughput.json")
     args = parser.parse_args()
 
