@@ -143,6 +143,14 @@ def check_generation_args(max_new_tokens: Any, temperature: Any, top_p: Any, sto
     return list(stop_words)
 
 
+def _static_capacity(cache: Cache | None) -> int | None:
+    """Positions a pre-allocated cache can hold, or None for a growing (dynamic) one."""
+    if cache is None or not getattr(cache, "is_compileable", False):
+        return None
+    sizes = [layer.max_cache_len for layer in cache.layers if hasattr(layer, "max_cache_len")]
+    return min(sizes) if sizes else None
+
+
 def generate_ids(
     model: GritModel,
     prompt_ids: Sequence[int],
@@ -162,11 +170,16 @@ def generate_ids(
     stop_words = check_generation_args(max_new_tokens, temperature, top_p, stop_words)
     if not prompt_ids:
         raise ValueError("prompt_ids must not be empty (the uncached suffix needs at least one token)")
-    prefix_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+    prefix_length = int(past_key_values.get_seq_length()) if past_key_values is not None else 0
     total = prefix_length + len(prompt_ids)
     if total >= model.context_length:
         raise ValueError(f"the prompt has {total} tokens; the model's context length is {model.context_length}")
     max_new_tokens = min(max_new_tokens, model.context_length - total)
+    capacity = _static_capacity(past_key_values)
+    if capacity is not None:  # a pre-allocated cache (kv_cache.compose with reserve) bounds the output
+        if capacity < total + 1:
+            raise ValueError(f"past_key_values has room for {capacity} tokens; the prompt alone needs {total + 1}")
+        max_new_tokens = min(max_new_tokens, capacity - total + 1)  # the last new token is never written back
 
     input_ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=model.device)
     attention_mask = torch.ones((1, total), dtype=torch.long, device=model.device)
@@ -183,6 +196,8 @@ def generate_ids(
         kwargs.update(stop_strings=stop_words, tokenizer=model.tokenizer)
     if past_key_values is not None:
         kwargs["past_key_values"] = past_key_values
+        if capacity is not None:
+            kwargs["disable_compile"] = True  # shapes vary per request: compiling would recompile every time
 
     start = time.perf_counter()
     with torch.inference_mode():

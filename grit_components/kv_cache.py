@@ -3,7 +3,8 @@
 A `DocumentKVCache` holds the per-layer keys and values of one exact token sequence (always starting
 at position 0), computed either by the bidirectional embedding pass (source "embedding", what GRIT
 reuses) or by a causal prefill (source "causal", exact for generation). It is never mutated: generation
-gets a fresh `DynamicCache` copy (`to_dynamic_cache`), and composition builds new tensors.
+gets a fresh copy (`to_dynamic_cache`, or `compose` with `reserve`, which pre-allocates a `StaticCache`
+so long prefixes are not copied again at every generated token).
 
 `KVStore` is content-addressed: the key is a hash of (model fingerprint, source, token ids), so a changed
 text, a different model or the other source can never be served a stale entry. It keeps entries in
@@ -34,7 +35,7 @@ import torch
 from grit_components._checks import check_choice, check_int
 
 if TYPE_CHECKING:
-    from transformers import DynamicCache
+    from transformers import Cache, DynamicCache, StaticCache
 
     from grit_components.models import GritModel
 
@@ -169,21 +170,28 @@ def rope_shift(keys: torch.Tensor, delta: int, inv_freq: torch.Tensor) -> torch.
     return (k * cos + _rotate_half(k) * sin).to(keys.dtype)
 
 
-def compose(model: GritModel, caches: Sequence[DocumentKVCache], *, drop_leading: int = 0) -> tuple[list[int], DynamicCache]:
-    """Concatenate caches into one prefix: (token ids, fresh `DynamicCache`).
+def compose(model: GritModel, caches: Sequence[DocumentKVCache], *, drop_leading: int = 0,
+            reserve: int | None = None) -> tuple[list[int], Cache]:
+    """Concatenate caches into one prefix: (token ids, a fresh transformers cache holding copies).
 
     The first cache is used whole. Every later cache loses its first `drop_leading` tokens (the BOS:
     one prompt has one BOS, as in training) and is re-rotated so its remaining tokens continue the
     positions of the prefix. Each text's states were computed on their own: texts do not attend to
     each other (as if encoded jointly under a block-diagonal mask).
+
+    :param reserve: room to leave for the tokens that follow (uncached suffix + new tokens). When given
+        and every layer of the model attends to the full context, the result is a pre-allocated
+        `StaticCache` of exactly prefix + `reserve` positions: generation then writes each new token in
+        place, where a `DynamicCache` copies the whole (long) prefix at every step. Otherwise, and for
+        sliding-window models, a `DynamicCache`.
     """
     if not caches:
         raise ValueError("caches must not be empty")
-    if len(caches) == 1:
-        return list(caches[0].token_ids), caches[0].to_dynamic_cache(model.model.config, model.device)
-    inv_freq = _rotary(model)
+    if reserve is not None:
+        check_int("reserve", reserve, minimum=1)
+    inv_freq = _rotary(model) if len(caches) > 1 else None
     ids: list[int] = list(caches[0].token_ids)
-    parts = [[(k.to(model.device), v.to(model.device))] for k, v in caches[0].layers()]  # per layer: list of (k, v) pieces
+    parts = [[(k.to(model.device), v.to(model.device))] for k, v in caches[0].layers()]  # per layer: (k, v) pieces
     for cache in caches[1:]:
         if cache.length <= drop_leading:
             raise ValueError("a cached text has no tokens after its BOS")
@@ -192,8 +200,27 @@ def compose(model: GritModel, caches: Sequence[DocumentKVCache], *, drop_leading
             k, v = k[:, :, drop_leading:].to(model.device), v[:, :, drop_leading:].to(model.device)
             parts[layer].append((rope_shift(k, delta, inv_freq), v))
         ids.extend(cache.token_ids[drop_leading:])
-    layers = [(torch.cat([k for k, _ in pieces], dim=2), torch.cat([v for _, v in pieces], dim=2)) for pieces in parts]
+    if reserve is not None:
+        static = _static_cache(model, len(ids) + reserve)
+        if static is not None:
+            for layer, pieces in zip(static.layers, parts):
+                for k, v in pieces:
+                    layer.update(k, v)  # copies into the pre-allocated tensors; the stored entry is untouched
+            return ids, static
+    layers = [(torch.cat([k for k, _ in pieces], dim=2), torch.cat([v for _, v in pieces], dim=2))
+              if len(pieces) > 1 else (pieces[0][0].clone(), pieces[0][1].clone()) for pieces in parts]
     return ids, make_dynamic_cache(layers, model.model.config)
+
+
+def _static_cache(model: GritModel, max_cache_len: int) -> StaticCache | None:
+    """An empty `StaticCache` of `max_cache_len` positions, or None if a layer is not plain full attention."""
+    from transformers import StaticCache
+    from transformers.cache_utils import StaticLayer
+
+    cache = StaticCache(config=model.model.config, max_cache_len=max_cache_len)
+    if all(type(layer) is StaticLayer for layer in cache.layers):
+        return cache
+    return None
 
 
 # --- Store ----------------------------------------------------------------------------------------

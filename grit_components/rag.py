@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 
 from grit_components import templates
 from grit_components._checks import check_choice, check_str, check_texts
-from grit_components.generation import GenerationResult, StreamingCallback, chat_prompt_ids, generate_ids
+from grit_components.generation import (GenerationResult, StreamingCallback, chat_prompt_ids, check_generation_args,
+                                        generate_ids)
 from grit_components.kv_cache import SOURCES, DocumentKVCache, KVStore, check_composable, compose, compute_cache
 
 if TYPE_CHECKING:
@@ -216,6 +217,7 @@ def answer(
     start = time.perf_counter()
     mode = check_mode(mode)
     check_choice("source", source, SOURCES)
+    check_generation_args(max_new_tokens, temperature, top_p, stop_words)  # before any compute
     store = _resolve_store(model, store)
     prompt = build_prompt(model, query, documents, mode, order=order)
     total_tokens = len(prompt.prompt_ids())
@@ -245,7 +247,8 @@ def answer(
                 stats["cache_hits"] += 1
             entries.append(entry)
         t0 = time.perf_counter()
-        prefix_ids, cache = compose(model, entries, drop_leading=prompt.drop_leading)
+        reserve = len(prompt.suffix_ids) + min(max_new_tokens, model.context_length - total_tokens)
+        prefix_ids, cache = compose(model, entries, drop_leading=prompt.drop_leading, reserve=reserve)
         timings["compose"] = time.perf_counter() - t0
         stats["cached_tokens"] = len(prefix_ids)
 

@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -73,18 +74,39 @@ def _summary(values: Sequence[float]) -> dict[str, float]:
             "min": min(values), "max": max(values), "n": len(values)}
 
 
-def _measure(call: Callable[[], rag.RagResult], repeats: int) -> dict:
-    runs = [call() for _ in range(repeats)]
+def _summarize_runs(runs: Sequence[rag.RagResult]) -> dict:
+    decode = [(r.timings["total"] - r.timings["time_to_first_token"]) / (r.completion_tokens - 1)
+              for r in runs if r.completion_tokens > 1]
     return {"total": _summary([r.timings["total"] for r in runs]),
             "ttft": _summary([r.timings["time_to_first_token"] for r in runs]),
+            "decode_seconds_per_token": _summary(decode) if decode else None,
             "completion_tokens": [r.completion_tokens for r in runs],
             "prompt_tokens": runs[-1].prompt_tokens, "prefill_tokens": runs[-1].stats["prefill_tokens"],
             "cached_tokens": runs[-1].stats["cached_tokens"]}
 
 
+def _interleaved(calls: dict[str, Callable[[], rag.RagResult]], repeats: int) -> dict[str, dict]:
+    """Each round runs every call once, so a change of CPU load during the run hits every mode alike."""
+    runs: dict[str, list[rag.RagResult]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            runs[name].append(call())
+    return {name: _summarize_runs(results) for name, results in runs.items()}
+
+
+def _kv_bytes_per_token(model: GritModel) -> int:
+    config = model.model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * model.model.dtype.itemsize
+
+
 def latency_for_model(model: GritModel, *, lengths: Sequence[int] = LENGTHS, repeats: int = 3, new_tokens: int = 16,
                       multi_docs: int = 5, multi_tokens: int = 512, log: Callable[[str], None] = print) -> dict:
-    """Every mode at every document length on one model; cached modes are timed with a warm store."""
+    """Every mode at every document length on one model, interleaved with no retrieval at each length.
+
+    Cached modes are timed with a warm store (the indexing-time case); filling it is timed separately.
+    """
     store = KVStore(max_bytes=8 * 1024**3)
     query = LATENCY_QUESTION
 
@@ -93,20 +115,21 @@ def latency_for_model(model: GritModel, *, lengths: Sequence[int] = LENGTHS, rep
                                   max_new_tokens=new_tokens, store=store)
 
     ask([], "none")()  # warm-up (allocator, kernels)
-    out: dict = {"no_retrieval": _measure(ask([], "none"), repeats), "lengths": {}}
-    log(f"  no retrieval: {out['no_retrieval']['total']['mean']:.2f}s")
+    weights = sum(p.numel() * p.element_size() for p in model.model.parameters())
+    out: dict = {"weight_bytes": weights, "kv_bytes_per_token": _kv_bytes_per_token(model), "lengths": {}}
     for length in lengths:
         doc = [make_document(model, length)]
         row: dict = {"document_tokens": len(model.tokenize(doc[0]))}
-        for name, mode, order in (("uncached_doc_first", "none", "doc_first"),
-                                  ("uncached_query_first", "none", "query_first"),
-                                  ("query", "query", "doc_first"), ("doc", "doc", "doc_first"),
-                                  ("query_doc", "query_doc", "doc_first"), ("doc_query", "doc_query", "doc_first")):
-            if mode != "none":  # fill the store first: the indexing-time work, not timed below
-                t0 = time.perf_counter()
-                rag.cache_documents(model, doc + [query], source="causal", store=store)
-                row[f"{name}_fill_seconds"] = time.perf_counter() - t0
-            row[name] = _measure(ask(doc, mode, order), repeats)
+        t0 = time.perf_counter()
+        rag.cache_documents(model, doc + [query], source="causal", store=store)  # indexing-time work, not in the runs
+        row["fill_seconds"] = time.perf_counter() - t0
+        row |= _interleaved({"no_retrieval": ask([], "none"),
+                             "uncached_doc_first": ask(doc, "none", "doc_first"),
+                             "uncached_query_first": ask(doc, "none", "query_first"),
+                             "query": ask(doc, "query"), "doc": ask(doc, "doc"),
+                             "query_doc": ask(doc, "query_doc"), "doc_query": ask(doc, "doc_query")}, repeats)
+        for name in ("no_retrieval", "uncached_doc_first", "uncached_query_first", "query", "doc", "query_doc",
+                     "doc_query"):
             log(f"  {length:5d} tokens {name:22s} total {row[name]['total']['mean']:.2f}s "
                 f"ttft {row[name]['ttft']['mean']:.2f}s")
         out["lengths"][str(length)] = row
@@ -114,10 +137,10 @@ def latency_for_model(model: GritModel, *, lengths: Sequence[int] = LENGTHS, rep
 
     docs = [make_document(model, multi_tokens, start=37 * i) for i in range(multi_docs)]
     multi: dict = {"documents": multi_docs, "document_tokens": [len(model.tokenize(d)) for d in docs]}
-    for name, mode in (("uncached_doc_first", "none"), ("doc", "doc"), ("multi_doc", "multi_doc")):
-        if mode != "none":
-            rag.cache_documents(model, [templates.RAG_DOCUMENT_SEPARATOR.join(docs), *docs], source="causal", store=store)
-        multi[name] = _measure(ask(docs, mode), repeats)
+    rag.cache_documents(model, [templates.RAG_DOCUMENT_SEPARATOR.join(docs), *docs], source="causal", store=store)
+    multi |= _interleaved({"no_retrieval": ask([], "none"), "uncached_doc_first": ask(docs, "none"),
+                           "doc": ask(docs, "doc"), "multi_doc": ask(docs, "multi_doc")}, repeats)
+    for name in ("no_retrieval", "uncached_doc_first", "doc", "multi_doc"):
         log(f"  multi {multi_docs}x{multi_tokens} {name:18s} total {multi[name]['total']['mean']:.2f}s "
             f"ttft {multi[name]['ttft']['mean']:.2f}s")
     out["multi_doc"] = multi
@@ -153,10 +176,20 @@ def ratios(result: dict) -> dict[str, float]:
     multi = result["multi_doc"]
     return {
         "doc_vs_uncached_doc_first_total": longest["doc"]["total"]["mean"] / longest["uncached_doc_first"]["total"]["mean"],
-        "doc_vs_no_retrieval_total": longest["doc"]["total"]["mean"] / result["no_retrieval"]["total"]["mean"],
+        "doc_vs_no_retrieval_total": longest["doc"]["total"]["mean"] / longest["no_retrieval"]["total"]["mean"],
         "multi_doc_vs_uncached_ttft": multi["multi_doc"]["ttft"]["mean"] / multi["uncached_doc_first"]["ttft"]["mean"],
         "disk_load_vs_recompute": result["disk_tier"]["load"]["mean"] / result["disk_tier"]["recompute"]["mean"],
+        # why doc caching cannot match no retrieval on a small model: each new token reads the weights and the
+        # whole cache, and this is the cache's share of those bytes (GritLM-7B at 4k tokens: about 0.04)
+        "longest_cache_vs_weight_bytes": longest["doc"]["cached_tokens"] * result["kv_bytes_per_token"]
+        / result["weight_bytes"],
+        "doc_vs_no_retrieval_decode_per_token": _mean_ratio(longest["doc"]["decode_seconds_per_token"],
+                                                            longest["no_retrieval"]["decode_seconds_per_token"]),
     }
+
+
+def _mean_ratio(a: dict | None, b: dict | None) -> float:
+    return a["mean"] / b["mean"] if a and b else float("nan")  # nan: a run stopped after its first token
 
 
 PLOT_MODES = (("uncached_doc_first", "uncached RAG (doc first)"), ("uncached_query_first", "uncached RAG (query first)"),
@@ -178,7 +211,8 @@ def plot(results: dict, path: Path) -> None:
             means = [result["lengths"][n][key]["total"]["mean"] for n in lengths]
             stds = [result["lengths"][n][key]["total"]["std"] for n in lengths]
             ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
-        ax.axhline(result["no_retrieval"]["total"]["mean"], color="grey", linestyle="--", label="no retrieval")
+        ax.plot(xs, [result["lengths"][n]["no_retrieval"]["total"]["mean"] for n in lengths], color="grey",
+                linestyle="--", label="no retrieval")
         ax.set_title(f"{name}: 16 new tokens, batch 1")
         ax.set_xlabel("document tokens")
         ax.set_ylabel("end-to-end latency (s)")
@@ -206,6 +240,7 @@ def run_latency(models: Sequence[str], *, repeats: int, lengths: Sequence[int], 
                                           log=lambda s: print(s, flush=True))
         results[spec]["parameters"] = sum(p.numel() for p in model.model.parameters())
         results[spec]["load_average_1m_at_end"] = os.getloadavg()[0]
+        results[spec]["command"] = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
         summary[spec] = ratios(results[spec])
         print(json.dumps(summary[spec], indent=2), flush=True)
         _write_latency(output, plot_path, results, summary, repeats)
@@ -213,7 +248,7 @@ def run_latency(models: Sequence[str], *, repeats: int, lengths: Sequence[int], 
 
 
 def _write_latency(output: Path, plot_path: Path | None, results: dict, summary: dict, repeats: int) -> None:
-    report = json.loads(output.read_text()) if output.exists() else {}  # keeps other keys (e.g. "recheck")
+    report = json.loads(output.read_text()) if output.exists() else {}
     report |= {"setup": {"new_tokens": 16, "batch": 1, "repeats": repeats, "torch_threads": torch.get_num_threads(),
                         "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                         "source": "causal (cached modes timed with a warm store)"},

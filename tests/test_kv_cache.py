@@ -309,3 +309,58 @@ def test_embed_documents_store_needs_no_instruction(tiny_llama_dir):
 def test_model_owns_one_store(tiny_model):
     assert tiny_model.kv_store is tiny_model.kv_store
     assert isinstance(tiny_model.kv_store, KVStore)
+
+
+def test_compose_with_reserve_preallocates_a_static_cache(tiny_model):
+    from transformers import DynamicCache, StaticCache
+
+    tok = tiny_model.tokenizer
+    entries = [compute_cache(tiny_model, tok(text).input_ids, "causal") for text in ("first text here", "second one")]
+    before = [k.clone() for k in entries[1].keys]
+    ids_dyn, dynamic = compose(tiny_model, entries, drop_leading=1)
+    ids_static, static = compose(tiny_model, entries, drop_leading=1, reserve=5)
+    assert isinstance(dynamic, DynamicCache) and isinstance(static, StaticCache)
+    assert ids_static == ids_dyn
+    n = len(ids_dyn)
+    assert int(static.get_seq_length()) == n
+    for dyn_layer, static_layer in zip(dynamic.layers, static.layers):
+        assert static_layer.keys.shape[2] == n + 5
+        assert torch.equal(static_layer.keys[:, :, :n], dyn_layer.keys)
+        assert torch.equal(static_layer.values[:, :, :n], dyn_layer.values)
+        assert not static_layer.keys[:, :, n:].any()  # the reserved room is empty
+    assert all(torch.equal(a, b) for a, b in zip(entries[1].keys, before))  # stored entries untouched
+    with pytest.raises(ValueError, match="reserve"):
+        compose(tiny_model, entries, reserve=0)
+    with pytest.raises(TypeError, match="reserve"):
+        compose(tiny_model, entries, reserve=2.5)
+
+
+def test_static_and_dynamic_prefix_generate_the_same_tokens(tiny_model):
+    from grit_components.generation import generate_ids
+
+    tok = tiny_model.tokenizer
+    entry = compute_cache(tiny_model, tok("a cached document about rivers and mountains " * 20).input_ids, "causal")
+    suffix = tok(" Question: what is it about?").input_ids
+    _, dynamic = compose(tiny_model, [entry])
+    _, static = compose(tiny_model, [entry], reserve=len(suffix) + 12)
+    out_dyn = generate_ids(tiny_model, suffix, past_key_values=dynamic, max_new_tokens=12)
+    out_static = generate_ids(tiny_model, suffix, past_key_values=static, max_new_tokens=12)
+    assert out_static.text == out_dyn.text and out_static.prompt_tokens == out_dyn.prompt_tokens
+    # the pre-allocated cache bounds the output; a cache without room for the prompt is an error
+    _, small = compose(tiny_model, [entry], reserve=len(suffix) + 2)
+    assert generate_ids(tiny_model, suffix, past_key_values=small, max_new_tokens=12).completion_tokens <= 3
+    _, tiny = compose(tiny_model, [entry], reserve=1)
+    with pytest.raises(ValueError, match="past_key_values"):
+        generate_ids(tiny_model, suffix, past_key_values=tiny, max_new_tokens=4)
+
+
+def test_sliding_window_model_keeps_a_dynamic_cache(tiny_model_dirs):
+    from transformers import DynamicCache
+
+    from grit_components import load_model
+
+    mistral = load_model(str(tiny_model_dirs["mistral"]))  # MistralConfig defaults to a sliding window
+    assert mistral.model.config.sliding_window is not None
+    entry = compute_cache(mistral, mistral.tokenizer("some document").input_ids, "causal")
+    _, cache = compose(mistral, [entry], reserve=4)
+    assert isinstance(cache, DynamicCache)

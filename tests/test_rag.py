@@ -215,3 +215,23 @@ def test_cache_documents_prefills_the_store(tiny_model):
     assert result.stats["cache_hits"] == 2
     with pytest.raises(ValueError, match="source"):
         rag.cache_documents(tiny_model, ["one"], source="nope", store=store)
+
+
+def test_latency_benchmark_reports_every_mode_and_the_goal_ratios(tiny_model):
+    from grit_components.rag_benchmark import latency_for_model, ratios
+
+    result = latency_for_model(tiny_model, lengths=(24, 48), repeats=2, new_tokens=4, multi_docs=3, multi_tokens=16,
+                               log=lambda _: None)
+    row = result["lengths"]["48"]
+    for name in ("no_retrieval", "uncached_doc_first", "uncached_query_first", "query", "doc", "query_doc", "doc_query"):
+        assert row[name]["total"]["n"] == 2 and row[name]["total"]["mean"] > 0
+    # cached modes prefill only the uncached suffix; the document comes from the warm store
+    assert row["doc"]["cached_tokens"] >= 48 and row["doc"]["prefill_tokens"] < row["uncached_doc_first"]["prefill_tokens"]
+    assert row["no_retrieval"]["cached_tokens"] == 0
+    assert result["multi_doc"]["multi_doc"]["cached_tokens"] >= 3 * 16
+    assert result["disk_tier"]["tokens"] >= 48
+    goals = ratios(result)
+    assert set(goals) >= {"doc_vs_uncached_doc_first_total", "doc_vs_no_retrieval_total", "multi_doc_vs_uncached_ttft",
+                          "disk_load_vs_recompute", "longest_cache_vs_weight_bytes"}
+    expected_share = row["doc"]["cached_tokens"] * result["kv_bytes_per_token"] / result["weight_bytes"]
+    assert goals["longest_cache_vs_weight_bytes"] == pytest.approx(expected_share)
