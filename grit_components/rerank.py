@@ -153,11 +153,13 @@ def listwise_prompt_ids(model: GritModel, query: str, passages: Sequence[str], *
 
 
 def listwise_order(model: GritModel, query: str, passages: Sequence[str], *, window_size: int = 10, step: int = 5,
-                   max_passage_tokens: int = 128, max_new_tokens: int | None = None) -> list[int]:
+                   max_passage_tokens: int = 128, max_new_tokens: int | None = None,
+                   trace: list[dict] | None = None) -> list[int]:
     """Indices of `passages`, most relevant first, by RankGPT's sliding window (back to front).
 
     Each window is ranked with one greedy generation and the parsed permutation is applied to it,
-    so the best passages bubble up to the front window.
+    so the best passages bubble up to the front window. With `trace`, one record per window is
+    appended to it: the window's passage indices, the model's raw answer and the parsed permutation.
     """
     order = list(range(len(passages)))
     if len(order) <= 1:
@@ -170,6 +172,9 @@ def listwise_order(model: GritModel, query: str, passages: Sequence[str], *, win
         budget = max_new_tokens or 6 * len(window) + 4  # "[10] > " is about 5 tokens per identifier
         answer = generate_ids(model, prompt, max_new_tokens=budget, temperature=0.0).text
         permutation = parse_ranking(templates.LISTWISE_ANSWER_PREFIX + answer, len(window))
+        if trace is not None:
+            trace.append({"window": list(window), "answer": templates.LISTWISE_ANSWER_PREFIX + answer,
+                          "permutation": permutation})
         order[start:end] = [window[i] for i in permutation]
         if start == 0:
             return order

@@ -96,6 +96,16 @@ def test_listwise_sliding_window_brings_best_to_front(tiny_model, monkeypatch):
     assert [len(c) for c in calls] == [3, 3, 3]  # windows [4:7], [2:5], [0:3]
 
 
+def test_listwise_trace_records_each_window_answer(tiny_model, monkeypatch):
+    fake_listwise_generation(monkeypatch, [])
+    passages = [f"item score {s}" for s in (5, 2, 8, 1, 9)]
+    trace: list = []
+    order = rr.listwise_order(tiny_model, "q", passages, window_size=3, step=2, trace=trace)
+    assert [t["window"] for t in trace] == [[2, 3, 4], [0, 1, 4]]  # the second window holds the bubbled-up best
+    assert trace[0]["answer"] == "[3] > [1] > [2]" and trace[0]["permutation"] == [2, 0, 1]
+    assert order[0] == 4
+
+
 def test_listwise_reranker_scores(tiny_llama_dir, registry, monkeypatch):
     calls: list = []
     fake_listwise_generation(monkeypatch, calls)

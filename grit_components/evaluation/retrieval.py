@@ -228,6 +228,7 @@ def rerank_first_stage(first: SystemResult, dataset: RetrievalDataset, *, mode: 
     if mode == "pointwise" and pointwise_cache is None:
         pointwise_cache = PointwiseScoreCache(model)
     run: Run = {}
+    answers: dict[str, list[dict]] = {}  # listwise: the model's raw answers, as evidence
     start = time.perf_counter()
     for query_id in tqdm(query_ids, desc=f"Rerank {mode}: {first.name}", unit="query", disable=not progress_bar):
         hits = first.run[query_id]
@@ -240,13 +241,15 @@ def rerank_first_stage(first: SystemResult, dataset: RetrievalDataset, *, mode: 
             order = sorted(range(len(top)), key=lambda i: -scores[i])  # stable: ties keep first-stage order
             reranked = [(doc_ids[i], float(scores[i])) for i in order]
         elif mode == "listwise":
-            order = listwise_order(model, query, texts, **(listwise_options or {}))
+            answers[query_id] = []
+            order = listwise_order(model, query, texts, trace=answers[query_id], **(listwise_options or {}))
             reranked = [(doc_ids[i], 1.0 / (1 + rank)) for rank, i in enumerate(order)]
         else:
             raise ValueError(f"mode must be 'pointwise' or 'listwise', got {mode!r}")
         run[query_id] = reranked + rest
     return SystemResult(f"{first.name} + {mode}", run, timings={"rerank": time.perf_counter() - start},
-                        notes={"depth": depth, "first_stage": first.name, "queries": len(query_ids)})
+                        notes={"depth": depth, "first_stage": first.name, "queries": len(query_ids),
+                               **({"listwise_answers": answers} if answers else {})})
 
 
 def score(system: SystemResult, dataset: RetrievalDataset, query_ids: Sequence[str] | None = None,
