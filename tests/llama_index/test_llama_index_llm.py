@@ -124,3 +124,32 @@ def test_stream_errors_reach_the_consumer(tiny_grit_dir):
     llm = GritLLM(tiny_grit_dir, max_new_tokens=4)
     with pytest.raises(ValueError, match="context length"):
         list(llm.stream_complete("word " * 5000))
+
+
+def test_closing_a_stream_stops_generation(tiny_grit_dir):
+    from llama_index.llms.grit.base import stream_in_thread
+
+    import time
+
+    produced = []
+
+    def run(callback):  # a slow producer, like a model generating tokens (10,000 x 1 ms uncancelled)
+        for i in range(10_000):
+            produced.append(i)
+            callback(f"{i} ")
+            time.sleep(0.001)
+        return "finished"
+
+    events = stream_in_thread(run)
+    assert [next(events), next(events)] == [("delta", "0 "), ("delta", "1 ")]
+    events.close()  # what `break` in a for loop does
+    assert len(produced) < 1_000  # stopped at the next callback, not after 10,000 (close() joins the thread)
+
+    # with the model: closing early frees the model for the next call, which is unaffected
+    llm = GritLLM(tiny_grit_dir, max_new_tokens=64)
+    stream = llm.stream_complete("Tell me about the Parthenon.")
+    first = next(stream)
+    stream.close()
+    assert first.delta
+    full = llm.complete("Tell me about the Parthenon.", max_new_tokens=8).text
+    assert "".join(c.delta for c in llm.stream_complete("Tell me about the Parthenon.", max_new_tokens=8)) == full

@@ -49,17 +49,31 @@ def _usage(result: GenerationResult) -> Dict[str, Any]:
     return {"finish_reason": result.finish_reason, "usage": result.usage, "timings": dict(result.timings)}
 
 
+class _StreamClosed(Exception):
+    """Raised inside the generation thread when the consumer stopped reading the stream."""
+
+
 def stream_in_thread(run: Callable[[Callable[[str], None]], Any]) -> Iterator[tuple[str, Any]]:
     """Run `run(callback)` in a thread and yield `("delta", text)` per callback, then `("result", result)`.
 
     The core streams through a callback; LlamaIndex streams through generators. Errors in the thread are
-    raised in the consumer.
+    raised in the consumer. When the consumer stops early (`break`, `close()`, garbage collection), the
+    next callback raises inside the thread, so generation stops after at most one more token instead
+    of running to `max_new_tokens`.
     """
     events: queue.Queue = queue.Queue()
+    closed = threading.Event()
+
+    def callback(delta: str) -> None:
+        if closed.is_set():
+            raise _StreamClosed
+        events.put(("delta", delta))
 
     def target() -> None:
         try:
-            events.put(("result", run(lambda delta: events.put(("delta", delta)))))
+            events.put(("result", run(callback)))
+        except _StreamClosed:
+            pass
         except BaseException as error:  # noqa: BLE001 - re-raised in the consumer
             events.put(("error", error))
         finally:
@@ -76,6 +90,7 @@ def stream_in_thread(run: Callable[[Callable[[str], None]], Any]) -> Iterator[tu
                 raise value
             yield kind, value
     finally:
+        closed.set()
         worker.join()
 
 
