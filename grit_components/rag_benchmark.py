@@ -292,13 +292,25 @@ def load_wikidesc_dev(directory: Path, limit: int | None) -> list[dict]:
     return items
 
 
-def run_quality(model_spec: str, data_dir: Path, *, limit: int | None, output: Path, new_tokens: int = 16) -> dict:
+def check_quality_configs(configs: Sequence[str] | None) -> None:
+    known = [name for name, *_ in QUALITY_CONFIGS]
+    for name in configs or ():
+        if name not in known:
+            raise ValueError(f"configs: unknown configuration {name!r}; choose from {', '.join(known)}")
+
+
+def run_quality(model_spec: str, data_dir: Path, *, limit: int | None, output: Path, new_tokens: int = 16,
+                configs: Sequence[str] | None = None) -> dict:
+    """Match rate per configuration (`QUALITY_CONFIGS` names; default all) on the first `limit` dev queries."""
     from grit_components import load_model
 
+    check_quality_configs(configs)
     model = load_model(model_spec)
     items = load_wikidesc_dev(data_dir, limit)
     results: dict = {}
     for name, mode, source, order in QUALITY_CONFIGS:
+        if configs and name not in configs:
+            continue
         matches, outputs, start = 0, [], time.perf_counter()
         for item in items:
             docs = [] if name == "no_retrieval" else [item["passage"]]
@@ -349,8 +361,15 @@ def rag_quality_command(
     limit: Annotated[Optional[int], typer.Option(min=1, help="First N dev queries.")] = 50,
     output: Annotated[Path, typer.Option(help="JSON results.")] = Path("benchmarks/results/rag_quality.json"),
     threads: Annotated[Optional[int], typer.Option(help="torch threads (default: torch's choice).")] = None,
+    configs: Annotated[Optional[str], typer.Option(
+        help="Comma-separated configurations to run (default all), e.g. uncached_doc_first,no_retrieval.")] = None,
 ) -> None:
     """Match rate of every RAG cache mode and source on WikiDesc dev questions (gold passage given)."""
     if threads:
         torch.set_num_threads(threads)
-    run_quality(model, data, limit=limit, output=output)
+    chosen = [c.strip() for c in configs.split(",") if c.strip()] if configs else None
+    try:
+        check_quality_configs(chosen)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--configs") from error
+    run_quality(model, data, limit=limit, output=output, configs=chosen)

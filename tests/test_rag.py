@@ -235,3 +235,23 @@ def test_latency_benchmark_reports_every_mode_and_the_goal_ratios(tiny_model):
                           "disk_load_vs_recompute", "longest_cache_vs_weight_bytes"}
     expected_share = row["doc"]["cached_tokens"] * result["kv_bytes_per_token"] / result["weight_bytes"]
     assert goals["longest_cache_vs_weight_bytes"] == pytest.approx(expected_share)
+
+
+def test_quality_benchmark_runs_chosen_configs_and_scores_matches(tiny_llama_dir, wikidesc_dir, tmp_path):
+    import json
+
+    from grit_components.rag_benchmark import run_quality
+
+    out = tmp_path / "quality.json"
+    report = run_quality(str(tiny_llama_dir), wikidesc_dir, limit=3, output=out, new_tokens=3,
+                         configs=["uncached_doc_first", "doc/causal"])
+    assert list(report["results"]) == ["uncached_doc_first", "doc/causal"]
+    for result in report["results"].values():
+        assert result["n"] == 3
+        assert result["match"] == sum(o["match"] for o in result["outputs"]) / 3
+    # causal doc caching is exact: the same greedy outputs as the uncached doc-first prompt
+    assert [o["output"] for o in report["results"]["doc/causal"]["outputs"]] == \
+        [o["output"] for o in report["results"]["uncached_doc_first"]["outputs"]]
+    assert json.loads(out.read_text())["setup"]["queries"] == 3
+    with pytest.raises(ValueError, match="configs"):
+        run_quality(str(tiny_llama_dir), wikidesc_dir, limit=1, output=out, configs=["doc/bogus"])
