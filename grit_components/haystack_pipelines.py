@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,8 +255,17 @@ def index_files(pipeline: Pipeline, files: Sequence[str | os.PathLike],
                        documents_in_store=sum(s.count_documents() for s in stores), seconds=seconds)
 
 
+_TIMINGS: ContextVar[dict[str, float] | None] = ContextVar("grit_component_timings", default=None)
+_TRACER_LOCK = threading.Lock()
+
+
 class _TimingTracer(tracing.Tracer):
-    """Collects the wall time of every component run (Haystack's tracing hook)."""
+    """Adds the wall time of every component run to the current `component_timings()` block's dict.
+
+    Installed once as Haystack's tracer, wrapping the one that was there (spans still reach it, e.g.
+    OpenTelemetry). Timings go to a context variable, so concurrent requests (threads, asyncio tasks)
+    each get their own, and runs outside a `component_timings()` block record nothing.
+    """
 
     class _Span(tracing.Span):
         def __init__(self, tags: dict[str, Any]) -> None:
@@ -263,44 +274,58 @@ class _TimingTracer(tracing.Tracer):
         def set_tag(self, key: str, value: Any) -> None:
             self.tags[key] = value
 
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-        self._current: list[tracing.Span] = []
+    def __init__(self, inner: tracing.Tracer | None) -> None:
+        self.inner = inner
+        self._spans: ContextVar[tuple[tracing.Span, ...]] = ContextVar("grit_spans", default=())
 
     @contextmanager
     def trace(self, operation_name: str, tags: dict[str, Any] | None = None,
               parent_span: tracing.Span | None = None) -> Iterator[tracing.Span]:
-        span = self._Span(tags or {})
-        self._current.append(span)
+        tags = tags or {}
+        timings = _TIMINGS.get()
         start = time.perf_counter()
         try:
-            yield span
+            if self.inner is not None:
+                with self.inner.trace(operation_name, tags, parent_span) as span:
+                    yield span
+            else:
+                span = self._Span(tags)
+                token = self._spans.set((*self._spans.get(), span))
+                try:
+                    yield span
+                finally:
+                    self._spans.reset(token)
         finally:
-            self._current.pop()
-            name = span.tags.get("haystack.component.name")
-            if operation_name == "haystack.component.run" and name:
-                self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+            name = tags.get("haystack.component.name")
+            if timings is not None and operation_name == "haystack.component.run" and name:
+                timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
     def current_span(self) -> tracing.Span | None:
-        return self._current[-1] if self._current else None
+        if self.inner is not None:
+            return self.inner.current_span()
+        spans = self._spans.get()
+        return spans[-1] if spans else None
+
+
+def _install_timing_tracer() -> None:
+    with _TRACER_LOCK:
+        if not isinstance(tracing.tracer.actual_tracer, _TimingTracer):
+            tracing.enable_tracing(_TimingTracer(tracing.tracer.actual_tracer))
 
 
 @contextmanager
 def component_timings() -> Iterator[dict[str, float]]:
     """Within the block, pipeline runs record {component name: seconds} into the yielded dict.
 
-    Swaps Haystack's global tracer, so use it in one thread at a time (the CLI does).
+    Safe to use from several threads or tasks at once: each block gets only its own runs' timings.
     """
-    previous = tracing.tracer.actual_tracer
-    tracer = _TimingTracer()
-    tracing.enable_tracing(tracer)
+    _install_timing_tracer()
+    timings: dict[str, float] = {}
+    token = _TIMINGS.set(timings)
     try:
-        yield tracer.timings
+        yield timings
     finally:
-        if previous is not None:
-            tracing.enable_tracing(previous)
-        else:
-            tracing.disable_tracing()
+        _TIMINGS.reset(token)
 
 
 @dataclass

@@ -73,3 +73,23 @@ def test_hayhooks_answers_a_question(server):
     assert isinstance(result["answer"], str)
     assert len(result["sources"]) == 3 and all(s["score"] is not None for s in result["sources"])
     assert result["timings"]["total"] > 0
+
+
+def test_hayhooks_concurrent_requests_get_their_own_answers_and_timings(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    questions = ["Who was Diogenes?", "What is the Parthenon?", "Name a river in Europe."]
+
+    def ask(question):
+        response = httpx.post(f"{server}/grit_rag/run", json={"question": question}, timeout=300)
+        assert response.status_code == 200, response.text
+        return response.json()["result"]
+
+    alone = [ask(q) for q in questions]
+    with ThreadPoolExecutor(len(questions)) as pool:
+        together = list(pool.map(ask, questions))
+    for one, other in zip(alone, together):
+        assert other["answer"] == one["answer"]  # greedy: the same answer with or without company
+        assert [s["id"] for s in other["sources"]] == [s["id"] for s in one["sources"]]
+        assert {"query_embedder", "retriever", "llm", "total"} <= set(other["timings"])
+        assert sum(v for k, v in other["timings"].items() if k != "total") <= other["timings"]["total"] + 1e-6

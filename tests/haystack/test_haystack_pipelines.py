@@ -228,3 +228,69 @@ def test_cli_demo_main_job(tmp_path, tiny, corpus_dir):
                               "--ask", "Who was Diogenes?"])
     assert own.exit_code == 0, own.output
     assert "indexed 10 files" in own.output and own.stdout.count("\nQ: ") == 1
+
+
+def test_component_timings_are_per_request_under_concurrency():
+    import threading
+    import time
+
+    from haystack import component, tracing
+    from haystack.tracing.tracer import NullTracer
+
+    @component
+    class Sleeper:
+        def __init__(self, seconds: float) -> None:
+            self.seconds = seconds
+
+        @component.output_types(value=int)
+        def run(self, value: int) -> dict:
+            time.sleep(self.seconds)
+            return {"value": value + 1}
+
+    def pipeline(prefix: str, seconds: float) -> Pipeline:
+        p = Pipeline()
+        p.add_component(f"{prefix}_a", Sleeper(seconds))
+        p.add_component(f"{prefix}_b", Sleeper(seconds))
+        p.connect(f"{prefix}_a.value", f"{prefix}_b.value")
+        return p
+
+    results: dict = {}
+    barrier = threading.Barrier(2)
+
+    def request(prefix: str, seconds: float) -> None:
+        barrier.wait()  # both runs overlap in time
+        with hp.component_timings() as timings:
+            pipeline(prefix, seconds).run({f"{prefix}_a": {"value": 0}})
+        results[prefix] = dict(timings)
+
+    threads = [threading.Thread(target=request, args=args) for args in (("fast", 0.05), ("slow", 0.3))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(results["fast"]) == {"fast_a", "fast_b"} and set(results["slow"]) == {"slow_a", "slow_b"}
+    assert all(0.05 <= v < 0.3 for v in results["fast"].values()) and all(v >= 0.3 for v in results["slow"].values())
+
+    # a tracer the user installed before (e.g. OpenTelemetry) keeps receiving every span
+    class Recorder(tracing.Tracer):
+        def __init__(self) -> None:
+            self.operations: list[str] = []
+
+        def trace(self, operation_name, tags=None, parent_span=None):
+            self.operations.append(operation_name)
+            return NullTracer().trace(operation_name, tags, parent_span)
+
+        def current_span(self):
+            return None
+
+    previous = tracing.tracer.actual_tracer
+    recorder = Recorder()
+    tracing.enable_tracing(recorder)
+    try:
+        with hp.component_timings() as timings:
+            pipeline("user", 0.0).run({"user_a": {"value": 0}})
+        assert set(timings) == {"user_a", "user_b"}
+        assert recorder.operations.count("haystack.component.run") == 2
+        assert tracing.tracer.actual_tracer.inner is recorder
+    finally:
+        tracing.enable_tracing(previous) if previous is not None else tracing.disable_tracing()
