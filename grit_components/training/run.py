@@ -160,4 +160,6 @@ def train(config: TrainConfig, *, resume_from_checkpoint: str | None = None) -> 
     if trainer.retrieval_eval is not None and not evaluated_last:
         trainer.evaluate()
     trainer.save_model(config.output_dir)
+    if trainer.is_world_process_zero():  # the learning curve: every logged loss and evaluation, by step
+        trainer.state.save_to_json(str(Path(config.output_dir) / "trainer_state.json"))
     return Path(config.output_dir)
