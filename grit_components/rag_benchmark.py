@@ -79,6 +79,7 @@ def _summarize_runs(runs: Sequence[rag.RagResult]) -> dict:
               for r in runs if r.completion_tokens > 1]
     return {"total": _summary([r.timings["total"] for r in runs]),
             "ttft": _summary([r.timings["time_to_first_token"] for r in runs]),
+            "compose": _summary([r.timings["compose"] for r in runs]),  # copying cached states for generation
             "decode_seconds_per_token": _summary(decode) if decode else None,
             "completion_tokens": [r.completion_tokens for r in runs],
             "prompt_tokens": runs[-1].prompt_tokens, "prefill_tokens": runs[-1].stats["prefill_tokens"],
@@ -245,6 +246,39 @@ def run_latency(models: Sequence[str], *, repeats: int, lengths: Sequence[int], 
         print(json.dumps(summary[spec], indent=2), flush=True)
         _write_latency(output, plot_path, results, summary, repeats)
     return {"models": results, "ratios": summary}
+
+
+def _cell(entry: dict) -> str:
+    return f"{entry['total']['mean']:.2f} ± {entry['total']['std']:.2f} ({entry['ttft']['mean']:.2f})"
+
+
+def latency_markdown(report: dict) -> str:
+    """The docs' tables for a `rag_latency.json` report: seconds end to end, time to first token in brackets."""
+    names = ("no_retrieval", "uncached_doc_first", "uncached_query_first", "query", "doc", "query_doc", "doc_query")
+    lines = []
+    for spec, result in report["models"].items():
+        lines += [f"#### {spec} ({result['parameters'] / 1e6:.0f}M parameters)", "",
+                  "| document tokens | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for row in result["lengths"].values():
+            lines.append(f"| {row['document_tokens']} | " + " | ".join(_cell(row[n]) for n in names) + " |")
+        multi, disk = result["multi_doc"], result["disk_tier"]
+        lines += ["", f"{multi['documents']} documents of {min(multi['document_tokens'])}-{max(multi['document_tokens'])} "
+                  "tokens: " + "; ".join(f"{n} {_cell(multi[n])}" for n in ("no_retrieval", "uncached_doc_first", "doc",
+                                                                             "multi_doc")) + ".",
+                  f"Directory tier, {disk['tokens']} tokens ({disk['bytes'] / 2**20:.0f} MiB): load "
+                  f"{disk['load']['mean'] * 1000:.0f} ms, recompute {disk['recompute']['mean']:.2f} s.", ""]
+        ratio = report["ratios"][spec]
+        lines += ["| ratio of means, same run | goal | measured |", "|---|---|---|",
+                  f"| doc caching / uncached doc-first, end to end, longest document | <= 0.30 | "
+                  f"{ratio['doc_vs_uncached_doc_first_total']:.2f} |",
+                  f"| doc caching / no retrieval, end to end, longest document | <= 1.2 | {ratio['doc_vs_no_retrieval_total']:.2f} |",
+                  f"| doc caching / no retrieval, decode time per new token | - | "
+                  f"{ratio['doc_vs_no_retrieval_decode_per_token']:.2f} |",
+                  f"| multi_doc / uncached, time to first token, {multi['documents']} documents | <= 0.2 | "
+                  f"{ratio['multi_doc_vs_uncached_ttft']:.2f} |",
+                  f"| directory-tier load / recompute | <= 0.1 | {ratio['disk_load_vs_recompute']:.4f} |",
+                  f"| cache bytes / weight bytes, longest document | - | {ratio['longest_cache_vs_weight_bytes']:.2f} |", ""]
+    return "\n".join(lines)
 
 
 def _write_latency(output: Path, plot_path: Path | None, results: dict, summary: dict, repeats: int) -> None:
