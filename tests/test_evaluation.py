@@ -167,6 +167,9 @@ def test_cli_eval_retrieval(tiny_llama_dir, tmp_path):
         assert set(item["metrics"]) == {"ndcg@10", "recall@10", "recall@100", "mrr@10"}
         # Reranking only the top 3 cannot change Recall@100.
         assert item["metrics"]["recall@100"] == item["first_stage_metrics"]["recall@100"]
+    answers = report["reranked"][1]["notes"]["listwise_answers"]  # the model's raw listwise answers, kept as evidence
+    assert answers and all(t["answer"].startswith("[") and sorted(t["permutation"]) == list(range(len(t["window"])))
+                           for trace in answers.values() for t in trace)
     again = CliRunner().invoke(app, [*args[:6], "--output", str(out), "--cache-dir", str(tmp_path / "cache"),
                                      "--baseline", "none", "--no-bm25", "--query-instruction", "Find the passage"])
     assert again.exit_code == 0, again.output

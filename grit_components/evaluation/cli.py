@@ -144,7 +144,7 @@ def retrieval(
         subset_rows.append((result.name, len(ids), after))
         report["reranked"].append({"name": result.name, "first_stage": first.name, "queries": len(ids),
                                    "first_stage_metrics": before, "metrics": after, "timings": result.timings,
-                                   "evidence": evidence})
+                                   "evidence": evidence, "notes": result.notes})
     if cache is not None:
         report["rerank"]["pointwise_pairs_known"] = len(cache.scores)
         report["rerank"]["pointwise_pairs_scored_this_run"] = cache.scored
