@@ -86,20 +86,17 @@ def _summarize_runs(runs: Sequence[rag.RagResult]) -> dict:
             "cached_tokens": runs[-1].stats["cached_tokens"]}
 
 
-def _interleaved(calls: dict[str, Callable[[], rag.RagResult]], repeats: int) -> dict[str, dict]:
+def _interleaved(calls: dict[str, Callable[[], rag.RagResult]], repeats: int, log: Callable[[str], None],
+                 label: str) -> dict[str, dict]:
     """Each round runs every call once, so a change of CPU load during the run hits every mode alike."""
     runs: dict[str, list[rag.RagResult]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, call in calls.items():
             runs[name].append(call())
-    return {name: _summarize_runs(results) for name, results in runs.items()}
-
-
-def _kv_bytes_per_token(model: GritModel) -> int:
-    config = model.model.config
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    return 2 * config.num_hidden_layers * kv_heads * head_dim * model.model.dtype.itemsize
+    summaries = {name: _summarize_runs(results) for name, results in runs.items()}
+    for name, summary in summaries.items():
+        log(f"  {label} {name:22s} total {summary['total']['mean']:.2f}s ttft {summary['ttft']['mean']:.2f}s")
+    return summaries
 
 
 def latency_for_model(model: GritModel, *, lengths: Sequence[int] = LENGTHS, repeats: int = 3, new_tokens: int = 16,
@@ -117,7 +114,7 @@ def latency_for_model(model: GritModel, *, lengths: Sequence[int] = LENGTHS, rep
 
     ask([], "none")()  # warm-up (allocator, kernels)
     weights = sum(p.numel() * p.element_size() for p in model.model.parameters())
-    out: dict = {"weight_bytes": weights, "kv_bytes_per_token": _kv_bytes_per_token(model), "lengths": {}}
+    out: dict = {"weight_bytes": weights, "lengths": {}}
     for length in lengths:
         doc = [make_document(model, length)]
         row: dict = {"document_tokens": len(model.tokenize(doc[0]))}
@@ -128,11 +125,8 @@ def latency_for_model(model: GritModel, *, lengths: Sequence[int] = LENGTHS, rep
                              "uncached_doc_first": ask(doc, "none", "doc_first"),
                              "uncached_query_first": ask(doc, "none", "query_first"),
                              "query": ask(doc, "query"), "doc": ask(doc, "doc"),
-                             "query_doc": ask(doc, "query_doc"), "doc_query": ask(doc, "doc_query")}, repeats)
-        for name in ("no_retrieval", "uncached_doc_first", "uncached_query_first", "query", "doc", "query_doc",
-                     "doc_query"):
-            log(f"  {length:5d} tokens {name:22s} total {row[name]['total']['mean']:.2f}s "
-                f"ttft {row[name]['ttft']['mean']:.2f}s")
+                             "query_doc": ask(doc, "query_doc"), "doc_query": ask(doc, "doc_query")},
+                            repeats, log, f"{length:5d} tokens")
         out["lengths"][str(length)] = row
         store.clear()
 
@@ -140,14 +134,13 @@ def latency_for_model(model: GritModel, *, lengths: Sequence[int] = LENGTHS, rep
     multi: dict = {"documents": multi_docs, "document_tokens": [len(model.tokenize(d)) for d in docs]}
     rag.cache_documents(model, [templates.RAG_DOCUMENT_SEPARATOR.join(docs), *docs], source="causal", store=store)
     multi |= _interleaved({"no_retrieval": ask([], "none"), "uncached_doc_first": ask(docs, "none"),
-                           "doc": ask(docs, "doc"), "multi_doc": ask(docs, "multi_doc")}, repeats)
-    for name in ("no_retrieval", "uncached_doc_first", "doc", "multi_doc"):
-        log(f"  multi {multi_docs}x{multi_tokens} {name:18s} total {multi[name]['total']['mean']:.2f}s "
-            f"ttft {multi[name]['ttft']['mean']:.2f}s")
+                           "doc": ask(docs, "doc"), "multi_doc": ask(docs, "multi_doc")},
+                          repeats, log, f"multi {multi_docs}x{multi_tokens}")
     out["multi_doc"] = multi
     store.clear()
 
     out["disk_tier"] = disk_tier_latency(model, max(lengths), repeats, log)
+    out["kv_bytes_per_token"] = out["disk_tier"]["bytes"] // out["disk_tier"]["tokens"]  # measured on a real entry
     return out
 
 
