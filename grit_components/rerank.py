@@ -170,11 +170,11 @@ def listwise_order(model: GritModel, query: str, passages: Sequence[str], *, win
         window = order[start:end]
         prompt = listwise_prompt_ids(model, query, [passages[i] for i in window], max_passage_tokens=max_passage_tokens)
         budget = max_new_tokens or 6 * len(window) + 4  # "[10] > " is about 5 tokens per identifier
-        answer = generate_ids(model, prompt, max_new_tokens=budget, temperature=0.0).text
-        permutation = parse_ranking(templates.LISTWISE_ANSWER_PREFIX + answer, len(window))
+        answer = templates.LISTWISE_ANSWER_PREFIX + generate_ids(model, prompt, max_new_tokens=budget,
+                                                                 temperature=0.0).text
+        permutation = parse_ranking(answer, len(window))
         if trace is not None:
-            trace.append({"window": list(window), "answer": templates.LISTWISE_ANSWER_PREFIX + answer,
-                          "permutation": permutation})
+            trace.append({"window": list(window), "answer": answer, "permutation": permutation})
         order[start:end] = [window[i] for i in permutation]
         if start == 0:
             return order
