@@ -2,7 +2,7 @@
 
 import typer
 
-from grit_components.training.cli import train
+from grit_components.cli.train import train
 
 if __name__ == "__main__":
     typer.run(train)

@@ -6,7 +6,10 @@ Embedding side: each text becomes `BOS + embed_prefix(instruction) + text` throu
 consumes these runs with bidirectional attention (`attention.bidirectional_forward`).
 Generative side: the chat prompt comes from `generation.chat_prompt_ids` (GRIT chat format or the
 tokenizer's template, as the model generates), followed by the assistant answer and EOS; labels are
--100 everywhere except the assistant tokens (and their EOS). That forward is causal.
+-100 everywhere except the assistant tokens (and their EOS). That forward is causal. Relevance
+judgements and RAG answers (`training.tasks`) use the reranker's and the RAG engine's own prompt
+builders; a RAG answer from cached texts brings its own attention layout, and a batch holding one gets
+a 4D mask and explicit positions (`gen_position_ids`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import torch
 from grit_components.embedding import EmbeddingInput, build_inputs, pad_batch, pooling_weights
 from grit_components.generation import chat_prompt_ids
 from grit_components.training.data import ChatRecord, EmbeddingRecord, Text
+from grit_components.training.tasks import (GenerativeSequence, PointwiseRecord, RagRecord, encode_pointwise,
+                                            encode_rag, sequence_mask)
 
 if TYPE_CHECKING:
     from grit_components.models import GritModel
@@ -89,6 +94,9 @@ class GritCollator:
     :param query_max_length: token limit of queries (BOS and instruction count).
     :param passage_max_length: token limit of passages.
     :param generative_max_length: token limit of generative sequences (cut at the end).
+    :param generative_batch_size: generative records used per batch (None: one per item).
+    :param rerank_passage_tokens: passages of relevance judgements are cut to this many tokens, as the
+        reranker's `max_passage_tokens` does.
     :param seed: seed of positive and negative sampling.
     """
 
@@ -99,6 +107,8 @@ class GritCollator:
     query_max_length: int = 64
     passage_max_length: int = 256
     generative_max_length: int = 512
+    generative_batch_size: int | None = None
+    rerank_passage_tokens: int = 256
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -109,7 +119,8 @@ class GritCollator:
         records: list[EmbeddingRecord] = [item["embedding"] for item in items if item.get("embedding") is not None]
         if records:
             batch.update(self.embedding_batch(records))
-        chats: list[ChatRecord] = [item["generative"] for item in items if item.get("generative") is not None]
+        chats = [item["generative"] for item in items if item.get("generative") is not None]
+        chats = chats[: self.generative_batch_size] if self.generative_batch_size is not None else chats
         if chats:
             batch.update(self.generative_batch(chats))
         return batch
@@ -128,10 +139,36 @@ class GritCollator:
                                                        max_length=self.passage_max_length))
         return {**{f"query_{k}": v for k, v in q.items()}, **{f"passage_{k}": v for k, v in p.items()}}
 
-    def generative_batch(self, chats: Sequence[ChatRecord]) -> dict[str, torch.Tensor]:
-        encoded = [encode_chat(self.model, c.messages, max_length=self.generative_max_length) for c in chats]
-        ids, mask = pad_batch([e[0] for e in encoded], self.model.pad_token_id, "cpu")
+    def encode_generative(self, record: ChatRecord | PointwiseRecord | RagRecord) -> GenerativeSequence:
+        """One record as a training sequence, cut to `generative_max_length` tokens."""
+        if isinstance(record, PointwiseRecord):
+            sequence = encode_pointwise(self.model, record, max_passage_tokens=self.rerank_passage_tokens)
+        elif isinstance(record, RagRecord):
+            sequence = encode_rag(self.model, record)
+        else:
+            sequence = GenerativeSequence(*encode_chat(self.model, record.messages, max_length=self.generative_max_length))
+        limit = self.generative_max_length
+        if len(sequence.ids) > limit:
+            blocks = None if sequence.blocks is None else [
+                (start, min(end, limit), min(visible, limit), kind) for start, end, visible, kind in sequence.blocks
+                if start < limit]
+            sequence = GenerativeSequence(sequence.ids[:limit], sequence.labels[:limit],
+                                          None if sequence.positions is None else sequence.positions[:limit], blocks)
+        return sequence
+
+    def generative_batch(self, chats: Sequence[ChatRecord | PointwiseRecord | RagRecord]) -> dict[str, torch.Tensor]:
+        encoded = [self.encode_generative(c) for c in chats]
+        ids, mask = pad_batch([e.ids for e in encoded], self.model.pad_token_id, "cpu")  # (B, T)
         labels = torch.full_like(ids, IGNORE_INDEX)
-        for row, (_, row_labels) in enumerate(encoded):
-            labels[row, : len(row_labels)] = torch.tensor(row_labels, dtype=torch.long)
-        return {"gen_input_ids": ids, "gen_attention_mask": mask, "gen_labels": labels}
+        for row, sequence in enumerate(encoded):
+            labels[row, : len(sequence.labels)] = torch.tensor(sequence.labels, dtype=torch.long)
+        batch = {"gen_input_ids": ids, "gen_attention_mask": mask, "gen_labels": labels}
+        if any(e.blocks for e in encoded):  # a layout of cached texts: a 4D mask and explicit positions
+            width = ids.shape[1]
+            positions = torch.arange(width).repeat(len(encoded), 1)  # (B, T)
+            for row, sequence in enumerate(encoded):
+                if sequence.positions is not None:
+                    positions[row, : len(sequence.positions)] = torch.tensor(sequence.positions, dtype=torch.long)
+            batch["gen_attention_mask"] = torch.stack([sequence_mask(e, width) for e in encoded])[:, None]  # (B, 1, T, T)
+            batch["gen_position_ids"] = positions
+        return batch

@@ -17,6 +17,7 @@ import yaml
 
 from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION
 from grit_components.training.data import DEFAULT_RAG_QUESTION
+from grit_components.training.tasks import RAG_FORMATS
 
 
 @dataclass
@@ -31,7 +32,12 @@ class MiningConfig:
 
 @dataclass
 class EmbeddingSourceConfig:
-    """One embedding dataset: a JSONL file (`path`) or a BEIR folder (`beir` + `split`)."""
+    """One embedding dataset: a JSONL file (`path`) or a BEIR folder (`beir` + `split`).
+
+    `task` "qrels" (default) pairs the split's queries with their relevant passages; "inverse_cloze" builds
+    self-supervised pairs from the corpus alone (a sentence as the query for the rest of its passage),
+    leaving out the passages of `exclude_corpus_file` (e.g. the evaluation corpus).
+    """
 
     path: Optional[str] = None
     beir: Optional[str] = None
@@ -40,11 +46,20 @@ class EmbeddingSourceConfig:
     name: Optional[str] = None  # dataset name (batches never mix two names)
     max_records: Optional[int] = None
     mine_negatives: Optional[MiningConfig] = None
+    task: str = "qrels"
+    exclude_corpus_file: Optional[str] = None
 
 
 @dataclass
 class GenerativeSourceConfig:
-    """One generative dataset: a JSONL file (`path`) or RAG answers built from a BEIR folder (`beir`)."""
+    """One generative dataset: a JSONL file (`path`) or records built from a BEIR folder (`beir`).
+
+    BEIR tasks: "rag" (the question with its gold passage, doc-first, answered with the title),
+    "rag_formats" (the same answers in every prompt format in `formats`: uncached doc-first and
+    query-first, no retrieval, and the cache modes with each source in `sources`, with up to
+    `max_documents` passages: the gold one and mined distractors) and "pointwise" (the reranker's
+    relevance prompt over a positive and `negatives_per_positive` mined negatives, answered yes/no).
+    """
 
     path: Optional[str] = None
     beir: Optional[str] = None
@@ -55,6 +70,13 @@ class GenerativeSourceConfig:
     skip: int = 0  # BEIR: skip the first N queries
     question: str = DEFAULT_RAG_QUESTION
     max_passage_words: Optional[int] = 150
+    task: str = "rag"
+    formats: list[str] = field(default_factory=lambda: list(RAG_FORMATS))
+    sources: list[str] = field(default_factory=lambda: ["embedding", "causal"])
+    max_documents: int = 3
+    untitled: float = 0.5  # rag_formats: share of records whose passages lose their leading title
+    negatives_per_positive: int = 1
+    mine_negatives: Optional[MiningConfig] = None
 
 
 @dataclass
@@ -68,6 +90,8 @@ class DataConfig:
     query_max_length: int = 64
     passage_max_length: int = 256
     generative_max_length: int = 512
+    generative_batch_size: Optional[int] = None  # generative records per step (None: training.batch_size)
+    rerank_passage_tokens: int = 256  # passages of relevance prompts are cut like GritReranker's max_passage_tokens
 
 
 @dataclass
@@ -105,6 +129,7 @@ class TrainingSettings:
     save_total_limit: Optional[int] = 2
     seed: int = 42
     dtype: Optional[str] = None  # float32 (CPU default), bfloat16 (accelerator default), float16
+    mixed_precision: Optional[str] = None  # "bf16": fp32 weights, bf16 autocast (fast on CPUs with AMX/AVX512-BF16)
     torch_threads: Optional[int] = None
     progress_bar: bool = True
     report_to: list[str] = field(default_factory=list)  # e.g. ["tensorboard"]
@@ -149,6 +174,19 @@ class TrainConfig:
             (0 <= self.training.warmup_ratio < 1, "training.warmup_ratio must be in [0, 1)"),
             (bool(self.data.embedding or self.data.generative), "data needs at least one embedding or generative source"),
         ]
+        checks.append((self.training.mixed_precision in (None, "bf16"), "training.mixed_precision must be null or 'bf16'"))
+        for source in self.data.embedding:
+            checks.append((source.task in ("qrels", "inverse_cloze"), "embedding task must be 'qrels' or 'inverse_cloze'"))
+            checks.append((source.task == "qrels" or source.beir is not None, "task 'inverse_cloze' needs a 'beir' source"))
+        for source in self.data.generative:
+            checks.append((source.task in ("rag", "rag_formats", "pointwise"),
+                           "generative task must be 'rag', 'rag_formats' or 'pointwise'"))
+            unknown = set(source.formats) - set(RAG_FORMATS) - {"no_retrieval"}
+            checks.append((not unknown, f"unknown RAG formats {sorted(unknown)}; choose from "
+                                        f"{[*RAG_FORMATS, 'no_retrieval']}"))
+            checks.append((set(source.sources) <= {"embedding", "causal"} and bool(source.sources),
+                           "sources must be a non-empty list of 'embedding' and 'causal'"))
+            checks.append((source.max_documents >= 1, "max_documents must be >= 1"))
         for source in [*self.data.embedding, *self.data.generative]:
             checks.append(((source.path is None) != (source.beir is None),
                            "every data source needs exactly one of 'path' or 'beir'"))

@@ -58,6 +58,27 @@ def generative_loss(logits: torch.Tensor, labels: torch.Tensor, *, averaging: st
     return per_sample.mean() if per_sample.numel() else per_token.sum() * 0
 
 
+def selected_generative_loss(logits: torch.Tensor, labels: torch.Tensor, *, averaging: str = "token") -> torch.Tensor:
+    """`generative_loss` from the logits of the predicting positions only.
+
+    `logits` (N, V) are those of the positions t with `labels[:, t + 1] != -100`, in row-major order
+    (what `GritTrainingModel` returns when given labels); equals `generative_loss` of the full logits.
+    """
+    check_choice("averaging", averaging, ("token", "sample"))
+    shifted = labels[:, 1:]
+    predicts = shifted != -100  # (B, T-1)
+    if not bool(predicts.any()):
+        return logits.sum() * 0
+    per_token = F.cross_entropy(logits.float(), shifted[predicts], reduction="none")  # (N,)
+    if averaging == "token":
+        return per_token.mean()
+    rows = torch.nonzero(predicts)[:, 0]  # (N,) sample of each target
+    counts = predicts.sum(dim=1)
+    has = counts > 0
+    per_sample = torch.zeros(labels.shape[0], dtype=per_token.dtype, device=per_token.device).index_add_(0, rows, per_token)
+    return (per_sample[has] / counts[has]).mean()
+
+
 def _rng_state():
     return (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import time
 from pathlib import Path
 
 import torch
 
+from grit_components.evaluation.data import load_beir
+from grit_components.metadata import ModelMetadata
 from grit_components.training.config import TrainConfig
 from grit_components.training.data import (
     ChatRecord,
@@ -19,6 +22,7 @@ from grit_components.training.data import (
     load_embedding_records,
     mine_hard_negatives,
 )
+from grit_components.training.tasks import inverse_cloze_records, pointwise_records, rag_records
 
 logger = logging.getLogger(__name__)
 
@@ -41,35 +45,103 @@ def load_training_model(config: TrainConfig):
     return model, grit
 
 
-def build_records(config: TrainConfig, grit=None) -> tuple[list[EmbeddingRecord], list[ChatRecord]]:
-    """Load every configured source (validating records) and mine hard negatives where asked."""
+def _mine(records, corpus, mining, config: TrainConfig, grit):
+    started = time.perf_counter()
+    records = mine_hard_negatives(records, corpus, method=mining.method, num_negatives=mining.num_negatives,
+                                  skip_top=mining.skip_top, model=grit, query_instruction=config.data.query_instruction,
+                                  max_length=mining.max_length, seed=config.training.seed)
+    logger.info("mined hard negatives for %d queries in %.1fs", len(records), time.perf_counter() - started)
+    return records
+
+
+def _embedding_source(source, config: TrainConfig, grit) -> list[EmbeddingRecord]:
     data = config.data
-    embedding: list[EmbeddingRecord] = []
-    for source in data.embedding:
-        if source.path is not None:
-            embedding += load_embedding_records(source.path, on_error=data.on_error, dataset=source.name,
-                                                max_records=source.max_records)
-            continue
+    if source.path is not None:
+        return load_embedding_records(source.path, on_error=data.on_error, dataset=source.name,
+                                      max_records=source.max_records)
+    if source.task == "inverse_cloze":
+        beir = load_beir(source.beir, split=source.split, corpus_file=source.corpus_file)
+        excluded = set(load_beir(source.beir, split=source.split, corpus_file=source.exclude_corpus_file).corpus) \
+            if source.exclude_corpus_file else set()
+        corpus = [beir.document_text(d) for d in beir.corpus if d not in excluded]
+        passages = corpus[:]
+        random.Random(config.training.seed).shuffle(passages)
+        records = inverse_cloze_records(passages, seed=config.training.seed, dataset=source.name or "inverse-cloze")
+        records = records[: source.max_records] if source.max_records else records
+    else:
         records, corpus = beir_embedding_records(source.beir, split=source.split, corpus_file=source.corpus_file,
                                                  dataset=source.name, max_records=source.max_records)
-        if source.mine_negatives is not None:
-            mining = source.mine_negatives
-            started = time.perf_counter()
-            records = mine_hard_negatives(records, corpus, method=mining.method, num_negatives=mining.num_negatives,
-                                          skip_top=mining.skip_top, model=grit, query_instruction=data.query_instruction,
-                                          max_length=mining.max_length, seed=config.training.seed)
-            logger.info("mined hard negatives for %d queries in %.1fs", len(records), time.perf_counter() - started)
-        embedding += records
-    generative: list[ChatRecord] = []
-    for source in data.generative:
-        if source.path is not None:
-            generative += load_chat_records(source.path, on_error=data.on_error, dataset=source.name,
-                                            max_records=source.max_records)
-        else:
-            generative += beir_rag_records(source.beir, split=source.split, corpus_file=source.corpus_file,
-                                           dataset=source.name, max_records=source.max_records, skip=source.skip,
-                                           question=source.question, max_passage_words=source.max_passage_words)
+    if source.mine_negatives is not None:
+        records = _mine(records, corpus, source.mine_negatives, config, grit)
+    return records
+
+
+def _generative_source(source, config: TrainConfig, grit) -> list:
+    data = config.data
+    if source.path is not None:
+        return load_chat_records(source.path, on_error=data.on_error, dataset=source.name, max_records=source.max_records)
+    if source.task == "rag":
+        return beir_rag_records(source.beir, split=source.split, corpus_file=source.corpus_file, dataset=source.name,
+                                max_records=source.max_records, skip=source.skip, question=source.question,
+                                max_passage_words=source.max_passage_words)
+    beir = load_beir(source.beir, split=source.split, corpus_file=source.corpus_file)
+    records, corpus = beir_embedding_records(source.beir, split=source.split, corpus_file=source.corpus_file)
+    records = records[source.skip:]
+    records = records[: source.max_records] if source.max_records else records
+    if source.mine_negatives is not None:
+        records = _mine(records, corpus, source.mine_negatives, config, grit)
+    seed = config.training.seed
+    if source.task == "pointwise":
+        return pointwise_records(records, negatives_per_positive=source.negatives_per_positive, seed=seed,
+                                 dataset=source.name or "pointwise")
+    titles = {beir.document_text(d): doc["title"] for d, doc in beir.corpus.items() if doc.get("title")}
+    answers = [titles.get(record.pos[0][1], "") for record in records]
+    kept = [(r, a) for r, a in zip(records, answers) if a]
+    return rag_records([r for r, _ in kept], [a for _, a in kept], question=source.question, formats=source.formats,
+                       sources=source.sources, max_documents=source.max_documents,
+                       max_passage_words=source.max_passage_words, titles=titles, untitled=source.untitled, seed=seed,
+                       dataset=source.name or "rag")
+
+
+def build_records(config: TrainConfig, grit=None) -> tuple[list[EmbeddingRecord], list]:
+    """Load every configured source (validating records) and mine hard negatives where asked.
+
+    Generative records of all sources are shuffled together (seeded), so every step mixes the tasks.
+    """
+    embedding: list[EmbeddingRecord] = []
+    for source in config.data.embedding:
+        embedding += _embedding_source(source, config, grit)
+    generative: list = []
+    for source in config.data.generative:
+        generative += _generative_source(source, config, grit)
+    if len(config.data.generative) > 1:
+        random.Random(config.training.seed).shuffle(generative)
     return embedding, generative
+
+
+def training_metadata(config: TrainConfig, grit) -> ModelMetadata:
+    """What the trained model will declare (`grit_model.json`): its instruction, chat format and the jobs
+    its data trained (embedding with a contrastive source, relevance judgements with a pointwise source,
+    cache formats with a rag_formats source that has cache modes)."""
+    data = config.data
+    capabilities = ["generation"]
+    if data.embedding and config.loss.rep_weight > 0:
+        capabilities.insert(0, "embedding")
+    generative = data.generative if config.loss.gen_weight > 0 else []
+    if any(s.task == "pointwise" for s in generative):
+        capabilities.append("pointwise_rerank")
+    formats = list(dict.fromkeys(f for s in generative if s.task == "rag_formats" for f in s.formats))
+    if any(s.task == "rag" for s in generative):
+        formats = list(dict.fromkeys(["doc_first", *formats]))
+    if set(formats) - {"doc_first", "query_first", "no_retrieval"}:
+        capabilities.append("rag_cache_formats")
+    pointwise = any(s.task == "pointwise" for s in generative)
+    return ModelMetadata(query_instruction=data.query_instruction if "embedding" in capabilities else None,
+                         document_instruction=data.passage_instruction,
+                         chat_format="grit" if grit.uses_grit_chat_format else "template",
+                         capabilities=tuple(capabilities),
+                         pointwise_max_passage_tokens=data.rerank_passage_tokens if pointwise else None,
+                         rag_formats=tuple(formats), extra={"base_model": config.model})
 
 
 def build_trainer(config: TrainConfig, *, model=None, grit=None, records=None):
@@ -91,7 +163,9 @@ def build_trainer(config: TrainConfig, *, model=None, grit=None, records=None):
     collator = GritCollator(grit, query_instruction=data.query_instruction, passage_instruction=data.passage_instruction,
                             num_hard_negatives=data.num_hard_negatives, query_max_length=data.query_max_length,
                             passage_max_length=data.passage_max_length,
-                            generative_max_length=data.generative_max_length, seed=settings.seed)
+                            generative_max_length=data.generative_max_length,
+                            generative_batch_size=data.generative_batch_size,
+                            rerank_passage_tokens=data.rerank_passage_tokens, seed=settings.seed)
     retrieval_eval, generative_eval = None, []
     if config.eval.beir is not None:
         retrieval_eval = RetrievalEvalSet.from_beir(config.eval.beir, split=config.eval.split,
@@ -122,7 +196,7 @@ def build_trainer(config: TrainConfig, *, model=None, grit=None, records=None):
         eval_steps=config.eval.every_steps if evaluating else None,
         eval_on_start=config.eval.on_start and evaluating,
         seed=settings.seed,
-        bf16=grit.dtype == torch.bfloat16 and grit.device.type != "cpu",
+        bf16=settings.mixed_precision == "bf16" or (grit.dtype == torch.bfloat16 and grit.device.type != "cpu"),
         fp16=False,
         disable_tqdm=not settings.progress_bar,
         remove_unused_columns=False,
@@ -130,6 +204,7 @@ def build_trainer(config: TrainConfig, *, model=None, grit=None, records=None):
         dataloader_drop_last=False,
         use_cpu=not torch.cuda.is_available(),
     )
+    metadata = training_metadata(config, grit)
     info = {"base_model": config.model, "chat_format": "grit" if grit.uses_grit_chat_format else "template",
             "query_instruction": data.query_instruction, "passage_instruction": data.passage_instruction,
             "query_max_length": data.query_max_length, "passage_max_length": data.passage_max_length,
@@ -140,7 +215,7 @@ def build_trainer(config: TrainConfig, *, model=None, grit=None, records=None):
         grit_model=grit, temperature=config.loss.temperature, rep_weight=config.loss.rep_weight,
         gen_weight=config.loss.gen_weight, gen_averaging=config.loss.gen_averaging,
         gradcache_chunk_size=config.loss.gradcache_chunk_size, retrieval_eval=retrieval_eval,
-        generative_eval=generative_eval, merge_lora=config.lora.merge_on_save, save_info=info,
+        generative_eval=generative_eval, merge_lora=config.lora.merge_on_save, save_info=info, metadata=metadata,
         eval_settings={"query_instruction": data.query_instruction, "passage_instruction": data.passage_instruction,
                        "query_max_length": data.query_max_length, "passage_max_length": data.passage_max_length,
                        "batch_size": config.eval.batch_size},

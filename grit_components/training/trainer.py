@@ -7,6 +7,8 @@ GRIT loss, optional GradCache, periodic retrieval evaluation and checkpoints eve
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
 import json
 import random
 import time
@@ -21,8 +23,9 @@ from transformers import Trainer
 
 from grit_components.attention import bidirectional_forward
 from grit_components.embedding import TruncationWarning
+from grit_components.metadata import ModelMetadata
 from grit_components.training.data import ChatRecord, EmbeddingRecord
-from grit_components.training.loss import chunked_info_nce_backward, generative_loss, info_nce_loss, pool
+from grit_components.training.loss import chunked_info_nce_backward, info_nce_loss, pool, selected_generative_loss
 
 if TYPE_CHECKING:
     from grit_components.models import GritModel
@@ -125,20 +128,32 @@ class GritTrainingModel(torch.nn.Module):
         if hasattr(self.model, "enable_input_require_grads"):  # LoRA: frozen embeddings still need grad flow
             self.model.enable_input_require_grads()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling: torch.Tensor | None = None):
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None):
         if pooling is not None:
             hidden = bidirectional_forward(self.model, input_ids, attention_mask).last_hidden_state  # (B, T, H)
             return pool(hidden, pooling)  # (B, H)
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (B, T, V)
+        if labels is None:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              use_cache=False).logits  # (B, T, V)
+        # Logits only where a label is predicted: the LM head over every position of a long prompt would
+        # cost more than the decoder itself on a small model. `attention_mask` may be a 4D layout mask.
+        body = self.model.get_decoder()
+        hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                      use_cache=False).last_hidden_state  # (B, T, H)
+        predicts = labels[:, 1:] != -100  # (B, T-1): position t predicts token t+1
+        return self.model.get_output_embeddings()(hidden[:, :-1][predicts])  # (N, V)
 
 
-def save_grit_model(model: torch.nn.Module, tokenizer, output_dir, *, merge_lora: bool = True, info: dict | None = None) -> Path:
+def save_grit_model(model: torch.nn.Module, tokenizer, output_dir, *, merge_lora: bool = True, info: dict | None = None,
+                    metadata: ModelMetadata | None = None) -> Path:
     """Save a trained model so that `load_model(output_dir)` (and every component) loads it.
 
     A peft (LoRA) model is saved merged into full weights (a copy is merged: training can go on) with its
     adapter in `output_dir/adapter/`; with `merge_lora=False` only the adapter is saved there (load it
     with peft on top of the base model; `load_model` then needs the merged form). `info` goes to
-    `grit_training.json` (instructions and chat format the model was trained with).
+    `grit_training.json` (instructions and chat format the model was trained with); `metadata` goes to
+    `grit_model.json` (what the model declares to the components; in `adapter/` too).
     """
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
@@ -152,6 +167,12 @@ def save_grit_model(model: torch.nn.Module, tokenizer, output_dir, *, merge_lora
     tokenizer.save_pretrained(output)
     if info is not None:
         (output / TRAINING_INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+    if metadata is not None:
+        metadata.write(output)
+        weights = output / "adapter" / "adapter_model.safetensors"
+        if weights.is_file():  # the adapter alone declares itself too, with the checksum of its weights
+            digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+            dataclasses.replace(metadata, extra={**metadata.extra, "adapter_sha256": digest}).write(output / "adapter")
     return output
 
 
@@ -175,7 +196,7 @@ class GritTrainer(Trainer):
                  gen_weight: float = 1.0, gen_averaging: str = "token", gradcache_chunk_size: int | None = None,
                  retrieval_eval: RetrievalEvalSet | None = None, generative_eval: Sequence[ChatRecord] = (),
                  eval_settings: dict | None = None, merge_lora: bool = True, save_info: dict | None = None,
-                 **kwargs) -> None:
+                 metadata: ModelMetadata | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.grit_model = grit_model
         self.temperature = temperature
@@ -188,6 +209,7 @@ class GritTrainer(Trainer):
         self.eval_settings = eval_settings or {}
         self.merge_lora = merge_lora
         self.save_info = save_info
+        self.metadata = metadata
         self._parts: dict[str, list[float]] = {"loss_rep": [], "loss_gen": [], "step_seconds": [], "step_cpu_seconds": []}
 
     def train(self, *args, **kwargs):
@@ -220,8 +242,10 @@ class GritTrainer(Trainer):
             else:
                 losses["loss_rep"] = info_nce_loss(model(*query), model(*passage), temperature=self.temperature)
         if "gen_input_ids" in inputs and self.gen_weight > 0:
-            logits = model(inputs["gen_input_ids"], inputs["gen_attention_mask"])
-            losses["loss_gen"] = generative_loss(logits, inputs["gen_labels"], averaging=self.gen_averaging)
+            labels = inputs["gen_labels"]
+            logits = model(inputs["gen_input_ids"], inputs["gen_attention_mask"], labels=labels,
+                           position_ids=inputs.get("gen_position_ids"))
+            losses["loss_gen"] = selected_generative_loss(logits, labels, averaging=self.gen_averaging)
         return losses
 
     def _combine(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -292,9 +316,11 @@ class GritTrainer(Trainer):
                 for start in range(0, len(self.generative_eval), size):
                     batch = collate.generative_batch(self.generative_eval[start : start + size])
                     batch = {k: v.to(self.args.device) for k, v in batch.items()}
-                    logits = model(batch["gen_input_ids"], batch["gen_attention_mask"])
+                    logits = model(batch["gen_input_ids"], batch["gen_attention_mask"], labels=batch["gen_labels"],
+                                   position_ids=batch.get("gen_position_ids"))
                     part = self.generative_eval[start : start + size]
-                    total += float(generative_loss(logits, batch["gen_labels"], averaging=self.gen_averaging)) * len(part)
+                    total += float(selected_generative_loss(logits, batch["gen_labels"],
+                                                            averaging=self.gen_averaging)) * len(part)
                     count += len(part)
                 metrics[f"{metric_key_prefix}_loss_gen"] = total / count
         finally:
@@ -313,7 +339,8 @@ class GritTrainer(Trainer):
             return
         output_dir = output_dir or self.args.output_dir
         inner = self.accelerator.unwrap_model(self.model).model
-        save_grit_model(inner, self.grit_model.tokenizer, output_dir, merge_lora=self.merge_lora, info=self.save_info)
+        save_grit_model(inner, self.grit_model.tokenizer, output_dir, merge_lora=self.merge_lora, info=self.save_info,
+                        metadata=self.metadata)
         torch.save(self.args, Path(output_dir) / "training_args.bin")
 
 

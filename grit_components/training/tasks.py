@@ -1,0 +1,220 @@
+"""Multi-task GRIT training data: relevance judgements, RAG answers in every cache format, inverse-cloze pairs.
+
+A GRIT model used by every component is trained for what each component asks of it, in exactly the
+token layout each one builds at inference:
+
+- `PointwiseRecord`: the pointwise relevance prompt `GritReranker` scores (`rerank.pointwise_prompt_ids`),
+  answered "yes" or "no";
+- `RagRecord`: a question answered from passages in one `rag.CacheMode` and cache source. The prompt is
+  `rag.build_prompt` (the function `GritGenerator.answer` uses); cached texts are laid out as the KV
+  store composes them, each attending only to itself (bidirectionally for the embedding source,
+  causally for the causal source), and the suffix attends to everything the composed cache holds;
+- inverse-cloze embedding pairs (`inverse_cloze_records`): a sentence of a passage as the query for the
+  rest of it, so the embedder also learns queries in other styles than the labelled ones.
+
+`encode_rag` turns a `RagRecord` into one training sequence with its own attention layout
+(`GenerativeSequence`), so training sees the states a cached answer really continues from.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from grit_components.training.data import EmbeddingRecord
+
+if TYPE_CHECKING:
+    from grit_components.models import GritModel
+
+IGNORE_INDEX = -100
+RAG_FORMATS = ("doc_first", "query_first", "doc", "query", "doc_query", "query_doc", "multi_doc")
+
+
+@dataclass(frozen=True)
+class PointwiseRecord:
+    """Is `passage` relevant to `query`? Trained as the answer "yes" or "no" to the reranker's prompt."""
+
+    query: str
+    passage: str
+    relevant: bool
+    dataset: str = "pointwise"
+
+
+@dataclass(frozen=True)
+class RagRecord:
+    """A question answered from `documents` with a RAG cache format.
+
+    `fmt` is "doc_first" or "query_first" (uncached RAG), "no_retrieval" (no documents) or a cache mode
+    ("doc", "query", "doc_query", "query_doc", "multi_doc") with `source` "embedding" or "causal".
+    """
+
+    question: str
+    documents: tuple[str, ...]
+    fmt: str
+    source: str
+    answer: str
+    dataset: str = "rag"
+
+
+@dataclass
+class GenerativeSequence:
+    """One training sequence. `blocks` is None for a plain causal sequence; otherwise the attention layout:
+    (start, end, visible_from, attention) per cached text, where tokens of [start, end) attend within the
+    block ("embedding": all of it, "causal": up to themselves) and later tokens see [visible_from, end)."""
+
+    ids: list[int]
+    labels: list[int]
+    positions: list[int] | None = None
+    blocks: list[tuple[int, int, int, str]] | None = None
+
+
+def answer_ids(model: GritModel, answer: str) -> list[int]:
+    eos = model.tokenizer.eos_token_id
+    return model.tokenize(answer) + ([eos] if eos is not None else [])
+
+
+def encode_pointwise(model: GritModel, record: PointwiseRecord, *, max_passage_tokens: int) -> GenerativeSequence:
+    """The reranker's own prompt ids followed by "yes"/"no" and EOS (the only labelled tokens)."""
+    from grit_components.rerank import NO_WORDS, YES_WORDS, pointwise_prompt_ids
+
+    prompt = pointwise_prompt_ids(model, record.query, record.passage, max_passage_tokens=max_passage_tokens)
+    answer = answer_ids(model, (YES_WORDS if record.relevant else NO_WORDS)[0])
+    return GenerativeSequence(prompt + answer, [IGNORE_INDEX] * len(prompt) + answer)
+
+
+def encode_rag(model: GritModel, record: RagRecord) -> GenerativeSequence:
+    """The prompt `rag.answer` continues from, laid out as its caches are composed, then the answer."""
+    from grit_components.rag import build_prompt
+
+    answer = answer_ids(model, record.answer)
+    if record.fmt in ("doc_first", "query_first", "no_retrieval"):
+        documents = [] if record.fmt == "no_retrieval" else list(record.documents)
+        order = "query_first" if record.fmt == "query_first" else "doc_first"
+        prompt = build_prompt(model, record.question, documents, "none", order=order)
+        return GenerativeSequence(prompt.suffix_ids + answer, [IGNORE_INDEX] * len(prompt.suffix_ids) + answer)
+    prompt = build_prompt(model, record.question, list(record.documents), record.fmt)
+    ids: list[int] = []
+    positions: list[int] = []
+    blocks: list[tuple[int, int, int, str]] = []
+    offset = 0  # position of the next token of the composed prompt
+    for index, segment in enumerate(prompt.segments):
+        drop = 0 if index == 0 else prompt.drop_leading
+        # Each cached text was computed on its own from position 0; RoPE is relative, so placing it at
+        # `offset - drop` gives the states of the re-rotated cache. Its dropped BOS is seen by the text
+        # itself (as when it was cached) but not by what follows (it is not in the composed cache).
+        start = len(ids)
+        ids += segment
+        positions += range(offset - drop, offset - drop + len(segment))
+        blocks.append((start, len(ids), start + drop, record.source))
+        offset += len(segment) - drop
+    suffix = prompt.suffix_ids + answer
+    labels = [IGNORE_INDEX] * (len(ids) + len(prompt.suffix_ids)) + answer
+    ids += suffix
+    positions += range(offset, offset + len(suffix))
+    return GenerativeSequence(ids, labels, positions, blocks)
+
+
+def sequence_mask(sequence: GenerativeSequence, width: int) -> torch.Tensor:
+    """(width, width) bool: True where a query row may attend to a key column (padding rows see themselves)."""
+    length = len(sequence.ids)
+    mask = torch.zeros(width, width, dtype=torch.bool)
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    if not sequence.blocks:
+        mask[:length, :length] = causal
+    else:
+        suffix_start = max(end for _, end, _, _ in sequence.blocks)
+        for start, end, visible_from, attention in sequence.blocks:
+            span = end - start
+            mask[start:end, start:end] = (torch.ones(span, span, dtype=torch.bool) if attention == "embedding"
+                                          else torch.ones(span, span, dtype=torch.bool).tril())
+            mask[suffix_start:length, visible_from:end] = True
+        mask[suffix_start:length, suffix_start:length] = causal[suffix_start:, suffix_start:]
+    padding = torch.arange(length, width)
+    mask[padding, padding] = True  # a fully masked row would give NaN; padding rows are never read
+    return mask
+
+
+def truncate_words(text: str, max_words: int | None) -> str:
+    return text if max_words is None else " ".join(text.split()[:max_words])
+
+
+def pointwise_records(records: Sequence[EmbeddingRecord], *, negatives_per_positive: int = 1, seed: int = 0,
+                      dataset: str = "pointwise") -> list[PointwiseRecord]:
+    """Balanced relevance judgements: each query's positive and as many of its hard negatives as asked."""
+    rng = random.Random(seed)
+    out = []
+    for record in records:
+        query = record.query[1]
+        negatives = [text for _, text in record.neg]
+        for _, positive in record.pos[:1]:
+            out.append(PointwiseRecord(query, positive, True, dataset))
+            for negative in rng.sample(negatives, min(negatives_per_positive, len(negatives))):
+                out.append(PointwiseRecord(query, negative, False, dataset))
+    return out
+
+
+def rag_records(records: Sequence[EmbeddingRecord], answers: Sequence[str], *, question: str,
+                formats: Sequence[str] = RAG_FORMATS, sources: Sequence[str] = ("embedding", "causal"),
+                max_documents: int = 3, max_passage_words: int | None = 120, titles: Mapping[str, str] | None = None,
+                untitled: float = 0.5, seed: int = 0, dataset: str = "rag") -> list[RagRecord]:
+    """One RAG answer per query, cycling through `formats` (and `sources` for cache formats).
+
+    Every prompt holds the gold passage and 0..max_documents-1 of the query's hard negatives as
+    distractors, the gold one at a random place; `multi_doc` always gets at least two passages.
+    `titles` maps a passage ("title text", as retrieval indexes it) to its title: in a share `untitled`
+    of the records every passage loses its leading title, as passages stored without one look.
+    """
+    unknown = set(formats) - set(RAG_FORMATS) - {"no_retrieval"}
+    if unknown:
+        raise ValueError(f"formats: unknown {sorted(unknown)}; choose from {[*RAG_FORMATS, 'no_retrieval']}")
+    if "{query}" not in question:
+        raise ValueError("question must contain a '{query}' field")
+    rng = random.Random(seed)
+    out = []
+    for index, (record, answer) in enumerate(zip(records, answers)):
+        fmt = formats[index % len(formats)]
+        source = sources[(index // len(formats)) % len(sources)]
+        strip = titles is not None and rng.random() < untitled
+
+        def passage(text: str) -> str:
+            title = (titles or {}).get(text)
+            if strip and title and text.startswith(title + " "):
+                text = text[len(title) + 1:]
+            return truncate_words(text, max_passage_words)
+
+        gold = passage(record.pos[0][1])
+        distractors = [passage(text) for _, text in record.neg]
+        wanted = rng.randint(2 if fmt == "multi_doc" else 1, max_documents)
+        documents = [gold] + rng.sample(distractors, min(wanted - 1, len(distractors)))
+        rng.shuffle(documents)
+        if fmt == "no_retrieval":
+            documents = []
+        out.append(RagRecord(question.format(query=record.query[1]), tuple(documents), fmt, source, answer, dataset))
+    return out
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+def inverse_cloze_records(passages: Sequence[str], *, keep_sentence: float = 0.1, min_words: int = 5,
+                          seed: int = 0, dataset: str = "inverse-cloze") -> list[EmbeddingRecord]:
+    """Self-supervised pairs (inverse cloze task): a random sentence of a passage is the query, the passage
+    without it (kept in it with probability `keep_sentence`) the positive. Passages of one sentence are skipped."""
+    rng = random.Random(seed)
+    out = []
+    for passage in passages:
+        sentences = [s for s in _SENTENCE_END.split(passage.strip()) if s]
+        if len(sentences) < 2:
+            continue
+        choice = rng.randrange(len(sentences))
+        query = sentences[choice]
+        if len(query.split()) < min_words:
+            continue
+        rest = sentences if rng.random() < keep_sentence else sentences[:choice] + sentences[choice + 1:]
+        out.append(EmbeddingRecord((None, query), ((None, " ".join(rest)),), (), dataset))
+    return out

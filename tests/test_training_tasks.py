@@ -1,0 +1,127 @@
+"""Multi-task training data: each task is trained in exactly the token layout its component builds, and a
+RAG answer from cached texts is trained on the very states the composed cache holds at inference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from grit_components import rag
+from grit_components.kv_cache import KVStore, compose, compute_cache
+from grit_components.models import GritModel, load_weights
+from grit_components.rerank import pointwise_prompt_ids
+from grit_components.training import EmbeddingRecord
+from grit_components.training.collator import GritCollator
+from grit_components.training.loss import generative_loss, selected_generative_loss
+from grit_components.training.tasks import (PointwiseRecord, RagRecord, encode_rag, inverse_cloze_records,
+                                            pointwise_records, rag_records)
+from grit_components.training.trainer import GritTrainingModel
+
+pytest.importorskip("peft")
+
+DOCS = ("The Parthenon is a former temple on the Athenian Acropolis, Greece.",
+        "Alum is a double sulfate salt of aluminium used in water purification.",
+        "The Hussite Wars were fought in Bohemia in the fifteenth century.")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llama_dir) -> GritModel:
+    model, tokenizer, resolved = load_weights(str(tiny_llama_dir), device="cpu", dtype=torch.float32)
+    return GritModel(model, tokenizer, name=str(tiny_llama_dir), key=resolved.key)
+
+
+def cached_answer_logits(model: GritModel, record: RagRecord, answer: list[int]) -> torch.Tensor:
+    """Logits over suffix + answer when continuing from the composed caches, as `rag.answer` does."""
+    prompt = rag.build_prompt(model, record.question, list(record.documents), record.fmt)
+    entries = [compute_cache(model, ids, record.source) for ids in prompt.segments]
+    _, cache = compose(model, entries, drop_leading=prompt.drop_leading)
+    suffix = prompt.suffix_ids + answer
+    total = prompt.cached_length + len(suffix)
+    with torch.no_grad():
+        out = model.model(input_ids=torch.tensor([suffix]), attention_mask=torch.ones(1, total, dtype=torch.long),
+                          past_key_values=cache, use_cache=True)
+    return out.logits[0]  # (len(suffix), V)
+
+
+@pytest.mark.parametrize("fmt,source,documents", [
+    ("doc", "embedding", DOCS[:1]), ("doc", "causal", DOCS[:2]), ("query", "embedding", DOCS[:2]),
+    ("multi_doc", "embedding", DOCS), ("multi_doc", "causal", DOCS[:2]), ("doc_query", "embedding", DOCS[:1]),
+    ("query_doc", "causal", DOCS[:2])])
+def test_cached_format_layout_equals_composed_cache_inference(tiny, fmt, source, documents):
+    record = RagRecord("What is described as 'Temple in Athens'?", documents, fmt, source, "Parthenon")
+    sequence = encode_rag(tiny, record)
+    collator = GritCollator(tiny, generative_max_length=1024)
+    batch = collator.generative_batch([record, RagRecord("q?", (), "no_retrieval", "causal", "a")])
+    assert batch["gen_attention_mask"].dim() == 4 and "gen_position_ids" in batch
+    with torch.no_grad():
+        full = tiny.model(input_ids=batch["gen_input_ids"], attention_mask=batch["gen_attention_mask"],
+                          position_ids=batch["gen_position_ids"]).logits[0]
+    answer = [t for t in sequence.labels if t != -100]
+    expected = cached_answer_logits(tiny, record, answer)
+    suffix_start = len(sequence.ids) - expected.shape[0]
+    torch.testing.assert_close(full[suffix_start:len(sequence.ids)], expected, atol=2e-4, rtol=1e-3)
+
+
+def test_uncached_formats_are_the_generators_prompt(tiny):
+    record = RagRecord("What is described as 'Temple in Athens'?", DOCS[:2], "query_first", "causal", "Parthenon")
+    sequence = encode_rag(tiny, record)
+    prompt = rag.build_prompt(tiny, record.question, list(DOCS[:2]), "none", order="query_first")
+    assert sequence.blocks is None
+    assert sequence.ids[: len(prompt.suffix_ids)] == prompt.suffix_ids
+    assert tiny.tokenizer.decode([t for t in sequence.labels if t != -100]).startswith("Parthenon")
+
+
+def test_pointwise_record_is_the_rerankers_prompt_answered_yes_or_no(tiny):
+    collator = GritCollator(tiny, rerank_passage_tokens=8)
+    for relevant, word in ((True, "yes"), (False, "no")):
+        sequence = collator.encode_generative(PointwiseRecord("temple", DOCS[0], relevant))
+        prompt = pointwise_prompt_ids(tiny, "temple", DOCS[0], max_passage_tokens=8)
+        assert sequence.ids[: len(prompt)] == prompt
+        answer = [t for t in sequence.labels if t != -100]
+        assert answer == tiny.tokenize(word) + [tiny.tokenizer.eos_token_id]
+
+
+def test_selected_logits_loss_equals_full_logits_loss(tiny):
+    collator = GritCollator(tiny, generative_max_length=1024)
+    records = [RagRecord("What is X?", DOCS[:2], "multi_doc", "embedding", "Alum"),
+               PointwiseRecord("temple", DOCS[0], True), RagRecord("What is Y?", DOCS[:1], "doc_first", "causal", "Hussite Wars")]
+    batch = collator.generative_batch(records)
+    wrapper = GritTrainingModel(tiny.model)
+    with torch.no_grad():
+        full = wrapper(batch["gen_input_ids"], batch["gen_attention_mask"], position_ids=batch["gen_position_ids"])
+        selected = wrapper(batch["gen_input_ids"], batch["gen_attention_mask"], labels=batch["gen_labels"],
+                           position_ids=batch["gen_position_ids"])
+    for averaging in ("token", "sample"):
+        torch.testing.assert_close(selected_generative_loss(selected, batch["gen_labels"], averaging=averaging),
+                                   generative_loss(full, batch["gen_labels"], averaging=averaging))
+
+
+def test_rag_records_place_the_gold_passage_anywhere_and_cycle_formats():
+    records = [EmbeddingRecord((None, f"query {i}"), ((None, f"Gold{i} gold passage {i}."),),
+                               tuple((None, f"Other{i}{j} distractor {j}.") for j in range(3))) for i in range(60)]
+    titles = {f"Gold{i} gold passage {i}.": f"Gold{i}" for i in range(60)}
+    out = rag_records(records, [f"Gold{i}" for i in range(60)], question="What is '{query}'?", titles=titles, seed=1)
+    assert {r.fmt for r in out} == {"doc_first", "query_first", "doc", "query", "doc_query", "query_doc", "multi_doc"}
+    assert {r.source for r in out} == {"embedding", "causal"}
+    positions = {next(i for i, d in enumerate(r.documents) if "gold passage" in d) for r in out}
+    assert positions == {0, 1, 2}  # the gold passage is not always first
+    assert all(len(r.documents) >= 2 for r in out if r.fmt == "multi_doc")
+    untitled = [r for r in out if not any(d.startswith("Gold") for d in r.documents)]
+    assert 0 < len(untitled) < len(out)  # some prompts show passages without their title
+    with pytest.raises(ValueError, match="formats"):
+        rag_records(records, ["a"] * 60, question="{query}", formats=["doc", "nope"])
+
+
+def test_pointwise_records_are_balanced():
+    records = [EmbeddingRecord((None, f"q{i}"), ((None, f"p{i}"),), ((None, "n1"), (None, "n2"))) for i in range(10)]
+    out = pointwise_records(records, negatives_per_positive=1)
+    assert sum(r.relevant for r in out) == sum(not r.relevant for r in out) == 10
+
+
+def test_inverse_cloze_pairs_take_a_sentence_out_of_its_passage():
+    passages = ["Alum is a salt. It is used in water purification plants worldwide. It tastes sour and dry.",
+                "One sentence only here."]
+    out = inverse_cloze_records(passages, keep_sentence=0.0, min_words=3, seed=3)
+    assert len(out) == 1  # a one-sentence passage gives no pair
+    query, positive = out[0].query[1], out[0].pos[0][1]
+    assert query in passages[0] and query not in positive
