@@ -1,4 +1,4 @@
-"""RAG latency and quality measurements of the cache modes (`grit bench rag-latency`, `grit bench rag-quality`).
+"""RAG latency and quality measurements of the cache modes (run by `rag_latency.py` and `rag_quality.py`).
 
 Latency: batch 1, greedy, 16 new tokens, one document of 256..4096 tokens (and 5 x 512 for
 multi_doc), every mode plus no retrieval and uncached RAG, cached modes with a warm store (the
@@ -20,10 +20,8 @@ import time
 from collections.abc import Callable, Sequence
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, Optional
 
 import torch
-import typer
 
 from grit_components import rag, templates
 from grit_components.kv_cache import KVStore, compute_cache
@@ -39,9 +37,9 @@ def random_llama(tokenizer_source: str | Path | None = None, *, seed: int = 0) -
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     if tokenizer_source is None:
-        from grit_components.models import PACKAGED_MODELS, _packaged_gguf, convert_gguf
+        from grit_components.models import packaged_model_dir
 
-        tokenizer_source = convert_gguf(*_packaged_gguf(next(iter(PACKAGED_MODELS))))
+        tokenizer_source = packaged_model_dir("smollm2-135m-instruct")
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=1024, intermediate_size=2816, num_hidden_layers=14,
                          num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=8192,
@@ -358,45 +356,3 @@ def run_quality(model_spec: str, data_dir: Path, *, limit: int | None, output: P
         output.write_text(json.dumps(report, indent=2, ensure_ascii=False))  # after every config: partial runs count
     print(f"wrote {output}")
     return report
-
-
-# --- CLI ------------------------------------------------------------------------------------------
-
-bench_app = typer.Typer(help="Benchmarks (latency, quality).", no_args_is_help=True)
-
-
-@bench_app.command("rag-latency")
-def rag_latency_command(
-    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help=f"Model spec or '{RANDOM_LLAMA}'; repeatable.")] = None,
-    repeats: Annotated[int, typer.Option(min=1)] = 3,
-    lengths: Annotated[str, typer.Option(help="Comma-separated document lengths in tokens.")] = ",".join(map(str, LENGTHS)),
-    output: Annotated[Path, typer.Option(help="JSON results.")] = Path("benchmarks/results/rag_latency.json"),
-    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="PNG plot.")] = Path("docs/img/rag_latency.png"),
-    threads: Annotated[Optional[int], typer.Option(help="torch threads (default: torch's choice).")] = None,
-) -> None:
-    """Latency of every RAG cache mode against document length (16 new tokens, batch 1)."""
-    if plot_path is not None and str(plot_path).lower() in ("", ".", "none"):
-        plot_path = None
-    run_latency(model or [DEFAULT_MODEL, RANDOM_LLAMA], repeats=repeats,
-                lengths=[int(x) for x in lengths.split(",")], output=output, plot_path=plot_path, threads=threads)
-
-
-@bench_app.command("rag-quality")
-def rag_quality_command(
-    data: Annotated[Path, typer.Option(help="WikiDesc folder (BEIR layout).")] = Path("../shared/data/wikidesc"),
-    model: Annotated[str, typer.Option("--model", "-m")] = DEFAULT_MODEL,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="First N dev queries.")] = 50,
-    output: Annotated[Path, typer.Option(help="JSON results.")] = Path("benchmarks/results/rag_quality.json"),
-    threads: Annotated[Optional[int], typer.Option(help="torch threads (default: torch's choice).")] = None,
-    configs: Annotated[Optional[str], typer.Option(
-        help="Comma-separated configurations to run (default all), e.g. uncached_doc_first,no_retrieval.")] = None,
-) -> None:
-    """Match rate of every RAG cache mode and source on WikiDesc dev questions (gold passage given)."""
-    if threads:
-        torch.set_num_threads(threads)
-    chosen = [c.strip() for c in configs.split(",") if c.strip()] if configs else None
-    try:
-        check_quality_configs(chosen)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--configs") from error
-    run_quality(model, data, limit=limit, output=output, configs=chosen)

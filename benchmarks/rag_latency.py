@@ -1,4 +1,4 @@
-"""RAG latency per cache mode against document length (same as `grit bench rag-latency`).
+"""RAG latency per cache mode against document length.
 
     python benchmarks/rag_latency.py                      # SmolLM2-135M and a random ~200M Llama
     python benchmarks/rag_latency.py --model random-llama-200m --repeats 2 --lengths 256,1024
@@ -7,12 +7,36 @@ Writes benchmarks/results/rag_latency.json and docs/img/rag_latency.png; see doc
 """
 
 import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` as a package, from any directory
 
-import typer
+import torch  # noqa: E402
+import typer  # noqa: E402
 
-from grit_components.rag_benchmark import rag_latency_command
+from benchmarks.rag_cache import RANDOM_LLAMA, LENGTHS, run_latency  # noqa: E402
+from grit_components.models import DEFAULT_MODEL  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rag_latency_command(
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help=f"Model spec or '{RANDOM_LLAMA}'; repeatable.")] = None,
+    repeats: Annotated[int, typer.Option(min=1)] = 3,
+    lengths: Annotated[str, typer.Option(help="Comma-separated document lengths in tokens.")] = ",".join(map(str, LENGTHS)),
+    output: Annotated[Path, typer.Option(help="JSON results.")] = ROOT / "benchmarks" / "results" / "rag_latency.json",
+    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="PNG plot.")] = ROOT / "docs" / "img" / "rag_latency.png",
+    threads: Annotated[Optional[int], typer.Option(help="torch threads (default: torch's choice).")] = None,
+) -> None:
+    """Latency of every RAG cache mode against document length (16 new tokens, batch 1)."""
+    if plot_path is not None and str(plot_path).lower() in ("", ".", "none"):
+        plot_path = None
+    run_latency(model or [DEFAULT_MODEL, RANDOM_LLAMA], repeats=repeats,
+                lengths=[int(x) for x in lengths.split(",")], output=output, plot_path=plot_path, threads=threads)
+
 
 if __name__ == "__main__":
     typer.run(rag_latency_command)

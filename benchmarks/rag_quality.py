@@ -1,4 +1,4 @@
-"""Match rate of each RAG cache mode and source on WikiDesc dev questions (same as `grit bench rag-quality`).
+"""Match rate of each RAG cache mode and source on WikiDesc dev questions.
 
     python benchmarks/rag_quality.py --limit 50
 
@@ -7,12 +7,41 @@ appears in the 16-token answer. Writes benchmarks/results/rag_quality.json; see 
 """
 
 import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` as a package, from any directory
 
-import typer
+import torch  # noqa: E402
+import typer  # noqa: E402
 
-from grit_components.rag_benchmark import rag_quality_command
+from benchmarks.rag_cache import check_quality_configs, run_quality  # noqa: E402
+from grit_components.models import DEFAULT_MODEL  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rag_quality_command(
+    data: Annotated[Path, typer.Option(help="WikiDesc folder (BEIR layout).")] = ROOT.parent / "shared" / "data" / "wikidesc",
+    model: Annotated[str, typer.Option("--model", "-m")] = DEFAULT_MODEL,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="First N dev queries.")] = 50,
+    output: Annotated[Path, typer.Option(help="JSON results.")] = ROOT / "benchmarks" / "results" / "rag_quality.json",
+    threads: Annotated[Optional[int], typer.Option(help="torch threads (default: torch's choice).")] = None,
+    configs: Annotated[Optional[str], typer.Option(
+        help="Comma-separated configurations to run (default all), e.g. uncached_doc_first,no_retrieval.")] = None,
+) -> None:
+    """Match rate of every RAG cache mode and source on WikiDesc dev questions (gold passage given)."""
+    if threads:
+        torch.set_num_threads(threads)
+    chosen = [c.strip() for c in configs.split(",") if c.strip()] if configs else None
+    try:
+        check_quality_configs(chosen)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--configs") from error
+    run_quality(model, data, limit=limit, output=output, configs=chosen)
+
 
 if __name__ == "__main__":
     typer.run(rag_quality_command)

@@ -12,21 +12,36 @@ import numpy as np
 import torch
 
 from grit_components._checks import check_choice, check_int, check_str, check_texts
-from grit_components import templates
 from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION
-from grit_components.embedding import embed as model_embed
+from grit_components.embedding import EmbeddingInput
 from grit_components.generation import GenerationResult, Messages, StreamingCallback
 from grit_components.models import DEFAULT_MODEL, GritModel
 from grit_components.registry import ModelHandle, ModelRegistry
 
 
-class _UsesModel:
-    """Common part: the model handle, `warm_up` (idempotent) and `close`."""
+class ModelComponent:
+    """Base of every component that uses a shared GRIT model: the model handle, `warm_up` and `close`.
 
-    def __init__(self, model: str, *, device: str | None, dtype: str | torch.dtype | None, revision: str | None,
-                 token: str | None, trust_remote_code: bool, registry: ModelRegistry | None) -> None:
+    The model is acquired from the registry on `warm_up` (idempotent) or first use, so every component
+    naming the same model spec shares one loaded copy and its KV store. Subclass it for your own
+    components; call `super().__init__(model, ...)` with the loading options.
+
+    :param model: hub id, local directory, GGUF file or packaged alias.
+    :param device: "cpu", "cuda", "cuda:1", "mps" (default: the best available).
+    :param dtype: "float32", "bfloat16" or "float16" (default: float32 on CPU, bfloat16 elsewhere).
+    :param revision: hub revision; :param token: hub token; :param trust_remote_code: allow hub code.
+    :param kv_cache_directory: folder where the model's shared KV store also keeps caches (set once per model).
+    :param kv_cache_max_bytes: memory budget of the model's shared KV store (set once per model).
+    :param registry: the registry to share models through (default: the process-wide one).
+    """
+
+    def __init__(self, model: str, *, device: str | None = None, dtype: str | torch.dtype | None = None,
+                 revision: str | None = None, token: str | None = None, trust_remote_code: bool = False,
+                 kv_cache_directory: str | None = None, kv_cache_max_bytes: int | None = None,
+                 registry: ModelRegistry | None = None) -> None:
         self.handle = ModelHandle(model, device=device, dtype=dtype, revision=revision, token=token,
-                                  trust_remote_code=trust_remote_code, registry=registry)
+                                  trust_remote_code=trust_remote_code, kv_cache_directory=kv_cache_directory,
+                                  kv_cache_max_bytes=kv_cache_max_bytes, registry=registry)
 
     def warm_up(self) -> None:
         """Load (or attach to) the shared model. Calling it again does nothing."""
@@ -41,7 +56,7 @@ class _UsesModel:
         self.handle.close()
 
 
-class GritEmbedder(_UsesModel):
+class GritEmbedder(ModelComponent):
     """Embeds queries (with an instruction) and documents (usually without) with one GRIT model.
 
     Usage:
@@ -51,31 +66,45 @@ class GritEmbedder(_UsesModel):
         >>> scores = docs @ query  # cosine similarity (embeddings are normalised)
 
     :param model: hub id, local directory, GGUF file or packaged alias.
-    :param query_instruction: instruction for queries.
+    :param query_instruction: instruction for queries; None = the model's own (declared in its
+        `grit_model.json`), else `DEFAULT_QUERY_INSTRUCTION`.
     :param document_instruction: instruction for documents ("" = none, as in the GRIT paper).
     :param batch_size: texts per forward pass.
     :param max_length: longest input in tokens, instruction included.
     :param normalize: L2-normalise embeddings.
     :param truncation: "warn" or "error" for texts longer than max_length.
+    Loading options (device, dtype, ..., registry) as in `ModelComponent`.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, query_instruction: str = DEFAULT_QUERY_INSTRUCTION,
+    def __init__(self, model: str = DEFAULT_MODEL, *, query_instruction: str | None = None,
                  document_instruction: str = "", batch_size: int = 32, max_length: int = 512, normalize: bool = True,
                  truncation: str = "warn", device: str | None = None, dtype: str | torch.dtype | None = None,
                  revision: str | None = None, token: str | None = None, trust_remote_code: bool = False,
+                 kv_cache_directory: str | None = None, kv_cache_max_bytes: int | None = None,
                  registry: ModelRegistry | None = None) -> None:
         super().__init__(model, device=device, dtype=dtype, revision=revision, token=token,
-                         trust_remote_code=trust_remote_code, registry=registry)
-        self.query_instruction = check_str("query_instruction", query_instruction)
+                         trust_remote_code=trust_remote_code, kv_cache_directory=kv_cache_directory,
+                         kv_cache_max_bytes=kv_cache_max_bytes, registry=registry)
+        self._query_instruction = None if query_instruction is None else check_str("query_instruction",
+                                                                                    query_instruction)
         self.document_instruction = check_str("document_instruction", document_instruction)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.max_length = check_int("max_length", max_length, minimum=2)
         self.normalize = normalize
         self.truncation = truncation
 
-    def _embed(self, texts: Sequence[str], instruction: str, progress_bar: bool) -> np.ndarray:
+    @property
+    def query_instruction(self) -> str:
+        """The instruction queries get: the one given, else the model's own, else the generic default."""
+        if self._query_instruction is not None:
+            return self._query_instruction
+        declared = self.model.metadata.query_instruction
+        return DEFAULT_QUERY_INSTRUCTION if declared is None else declared
+
+    def _embed(self, texts: Sequence[str], instruction: str, progress_bar: bool, kv_callback=None) -> np.ndarray:
         return self.model.embed(texts, instruction=instruction, batch_size=self.batch_size, max_length=self.max_length,
-                                normalize=self.normalize, progress_bar=progress_bar, truncation=self.truncation)
+                                normalize=self.normalize, progress_bar=progress_bar, truncation=self.truncation,
+                                kv_callback=kv_callback)
 
     def embed_query(self, query: str) -> np.ndarray:
         """Embedding of one query, shape (dim,)."""
@@ -109,20 +138,16 @@ class GritEmbedder(_UsesModel):
         model = self.model
         store = model.kv_store
 
-        def keep(index: int, ids: list[int], layers) -> None:
-            # A cut document has fewer ids than `answer` would look up: storing it would only waste memory.
-            if len(ids) >= self.max_length and len(model.tokenize(documents[index])) > len(ids) - (
-                    len(model.bos_ids) + len(model.tokenize(templates.embed_prefix("")))):
+        def keep(index: int, item: EmbeddingInput, layers) -> None:
+            if item.truncated:  # `answer` looks up the whole document: a cut one's cache would never match
                 return
-            store.put(DocumentKVCache(tuple(ids), tuple(k for k, _ in layers), tuple(v for _, v in layers),
+            store.put(DocumentKVCache(tuple(item.ids), tuple(k for k, _ in layers), tuple(v for _, v in layers),
                                       "embedding", model.fingerprint))
 
-        return model_embed(model, documents, instruction="", batch_size=self.batch_size, max_length=self.max_length,
-                           normalize=self.normalize, progress_bar=progress_bar, truncation=self.truncation,
-                           kv_callback=keep)
+        return self._embed(documents, "", progress_bar, kv_callback=keep)
 
 
-class GritGenerator(_UsesModel):
+class GritGenerator(ModelComponent):
     """Chat generation with a GRIT model (GRIT chat format for GritLM, the tokenizer's template otherwise).
 
     Usage:
@@ -137,15 +162,18 @@ class GritGenerator(_UsesModel):
     :param cache_mode: default RAG cache mode of `answer` ("none", "query", "doc", "query_doc", "doc_query",
         "multi_doc"; see `grit_components.rag.CacheMode`).
     :param cache_source: default source of cached states: "embedding" (GRIT paper) or "causal" (exact).
+    Loading options (device, dtype, ..., registry) as in `ModelComponent`.
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, *, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, stop_words: Sequence[str] | None = None, device: str | None = None,
                  dtype: str | torch.dtype | None = None, revision: str | None = None, token: str | None = None,
-                 trust_remote_code: bool = False, registry: ModelRegistry | None = None,
+                 trust_remote_code: bool = False, kv_cache_directory: str | None = None,
+                 kv_cache_max_bytes: int | None = None, registry: ModelRegistry | None = None,
                  cache_mode: str = "none", cache_source: str = "embedding") -> None:
         super().__init__(model, device=device, dtype=dtype, revision=revision, token=token,
-                         trust_remote_code=trust_remote_code, registry=registry)
+                         trust_remote_code=trust_remote_code, kv_cache_directory=kv_cache_directory,
+                         kv_cache_max_bytes=kv_cache_max_bytes, registry=registry)
         from grit_components.generation import check_generation_args
         from grit_components.kv_cache import SOURCES
         from grit_components.rag import check_mode

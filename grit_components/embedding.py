@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 
 DEFAULT_QUERY_INSTRUCTION = "Given a query, retrieve relevant passages that answer it"
 
-# Called once per text with (index in input, token ids of the whole input, per-layer (key, value) of
-# shape (1, kv_heads, len(ids), head_dim)): how the KV cache store captures the embedding pass.
-KVCallback = Callable[[int, list[int], list[tuple[torch.Tensor, torch.Tensor]]], None]
+# Called once per text with (index in input, its `EmbeddingInput`, per-layer (key, value) of shape
+# (1, kv_heads, len(input.ids), head_dim)): how the KV cache store captures the embedding pass.
+KVCallback = Callable[[int, "EmbeddingInput", list[tuple[torch.Tensor, torch.Tensor]]], None]
 
 
 class TruncationWarning(UserWarning):
@@ -38,25 +38,32 @@ class TruncationWarning(UserWarning):
 
 @dataclass(frozen=True)
 class EmbeddingInput:
-    """Token ids of one embedding input; pooling covers `ids[text_start:]`."""
+    """Token ids of one embedding input; pooling covers `ids[text_start:]`.
+
+    This is the one description of the GRIT input layout: `BOS + embed_prefix(instruction) + text`, the
+    prefix and the text tokenised as separate pieces. A document cache (`rag.cached_text_ids`) holds
+    the states of exactly these ids with no instruction; `truncated` says the text was cut to fit.
+    """
 
     ids: list[int]
     text_start: int
     truncated: bool
 
 
-def build_inputs(model: GritModel, texts: Sequence[str], *, instruction: str, max_length: int) -> list[EmbeddingInput]:
+def build_inputs(model: GritModel, texts: Sequence[str], *, instruction: str,
+                 max_length: int | None) -> list[EmbeddingInput]:
+    """The embedding inputs of `texts`, each cut to `max_length` tokens (None: never cut)."""
     prefix = model.bos_ids + model.tokenize(templates.embed_prefix(instruction))
-    if len(prefix) >= max_length:
+    if max_length is not None and len(prefix) >= max_length:
         raise ValueError(
             f"max_length={max_length} leaves no room for text: BOS and instruction already take {len(prefix)} tokens"
         )
-    budget = max_length - len(prefix)
     encoded = model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     inputs = []
     for i, ids in enumerate(encoded):
         if not ids:
             raise ValueError(f"texts[{i}] has no tokens; there is nothing to embed")
+        budget = len(ids) if max_length is None else max_length - len(prefix)
         inputs.append(EmbeddingInput(prefix + ids[:budget], len(prefix), len(ids) > budget))
     return inputs
 
@@ -162,5 +169,5 @@ def embed(
                     length = len(inputs[i].ids)  # pad tokens never enter a cache
                     kv = [(layer.keys[row : row + 1, :, :length].clone(), layer.values[row : row + 1, :, :length].clone())
                           for layer in layers]
-                    kv_callback(i, inputs[i].ids, kv)
+                    kv_callback(i, inputs[i], kv)
     return result

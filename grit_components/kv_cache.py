@@ -10,7 +10,8 @@ so long prefixes are not copied again at every generated token).
 text, a different model or the other source can never be served a stale entry. It keeps entries in
 memory up to a byte budget (least recently used first out) and optionally in a directory (one
 safetensors file per entry, written atomically, verified on load; an unreadable or foreign file is
-ignored, so the caller recomputes). One store belongs to each loaded model (`GritModel.kv_store`).
+ignored, so the caller recomputes). One store belongs to each loaded model: the registry entry creates
+it and hands it to the `GritModel` (`model.kv_store`); its budget and directory are set once.
 
 Several caches compose into one prompt prefix (`compose`): each later cache is re-rotated from
 position 0 to its place in the prompt (RoPE shift, exact up to float rounding) and concatenated.
@@ -268,6 +269,8 @@ class KVStore:
         self.stats = StoreStats()
         self.max_bytes = default_max_bytes() if max_bytes is None else check_int("max_bytes", max_bytes, minimum=0)
         self.directory = self._check_directory(directory)
+        self._configured: set[str] = {name for name, value in (("max_bytes", max_bytes), ("directory", directory))
+                                      if value is not None}
 
     @staticmethod
     def _check_directory(directory) -> Path | None:
@@ -280,13 +283,32 @@ class KVStore:
         return path
 
     def configure(self, *, max_bytes: int | None = None, directory: str | os.PathLike | None = None) -> KVStore:
-        """Change the budget (evicting at once if needed) and/or set the directory tier. Returns self."""
+        """Set the budget (evicting at once if needed) and/or the directory tier, once. Returns self.
+
+        The store is shared by every component on its model, so a setting is made once: asking again for
+        the same value is fine, asking for another one is a ValueError naming both (settings left as None
+        are not changed).
+        """
         with self._lock:
             if max_bytes is not None:
-                self.max_bytes = check_int("max_bytes", max_bytes, minimum=0)
+                check_int("max_bytes", max_bytes, minimum=0)
+                if "max_bytes" in self._configured and self.max_bytes != max_bytes:
+                    raise ValueError(f"kv_cache_max_bytes={max_bytes} conflicts with the KV store's budget "
+                                     f"{self.max_bytes}, set earlier for this shared model; every component on one "
+                                     "model shares one store, so give them the same value (or leave it unset)")
+            if directory is not None:
+                path = self._check_directory(directory)
+                if "directory" in self._configured and self.directory != path:
+                    raise ValueError(f"kv_cache_directory={str(path)!r} conflicts with the KV store's directory "
+                                     f"{str(self.directory)!r}, set earlier for this shared model; every component "
+                                     "on one model shares one store, so give them the same folder (or leave it unset)")
+            if max_bytes is not None:
+                self.max_bytes = max_bytes
+                self._configured.add("max_bytes")
                 self._evict()
             if directory is not None:
-                self.directory = self._check_directory(directory)
+                self.directory = path
+                self._configured.add("directory")
         return self
 
     @property

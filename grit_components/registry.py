@@ -3,8 +3,10 @@
 Components never load weights themselves: they hold a `ModelHandle`, which acquires the shared
 `GritModel` on first use (`warm_up`) and releases it when closed or garbage-collected. Loading happens
 once, under a per-entry lock; when the last holder releases a model, the registry drops it and its
-memory can be freed. Per-model state that must be shared across components (the KV cache store)
-lives on the registry entry through `GritModel`, so pipelines need no extra wiring.
+memory can be freed. Per-model state that must be shared across components (the KV cache store) is
+owned by the registry entry and handed to its `GritModel` (`model.kv_store`), so pipelines need no
+extra wiring. The store's budget and directory are set through `acquire` (`kv_cache_max_bytes`,
+`kv_cache_directory`), once: a component asking for different settings gets a ValueError.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from grit_components.kv_cache import KVStore
 from grit_components.models import (
     ChatFormat,
     GritModel,
     load_weights,
     normalize_device,
     normalize_dtype,
+    read_metadata,
     resolve_spec,
 )
 
@@ -40,6 +44,7 @@ class _Entry:
     lock: threading.Lock = field(default_factory=threading.Lock)
     model: GritModel | None = None
     refcount: int = 0
+    kv_store: KVStore = field(default_factory=KVStore)
 
 
 class ModelRegistry:
@@ -59,8 +64,13 @@ class ModelRegistry:
 
     def acquire(self, spec: str, *, device: str | None = None, dtype: str | torch.dtype | None = None,
                 revision: str | None = None, token: str | None = None, trust_remote_code: bool = False,
-                chat_format: ChatFormat = "auto") -> GritModel:
-        """Return the shared model for this spec, loading it on first request. Pair with `release`."""
+                chat_format: ChatFormat = "auto", kv_cache_directory: str | None = None,
+                kv_cache_max_bytes: int | None = None) -> GritModel:
+        """Return the shared model for this spec, loading it on first request. Pair with `release`.
+
+        `kv_cache_directory` / `kv_cache_max_bytes` configure the model's shared KV store (once; a
+        different value than an earlier request's is a ValueError).
+        """
         key = self.key_for(spec, device=device, dtype=dtype, revision=revision)
         with self._lock:
             entry = self._entries.setdefault(key, _Entry())
@@ -72,7 +82,8 @@ class ModelRegistry:
                         spec, device=key.device, dtype=normalize_dtype(key.dtype, key.device), revision=revision,
                         token=token, trust_remote_code=trust_remote_code)
                     entry.model = GritModel(model, tokenizer, name=spec, key=resolved.key, revision=revision,
-                                            chat_format=chat_format)
+                                            chat_format=chat_format, kv_store=entry.kv_store,
+                                            metadata=read_metadata(resolved, revision=revision, token=token))
                     entry.model.registry_key = key
                     self.loads += 1
                 elif chat_format != "auto" and entry.model.uses_grit_chat_format != (chat_format == "grit"):
@@ -81,6 +92,7 @@ class ModelRegistry:
                         f"chat_format={chat_format!r} conflicts with the already loaded {spec!r}, which uses "
                         f"chat_format={loaded_as!r}; the format belongs to the shared model, so every component "
                         "naming it must agree (or leave chat_format='auto')")
+                entry.kv_store.configure(max_bytes=kv_cache_max_bytes, directory=kv_cache_directory)
                 return entry.model
         except BaseException:
             self._decrement(key)
@@ -116,7 +128,8 @@ default_registry = ModelRegistry()
 
 def load_model(spec: str, *, device: str | None = None, dtype: str | torch.dtype | None = None,
                revision: str | None = None, token: str | None = None, trust_remote_code: bool = False,
-               chat_format: ChatFormat = "auto") -> GritModel:
+               chat_format: ChatFormat = "auto", kv_cache_directory: str | None = None,
+               kv_cache_max_bytes: int | None = None) -> GritModel:
     """Load (or get the already loaded) shared `GritModel` for `spec`.
 
     :param spec: hub id (`GritLM/GritLM-7B`), local model directory, GGUF file, or the packaged alias
@@ -128,10 +141,13 @@ def load_model(spec: str, *, device: str | None = None, dtype: str | torch.dtype
     :param trust_remote_code: allow model code from the hub repository.
     :param chat_format: "grit" (GRIT chat format), "template" (tokenizer's chat template) or "auto"
         (GRIT for GritLM models and tokenizers without a template).
+    :param kv_cache_directory: folder where the model's KV store also keeps caches (safetensors files).
+    :param kv_cache_max_bytes: memory budget of the model's KV store.
     :returns: the shared model; call `default_registry.release(model)` when done to let it be freed.
     """
     return default_registry.acquire(spec, device=device, dtype=dtype, revision=revision, token=token,
-                                    trust_remote_code=trust_remote_code, chat_format=chat_format)
+                                    trust_remote_code=trust_remote_code, chat_format=chat_format,
+                                    kv_cache_directory=kv_cache_directory, kv_cache_max_bytes=kv_cache_max_bytes)
 
 
 class ModelHandle:
@@ -144,11 +160,13 @@ class ModelHandle:
 
     def __init__(self, spec: str, *, device: str | None = None, dtype: str | torch.dtype | None = None,
                  revision: str | None = None, token: str | None = None, trust_remote_code: bool = False,
-                 chat_format: ChatFormat = "auto", registry: ModelRegistry | None = None) -> None:
+                 chat_format: ChatFormat = "auto", kv_cache_directory: str | None = None,
+                 kv_cache_max_bytes: int | None = None, registry: ModelRegistry | None = None) -> None:
         resolve_spec(spec)  # fail early on an unusable spec, without loading anything
         self.spec = spec
         self.options = {"device": device, "dtype": dtype, "revision": revision, "token": token,
-                        "trust_remote_code": trust_remote_code, "chat_format": chat_format}
+                        "trust_remote_code": trust_remote_code, "chat_format": chat_format,
+                        "kv_cache_directory": kv_cache_directory, "kv_cache_max_bytes": kv_cache_max_bytes}
         self.registry = registry or default_registry
         self._model: GritModel | None = None
         self._lock = threading.Lock()

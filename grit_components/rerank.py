@@ -29,13 +29,18 @@ import torch
 
 from grit_components import templates
 from grit_components._checks import check_choice, check_float, check_int, check_str
-from grit_components.components import _UsesModel
+from grit_components.components import ModelComponent
 from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, length_sorted_batches, pad_batch
 from grit_components.generation import chat_prompt_ids, generate_ids
 from grit_components.models import DEFAULT_MODEL, GritModel
 from grit_components.registry import ModelRegistry
 
 FIRST_STAGES = ("bi_encoder", "none")
+
+
+class UntrainedCrossEncoderWarning(UserWarning):
+    """A cross-encoder was asked of a model that does not declare it was trained for it."""
+
 CROSS_ENCODERS = ("pointwise", "listwise", "none")
 
 # The answer words as a chat model writes them at the start of its turn (no leading space); both
@@ -185,7 +190,7 @@ def listwise_order(model: GritModel, query: str, passages: Sequence[str], *, win
 # ---------------------------------------------------------------------------------------------------
 
 
-class GritReranker(_UsesModel):
+class GritReranker(ModelComponent):
     """Rerank documents for a query with one GRIT model: bi-encoder, then cross-encoder on the top hits.
 
     Usage:
@@ -199,23 +204,30 @@ class GritReranker(_UsesModel):
         is the first-stage ranking).
     :param first_stage_top_k: how many first-stage hits go to the cross-encoder (None = all). Only those
         are returned, so at most `min(top_k, first_stage_top_k)` documents come back.
-    :param cross_encoder: "pointwise" (yes/no log-odds), "listwise" (permutation prompt) or "none".
-    :param query_instruction: instruction for the query embedding (use the task's own instruction).
+    :param cross_encoder: "pointwise" (yes/no log-odds), "listwise" (permutation prompt) or "none"; None
+        (default) = "pointwise" for a model that declares it was trained to judge relevance (its
+        `grit_model.json`, e.g. the default `grit-smollm2-135m`), else "none": an untrained model's
+        yes/no judgements are worse than its bi-encoder ranking (measured in docs/reranking.md). Asking
+        for "pointwise" on such a model works but warns once (`UntrainedCrossEncoderWarning`).
+    :param query_instruction: instruction for the query embedding; None = the model's own, else
+        `DEFAULT_QUERY_INSTRUCTION` (use the task's own instruction for a model without one).
     :param document_instruction: instruction for documents embedded here ("" as in the GRIT paper).
     :param embedding_max_length: longest embedding input in tokens (longer documents are cut, with a warning).
     :param max_passage_tokens: passages are cut to this many tokens in cross-encoder prompts
-        (None = 256 for pointwise, 128 for listwise).
+        (None = the length the model's relevance judgements were trained with, else 256 for pointwise,
+        128 for listwise).
     :param batch_size: prompts / texts per forward pass.
     :param window_size: listwise: passages per prompt.
     :param step: listwise: how far the window moves towards the front each time.
     :param scale_score: map scores to [0, 1]: pointwise by a sigmoid (= p(yes) / (p(yes) + p(no))),
         bi-encoder-only cosine by (1 + cos) / 2; listwise scores (1 / (1 + rank)) are already in (0, 1].
     :param score_threshold: drop documents whose (scaled, if `scale_score`) score is below this.
+    Loading options (device, dtype, ..., registry) as in `ModelComponent`.
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, *, top_k: int = 10, first_stage: str = "bi_encoder",
-                 first_stage_top_k: int | None = 10, cross_encoder: str = "pointwise",
-                 query_instruction: str = DEFAULT_QUERY_INSTRUCTION, document_instruction: str = "",
+                 first_stage_top_k: int | None = 10, cross_encoder: str | None = None,
+                 query_instruction: str | None = None, document_instruction: str = "",
                  embedding_max_length: int = 512, max_passage_tokens: int | None = None, batch_size: int = 8,
                  window_size: int = 10, step: int = 5, scale_score: bool = False, score_threshold: float | None = None,
                  device: str | None = None, dtype: str | torch.dtype | None = None, revision: str | None = None,
@@ -225,15 +237,17 @@ class GritReranker(_UsesModel):
         self.top_k = check_int("top_k", top_k, minimum=1)
         self.first_stage = check_choice("first_stage", first_stage, FIRST_STAGES)
         self.first_stage_top_k = None if first_stage_top_k is None else check_int("first_stage_top_k", first_stage_top_k, minimum=1)
-        self.cross_encoder = check_choice("cross_encoder", cross_encoder, CROSS_ENCODERS)
+        self._cross_encoder = None if cross_encoder is None else check_choice("cross_encoder", cross_encoder,
+                                                                              CROSS_ENCODERS)
         if first_stage == "none" and cross_encoder == "none":
             raise ValueError("first_stage and cross_encoder cannot both be 'none': nothing would score the documents")
-        self.query_instruction = check_str("query_instruction", query_instruction)
+        self._query_instruction = None if query_instruction is None else check_str("query_instruction",
+                                                                                    query_instruction)
         self.document_instruction = check_str("document_instruction", document_instruction)
         self.embedding_max_length = check_int("embedding_max_length", embedding_max_length, minimum=2)
-        if max_passage_tokens is None:
-            max_passage_tokens = 128 if cross_encoder == "listwise" else 256
-        self.max_passage_tokens = check_int("max_passage_tokens", max_passage_tokens, minimum=1)
+        self._max_passage_tokens = None if max_passage_tokens is None else check_int(
+            "max_passage_tokens", max_passage_tokens, minimum=1)
+        self._warned_untrained = False
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.window_size = check_int("window_size", window_size, minimum=2)
         self.step = check_int("step", step, minimum=1, maximum=window_size)
@@ -241,6 +255,41 @@ class GritReranker(_UsesModel):
             raise TypeError(f"scale_score must be a bool, not {type(scale_score).__name__}")
         self.scale_score = scale_score
         self.score_threshold = None if score_threshold is None else check_float("score_threshold", score_threshold)
+
+    # -- defaults the model decides -----------------------------------------------------------------
+
+    @property
+    def cross_encoder(self) -> str:
+        """The cross-encoder in use: the one given, else "pointwise" for a model trained to judge relevance
+        (or when there is no first stage), else "none"."""
+        if self._cross_encoder is not None:
+            chosen = self._cross_encoder
+        else:
+            trained = self.model.metadata.declares("pointwise_rerank")
+            chosen = "pointwise" if trained or self.first_stage == "none" else "none"
+        if chosen == "pointwise" and not self._warned_untrained and not self.model.metadata.declares("pointwise_rerank"):
+            self._warned_untrained = True
+            warnings.warn(
+                f"cross_encoder='pointwise' with {self.model.name!r}, a model that does not declare it was trained "
+                "to judge relevance (no 'pointwise_rerank' in its grit_model.json): an untrained model's yes/no "
+                "scores can rank worse than its embeddings (docs/reranking.md). Use a GRIT-trained model such as "
+                "'grit-smollm2-135m', or cross_encoder='none'.", UntrainedCrossEncoderWarning, stacklevel=3)
+        return chosen
+
+    @property
+    def query_instruction(self) -> str:
+        if self._query_instruction is not None:
+            return self._query_instruction
+        declared = self.model.metadata.query_instruction
+        return DEFAULT_QUERY_INSTRUCTION if declared is None else declared
+
+    @property
+    def max_passage_tokens(self) -> int:
+        if self._max_passage_tokens is not None:
+            return self._max_passage_tokens
+        if self.cross_encoder == "listwise":
+            return 128
+        return self.model.metadata.pointwise_max_passage_tokens or 256
 
     # -- stages ------------------------------------------------------------------------------------
 
@@ -378,4 +427,4 @@ def _select(embeddings, kept: list[int], count: int) -> list:
     return [embeddings[i] for i in kept]
 
 
-__all__ = ["GritReranker", "RankedDocument", "listwise_order", "parse_ranking", "pointwise_scores", "truncate_tokens"]
+__all__ = ["GritReranker", "RankedDocument", "UntrainedCrossEncoderWarning", "listwise_order", "parse_ranking", "pointwise_scores", "truncate_tokens"]

@@ -77,11 +77,6 @@ RAG_SUFFIX_LEAD = "\n"
 RAG_DOCUMENT_SEPARATOR = "\n\n"
 
 
-def rag_cached_text(text: str) -> str:
-    """Text (after BOS) whose key/value states a RAG cache holds: the document embedding format."""
-    return embed_prefix("") + text
-
-
 def rag_user_content(mode: str, query: str, document: str, *, order: str = "doc_first") -> str:
     """Content of the user turn for a RAG cache mode (see `grit_components.rag.CacheMode`).
 

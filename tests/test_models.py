@@ -135,10 +135,10 @@ def test_fingerprint_changes_with_weights(tiny_model_dirs, tiny_model_builder, t
 
 @pytest.mark.integration
 def test_packaged_alias_and_gguf_file_load(smol, tmp_path, monkeypatch):
-    from grit_components.models import PACKAGED_MODELS, _packaged_gguf
+    from grit_components.models import _packaged_gguf
 
     assert smol.model.config.model_type == "llama" and smol.embedding_dim == 576
-    gguf, _ = _packaged_gguf(next(iter(PACKAGED_MODELS)))
+    gguf, _ = _packaged_gguf("smollm2-135m-instruct")
     monkeypatch.setenv("GRIT_CACHE_DIR", str(tmp_path))
     from_file = ModelRegistry().acquire(str(gguf))
     assert (tmp_path / "models").is_dir() and any((tmp_path / "models").iterdir())

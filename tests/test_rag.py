@@ -218,7 +218,7 @@ def test_cache_documents_prefills_the_store(tiny_model):
 
 
 def test_latency_benchmark_reports_every_mode_and_the_goal_ratios(tiny_model):
-    from grit_components.rag_benchmark import latency_for_model, ratios
+    from benchmarks.rag_cache import latency_for_model, ratios
 
     result = latency_for_model(tiny_model, lengths=(24, 48), repeats=2, new_tokens=4, multi_docs=3, multi_tokens=16,
                                log=lambda _: None)
@@ -240,7 +240,7 @@ def test_latency_benchmark_reports_every_mode_and_the_goal_ratios(tiny_model):
 def test_quality_benchmark_runs_chosen_configs_and_scores_matches(tiny_llama_dir, wikidesc_dir, tmp_path):
     import json
 
-    from grit_components.rag_benchmark import run_quality
+    from benchmarks.rag_cache import run_quality
 
     out = tmp_path / "quality.json"
     report = run_quality(str(tiny_llama_dir), wikidesc_dir, limit=3, output=out, new_tokens=3,

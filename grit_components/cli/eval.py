@@ -11,6 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from grit_components.cli._common import fail, load
+
 from grit_components.models import DEFAULT_MODEL
 
 eval_app = typer.Typer(help="Evaluate retrieval (and GRIT reranking) on BEIR-format data.", no_args_is_help=True)
@@ -61,7 +63,6 @@ def retrieval(
     threads: Annotated[Optional[int], typer.Option(min=1, help="torch CPU threads.")] = None,
 ) -> None:
     """Evaluate first-stage retrieval and GRIT reranking; print a table and write a JSON report."""
-    from grit_components.cli import fail, load
 
     if threads:
         import torch

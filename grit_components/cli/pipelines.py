@@ -1,7 +1,7 @@
 """`grit index`, `grit ask`, `grit run` and `grit demo`: the Haystack YAML pipelines from the command line.
 
-Registered on the main `grit` app by `grit_components.cli`. Haystack is imported inside the commands,
-so `grit embed/chat` keep working without the `haystack` extra.
+The pipelines module of the Haystack integration (`haystack_integrations.common.grit.pipelines`) is
+imported inside the commands, so `grit embed/chat` keep working without the `haystack` extra.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from grit_components.cli import app, console, fail
+from grit_components.cli._common import console, fail
 from grit_components.models import DEFAULT_MODEL
 
 WIKIDESC_INSTRUCTION = "Given a short description, retrieve the Wikipedia passage about the entity it describes"
@@ -35,13 +35,13 @@ def _haystack():
     """The pipelines module, or a clear error when the haystack extra is missing."""
     os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
     try:
-        from grit_components import haystack_pipelines
+        from haystack_integrations.common.grit import pipelines
     except ModuleNotFoundError as error:
         fail(f"{error}; install the Haystack extra: pip install 'grit-components[haystack]'")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    return haystack_pipelines
+    return pipelines
 
 
 def _load(hp, pipeline: str, *, data_dir: Path | None, qdrant_url: str | None, model: str | None,
@@ -112,7 +112,6 @@ def _index(hp, pipeline, files: list[Path], meta=None):
     return result
 
 
-@app.command()
 def index(
     paths: Annotated[list[Path], typer.Argument(help="Files (.txt, .md, .pdf) or folders to index.")],
     pipeline: PipelineOption = "indexing",
@@ -135,7 +134,6 @@ def index(
         hp.close_pipeline(built)
 
 
-@app.command()
 def ask(
     question: Annotated[list[str], typer.Argument(help="One or more questions.")],
     pipeline: PipelineOption = "rag",
@@ -192,7 +190,6 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-@app.command()
 def run(
     pipeline: Annotated[str, typer.Argument(help="A YAML file or a bundled pipeline name.")],
     input: Annotated[Optional[list[str]], typer.Option(
@@ -248,7 +245,6 @@ def _demo_questions(count: int) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()][:count]
 
 
-@app.command()
 def demo(
     folder: Annotated[Optional[Path], typer.Argument(
         help="Your own folder of .txt/.md/.pdf files to index (default: the bundled WikiDesc demo corpus).")] = None,

@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from grit_components.cli._common import console, fail
+
 
 def train(
     config: Annotated[Path, typer.Argument(help="YAML training config (see recipes/wikidesc-smollm2.yaml).")],
@@ -17,7 +19,6 @@ def train(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any key: --set eval.max_queries=20 (value read as YAML).")] = None,
 ) -> None:
     """Train a GRIT model: L = L_rep + lambda_gen * L_gen (contrastive + next-token), on the HF Trainer."""
-    from grit_components.cli import console, fail
     from grit_components.training.config import load_config
 
     import yaml

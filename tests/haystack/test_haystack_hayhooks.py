@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from grit_components import haystack_pipelines as hp
+from haystack_integrations.common.grit import pipelines as hp
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 240  # seconds; imports are slow on a busy 2-core machine

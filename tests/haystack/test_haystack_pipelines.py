@@ -11,7 +11,7 @@ import yaml
 from haystack import Pipeline
 from typer.testing import CliRunner
 
-from grit_components import haystack_pipelines as hp
+from haystack_integrations.common.grit import pipelines as hp
 from grit_components.cli import app
 
 PIPELINES = sorted(hp.pipelines_dir().glob("*.yaml"))
@@ -127,7 +127,7 @@ def test_rag_pipelines_answer_with_sources(indexed, tiny, pipeline):
 def test_reopened_in_a_new_process_returns_the_same_documents(indexed, tiny):
     data_dir, _ = indexed
     here = [doc.id for doc in _ask(data_dir, tiny, "Who was Diogenes?").sources]
-    script = ("import json, sys; from grit_components import haystack_pipelines as hp; "
+    script = ("import json, sys; from haystack_integrations.common.grit import pipelines as hp; "
               "p = hp.load_pipeline('rag', data_dir=sys.argv[1], model=sys.argv[2]); "
               "print(json.dumps([d.id for d in hp.ask(p, 'Who was Diogenes?').sources])); hp.close_pipeline(p)")
     out = subprocess.run([sys.executable, "-c", script, str(data_dir), tiny], capture_output=True, text=True,

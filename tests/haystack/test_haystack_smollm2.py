@@ -7,7 +7,7 @@ from importlib.resources import files
 
 import pytest
 
-from grit_components import haystack_pipelines as hp
+from haystack_integrations.common.grit import pipelines as hp
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ import torch
 def build_varied_model(directory: Path, *, seed: int = 0) -> Path:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from grit_components.models import PACKAGED_MODELS, _packaged_gguf, convert_gguf
+    from tests._models import base_model_dir
 
-    tokenizer = AutoTokenizer.from_pretrained(convert_gguf(*_packaged_gguf(next(iter(PACKAGED_MODELS)))))
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir())
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,

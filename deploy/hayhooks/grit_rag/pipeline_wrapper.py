@@ -20,7 +20,7 @@ import os
 
 from hayhooks import BasePipelineWrapper, get_last_user_message
 
-from grit_components import haystack_pipelines as hp
+from haystack_integrations.common.grit import pipelines as hp
 
 
 class PipelineWrapper(BasePipelineWrapper):

@@ -1,4 +1,5 @@
-"""Load, configure and run the Haystack YAML pipelines in `pipelines/` (what `grit index/ask/run/demo` use).
+"""Load, configure and run the GRIT Haystack YAML pipelines (what `grit index/ask/run/demo` and the hayhooks
+deployment use). The YAML files (`pipelines/` in the source tree) ship beside this module.
 
 The YAML files stay plain Haystack: `Pipeline.loads` reads them without this module. What this module
 adds is the deployment knobs a YAML file cannot express, applied to the parsed YAML before it is built:
@@ -50,9 +51,10 @@ class EmbeddingDimensionError(PipelineSetupError):
 
 
 def pipelines_dir() -> Path:
-    """The folder of the bundled YAML pipelines (`pipelines/` of the source tree, or inside the package)."""
+    """The folder of the bundled YAML pipelines: `yaml/` beside this module in an installed wheel, or
+    `pipelines/` at the root of a source checkout (editable install)."""
     here = Path(__file__).resolve().parent
-    for candidate in (here / "pipelines", here.parent / "pipelines"):
+    for candidate in (here / "yaml", here.parents[4] / "pipelines"):
         if candidate.is_dir():
             return candidate
     raise PipelineSetupError("the bundled pipelines folder was not found; pass a YAML file path")

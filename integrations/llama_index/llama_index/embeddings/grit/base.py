@@ -9,7 +9,6 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
 from grit_components.components import GritEmbedder
-from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION
 from grit_components.models import DEFAULT_MODEL
 from grit_components.registry import ModelRegistry
 
@@ -34,7 +33,8 @@ class GritEmbedding(BaseEmbedding):
         ```
 
     :param model_name: hub id (`GritLM/GritLM-7B`), local directory, GGUF file or packaged alias.
-    :param query_instruction: instruction put before every query.
+    :param query_instruction: instruction put before every query; None (default) = the model's own
+        (declared in its `grit_model.json`), else a generic retrieval instruction.
     :param text_instruction: instruction put before every document text ("" = none).
     :param embed_batch_size: texts per forward pass.
     :param max_length: longest input in tokens, instruction included; longer texts are cut with a warning.
@@ -51,7 +51,7 @@ class GritEmbedding(BaseEmbedding):
     """
 
     model_name: str = Field(default=DEFAULT_MODEL, description="Hub id, local directory, GGUF file or packaged alias.")
-    query_instruction: str = Field(default=DEFAULT_QUERY_INSTRUCTION, description="Instruction put before queries.")
+    query_instruction: Optional[str] = Field(default=None, description="Instruction put before queries (None: the model's own).")
     text_instruction: str = Field(default="", description="Instruction put before document texts ('' = none).")
     embed_batch_size: int = Field(default=32, gt=0, description="Texts per forward pass.")
     max_length: int = Field(default=512, ge=2, description="Longest input in tokens, instruction included.")

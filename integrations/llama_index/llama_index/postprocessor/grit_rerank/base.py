@@ -12,7 +12,6 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION
 from grit_components.models import DEFAULT_MODEL
 from grit_components.registry import ModelRegistry
 from grit_components.rerank import GritReranker
@@ -42,9 +41,10 @@ class GritRerank(BaseNodePostprocessor):
     :param top_n: how many nodes to return, best first (> 0).
     :param first_stage: "bi_encoder" (GRIT embedding similarity) or "retriever" (keep the incoming order).
     :param first_stage_top_n: how many first-stage nodes the cross-encoder rescores (None = all).
-    :param mode: cross-encoder: "pointwise", "listwise" or "none" (bi-encoder scores only).
+    :param mode: cross-encoder: "pointwise", "listwise" or "none" (bi-encoder scores only); None (default) =
+        "pointwise" for a model that declares it was trained to judge relevance, else "none".
     :param keep_retrieval_score: keep each node's incoming score in `node.metadata["retrieval_score"]`.
-    :param query_instruction: instruction for embedding the query in stage 1 (use your GritEmbedding's).
+    :param query_instruction: instruction for embedding the query in stage 1 (None: the model's own).
     :param scale_score: map scores to [0, 1] (pointwise: p(yes) / (p(yes) + p(no))).
     :param score_threshold: drop nodes whose (scaled, if `scale_score`) score is below this.
     :param max_passage_tokens: passages are cut to this many tokens in cross-encoder prompts (None = core default).
@@ -64,9 +64,10 @@ class GritRerank(BaseNodePostprocessor):
         default="bi_encoder", description="Stage 1: GRIT embedding similarity, or the incoming (retriever) order.")
     first_stage_top_n: Optional[int] = Field(default=None, gt=0,
                                              description="Nodes rescored by the cross-encoder (None = all).")
-    mode: Literal["pointwise", "listwise", "none"] = Field(default="pointwise", description="Cross-encoder kind.")
+    mode: Optional[Literal["pointwise", "listwise", "none"]] = Field(
+        default=None, description="Cross-encoder kind; None = pointwise for a model trained to judge relevance, else none.")
     keep_retrieval_score: bool = Field(default=False, description="Keep the incoming score in node metadata.")
-    query_instruction: str = Field(default=DEFAULT_QUERY_INSTRUCTION, description="Query instruction for stage 1.")
+    query_instruction: Optional[str] = Field(default=None, description="Query instruction for stage 1 (None: the model's own).")
     scale_score: bool = Field(default=False, description="Map scores to [0, 1].")
     score_threshold: Optional[float] = Field(default=None, description="Drop nodes scoring below this.")
     max_passage_tokens: Optional[int] = Field(default=None, gt=0, description="Passage cut in cross-encoder prompts.")

@@ -11,7 +11,7 @@ from typing import Any
 from haystack import component, default_from_dict, default_to_dict
 from haystack.utils import ComponentDevice, Secret, deserialize_secrets_inplace
 
-from grit_components import DEFAULT_MODEL, DEFAULT_QUERY_INSTRUCTION, GritEmbedder
+from grit_components import DEFAULT_MODEL, GritEmbedder
 from grit_components._checks import check_choice, check_int, check_str
 
 
@@ -41,7 +41,7 @@ class GritTextEmbedder:
         self,
         model: str = DEFAULT_MODEL,
         *,
-        instruction: str = DEFAULT_QUERY_INSTRUCTION,
+        instruction: str | None = None,
         max_length: int = 512,
         normalize_embeddings: bool = True,
         truncation: str = "warn",
@@ -56,7 +56,8 @@ class GritTextEmbedder:
 
         :param model: Hugging Face hub id (e.g. `GritLM/GritLM-7B`), local model directory, GGUF file or the
             packaged alias `smollm2-135m-instruct`.
-        :param instruction: Task instruction put before the text (GRIT embeds queries with one); "" for none.
+        :param instruction: Task instruction put before the text (GRIT embeds queries with one); "" for none;
+            `None` (default) uses the model's own (declared in its `grit_model.json`), else a generic one.
         :param max_length: Longest input in tokens, instruction included. Longer texts are cut with a warning.
         :param normalize_embeddings: L2-normalise the embedding (cosine similarity = dot product).
         :param truncation: `"warn"` to cut over-long texts with a warning, `"error"` to raise instead.
@@ -67,7 +68,7 @@ class GritTextEmbedder:
         :param trust_remote_code: Allow model code from the hub repository.
         """
         self.model = check_str("model", model, allow_empty=False)
-        self.instruction = check_str("instruction", instruction)
+        self.instruction = None if instruction is None else check_str("instruction", instruction)
         self.max_length = check_int("max_length", max_length, minimum=2)
         if not isinstance(normalize_embeddings, bool):
             raise TypeError(f"normalize_embeddings must be a bool, not {type(normalize_embeddings).__name__}")

@@ -12,7 +12,7 @@ from typing import Any
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils import ComponentDevice, Secret, deserialize_secrets_inplace
 
-from grit_components import DEFAULT_MODEL, DEFAULT_QUERY_INSTRUCTION
+from grit_components import DEFAULT_MODEL
 from grit_components._checks import check_choice, check_int, check_str
 from grit_components.rerank import CROSS_ENCODERS, FIRST_STAGES, GritReranker
 
@@ -49,8 +49,8 @@ class GritRanker:
         top_k: int = 10,
         first_stage: str = "bi_encoder",
         first_stage_top_k: int | None = 10,
-        cross_encoder: str = "pointwise",
-        query_instruction: str = DEFAULT_QUERY_INSTRUCTION,
+        cross_encoder: str | None = None,
+        query_instruction: str | None = None,
         meta_fields_to_embed: list[str] | None = None,
         embedding_separator: str = "\n",
         max_passage_tokens: int | None = None,
@@ -74,8 +74,10 @@ class GritRanker:
         :param first_stage_top_k: How many first-stage hits the cross-encoder judges (`None` = all). Only those
             can be returned.
         :param cross_encoder: `"pointwise"` (yes/no log-odds per document), `"listwise"` (the model orders a
-            window of passages) or `"none"` (first stage only).
-        :param query_instruction: Instruction for the query embedding of the bi-encoder stage.
+            window of passages) or `"none"` (first stage only); `None` (default) = `"pointwise"` for a model
+            that declares it was trained to judge relevance (the default `grit-smollm2-135m`), else `"none"`.
+        :param query_instruction: Instruction for the query embedding of the bi-encoder stage; `None` = the
+            model's own.
         :param meta_fields_to_embed: Meta fields whose values are put before the content when ranking.
         :param embedding_separator: Separator between those meta values and the content.
         :param max_passage_tokens: Passages are cut to this many tokens in cross-encoder prompts (`None` = 256
@@ -95,10 +97,12 @@ class GritRanker:
         self.first_stage = check_choice("first_stage", first_stage, FIRST_STAGES)
         self.first_stage_top_k = (None if first_stage_top_k is None
                                   else check_int("first_stage_top_k", first_stage_top_k, minimum=1))
-        self.cross_encoder = check_choice("cross_encoder", cross_encoder, CROSS_ENCODERS)
+        self.cross_encoder = None if cross_encoder is None else check_choice("cross_encoder", cross_encoder,
+                                                                             CROSS_ENCODERS)
         if first_stage == "none" and cross_encoder == "none":
             raise ValueError("first_stage and cross_encoder cannot both be 'none': nothing would score the documents")
-        self.query_instruction = check_str("query_instruction", query_instruction)
+        self.query_instruction = None if query_instruction is None else check_str("query_instruction",
+                                                                                   query_instruction)
         if meta_fields_to_embed is not None and (
             isinstance(meta_fields_to_embed, str) or not all(isinstance(f, str) for f in meta_fields_to_embed)
         ):

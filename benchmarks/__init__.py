@@ -1,0 +1,1 @@
+"""Benchmark scripts and their shared code (not part of the installed package)."""

@@ -1,0 +1,44 @@
+"""Test tooling shared by every test folder: the packaged model's directory and tiny random models.
+
+Test modules import from here (`from tests._models import ...`), never from a conftest: there are
+several conftest files and importing one by name picks whichever comes first on `sys.path`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from grit_components.models import packaged_model_dir
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikidesc"
+ARCHITECTURES = ("llama", "mistral", "qwen2")
+BASE_ALIAS = "smollm2-135m-instruct"
+
+
+def base_model_dir() -> Path:
+    """Converted SmolLM2-135M-Instruct directory (converted once per machine, in the user cache)."""
+    return packaged_model_dir(BASE_ALIAS)
+
+
+def build_tiny_model(arch: str, directory: Path, *, seed: int = 0, hidden_size: int = 64, layers: int = 2) -> Path:
+    """Save a random decoder of `arch` with the SmolLM2 tokenizer into `directory`; returns it."""
+    from transformers import (AutoTokenizer, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
+                              Qwen2Config, Qwen2ForCausalLM)
+
+    classes = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
+               "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir())
+    config_cls, model_cls = classes[arch]
+    config = config_cls(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+                        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                        max_position_embeddings=4096, bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                        tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    model = model_cls(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
