@@ -17,6 +17,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from grit_components import templates
 from grit_components._checks import check_float, check_int
+from grit_components._compat import cache_argument
 
 if TYPE_CHECKING:
     from transformers import Cache
@@ -195,7 +196,7 @@ def generate_ids(
     if stop_words:
         kwargs.update(stop_strings=stop_words, tokenizer=model.tokenizer)
     if past_key_values is not None:
-        kwargs["past_key_values"] = past_key_values
+        kwargs[cache_argument(model.model)] = past_key_values
         if capacity is not None:
             kwargs["disable_compile"] = True  # shapes vary per request: compiling would recompile every time
 

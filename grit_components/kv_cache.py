@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from grit_components._checks import check_choice, check_int
+from grit_components._compat import output_cache
 
 if TYPE_CHECKING:
     from transformers import Cache, DynamicCache, StaticCache
@@ -111,7 +112,7 @@ def compute_cache(model: GritModel, token_ids: Sequence[int], source: str) -> Do
     forward = bidirectional_forward if source == "embedding" else causal_forward
     with torch.inference_mode():
         out = forward(model.model, ids, mask, use_cache=True)
-    layers = out.past_key_values.layers
+    layers = output_cache(out).layers
     return DocumentKVCache(tuple(int(i) for i in token_ids), tuple(layer.keys.clone() for layer in layers),
                            tuple(layer.values.clone() for layer in layers), source, model.fingerprint)
 
