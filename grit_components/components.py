@@ -32,16 +32,19 @@ class ModelComponent:
     :param revision: hub revision; :param token: hub token; :param trust_remote_code: allow hub code.
     :param kv_cache_directory: folder where the model's shared KV store also keeps caches (set once per model).
     :param kv_cache_max_bytes: memory budget of the model's shared KV store (set once per model).
+    :param kv_cache_dtype: the form the model's shared KV store keeps caches in (set once per model):
+        "bfloat16", "float16", "int8", "float32", or None for the model's dtype.
     :param registry: the registry to share models through (default: the process-wide one).
     """
 
     def __init__(self, model: str, *, device: str | None = None, dtype: str | torch.dtype | None = None,
                  revision: str | None = None, token: str | None = None, trust_remote_code: bool = False,
                  kv_cache_directory: str | None = None, kv_cache_max_bytes: int | None = None,
-                 registry: ModelRegistry | None = None) -> None:
+                 kv_cache_dtype: str | torch.dtype | None = None, registry: ModelRegistry | None = None) -> None:
         self.handle = ModelHandle(model, device=device, dtype=dtype, revision=revision, token=token,
                                   trust_remote_code=trust_remote_code, kv_cache_directory=kv_cache_directory,
-                                  kv_cache_max_bytes=kv_cache_max_bytes, registry=registry)
+                                  kv_cache_max_bytes=kv_cache_max_bytes, kv_cache_dtype=kv_cache_dtype,
+                                  registry=registry)
 
     def warm_up(self) -> None:
         """Load (or attach to) the shared model. Calling it again does nothing."""
@@ -81,10 +84,10 @@ class GritEmbedder(ModelComponent):
                  truncation: str = "warn", device: str | None = None, dtype: str | torch.dtype | None = None,
                  revision: str | None = None, token: str | None = None, trust_remote_code: bool = False,
                  kv_cache_directory: str | None = None, kv_cache_max_bytes: int | None = None,
-                 registry: ModelRegistry | None = None) -> None:
+                 kv_cache_dtype: str | torch.dtype | None = None, registry: ModelRegistry | None = None) -> None:
         super().__init__(model, device=device, dtype=dtype, revision=revision, token=token,
                          trust_remote_code=trust_remote_code, kv_cache_directory=kv_cache_directory,
-                         kv_cache_max_bytes=kv_cache_max_bytes, registry=registry)
+                         kv_cache_max_bytes=kv_cache_max_bytes, kv_cache_dtype=kv_cache_dtype, registry=registry)
         self._query_instruction = None if query_instruction is None else check_str("query_instruction",
                                                                                     query_instruction)
         self.document_instruction = check_str("document_instruction", document_instruction)
@@ -169,11 +172,12 @@ class GritGenerator(ModelComponent):
                  top_p: float = 1.0, stop_words: Sequence[str] | None = None, device: str | None = None,
                  dtype: str | torch.dtype | None = None, revision: str | None = None, token: str | None = None,
                  trust_remote_code: bool = False, kv_cache_directory: str | None = None,
-                 kv_cache_max_bytes: int | None = None, registry: ModelRegistry | None = None,
-                 cache_mode: str = "none", cache_source: str = "embedding") -> None:
+                 kv_cache_max_bytes: int | None = None, kv_cache_dtype: str | torch.dtype | None = None,
+                 registry: ModelRegistry | None = None, cache_mode: str = "none",
+                 cache_source: str = "embedding") -> None:
         super().__init__(model, device=device, dtype=dtype, revision=revision, token=token,
                          trust_remote_code=trust_remote_code, kv_cache_directory=kv_cache_directory,
-                         kv_cache_max_bytes=kv_cache_max_bytes, registry=registry)
+                         kv_cache_max_bytes=kv_cache_max_bytes, kv_cache_dtype=kv_cache_dtype, registry=registry)
         from grit_components.generation import check_generation_args
         from grit_components.kv_cache import SOURCES
         from grit_components.rag import check_mode

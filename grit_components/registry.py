@@ -5,8 +5,8 @@ Components never load weights themselves: they hold a `ModelHandle`, which acqui
 once, under a per-entry lock; when the last holder releases a model, the registry drops it and its
 memory can be freed. Per-model state that must be shared across components (the KV cache store) is
 owned by the registry entry and handed to its `GritModel` (`model.kv_store`), so pipelines need no
-extra wiring. The store's budget and directory are set through `acquire` (`kv_cache_max_bytes`,
-`kv_cache_directory`), once: a component asking for different settings gets a ValueError.
+extra wiring. The store's budget, directory and dtype are set through `acquire` (`kv_cache_max_bytes`,
+`kv_cache_directory`, `kv_cache_dtype`), once: a component asking for different settings gets a ValueError.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from grit_components.kv_cache import KVStore
+from grit_components.kv_cache import KVStore, check_kv_dtype
 from grit_components.models import (
     ChatFormat,
     GritModel,
@@ -65,12 +65,13 @@ class ModelRegistry:
     def acquire(self, spec: str, *, device: str | None = None, dtype: str | torch.dtype | None = None,
                 revision: str | None = None, token: str | None = None, trust_remote_code: bool = False,
                 chat_format: ChatFormat = "auto", kv_cache_directory: str | None = None,
-                kv_cache_max_bytes: int | None = None) -> GritModel:
+                kv_cache_max_bytes: int | None = None, kv_cache_dtype: str | torch.dtype | None = None) -> GritModel:
         """Return the shared model for this spec, loading it on first request. Pair with `release`.
 
-        `kv_cache_directory` / `kv_cache_max_bytes` configure the model's shared KV store (once; a
-        different value than an earlier request's is a ValueError).
+        `kv_cache_directory` / `kv_cache_max_bytes` / `kv_cache_dtype` configure the model's shared KV store
+        (once; a different value than an earlier request's is a ValueError).
         """
+        check_kv_dtype(kv_cache_dtype)  # before loading anything
         key = self.key_for(spec, device=device, dtype=dtype, revision=revision)
         with self._lock:
             entry = self._entries.setdefault(key, _Entry())
@@ -92,7 +93,8 @@ class ModelRegistry:
                         f"chat_format={chat_format!r} conflicts with the already loaded {spec!r}, which uses "
                         f"chat_format={loaded_as!r}; the format belongs to the shared model, so every component "
                         "naming it must agree (or leave chat_format='auto')")
-                entry.kv_store.configure(max_bytes=kv_cache_max_bytes, directory=kv_cache_directory)
+                entry.kv_store.configure(max_bytes=kv_cache_max_bytes, directory=kv_cache_directory,
+                                         dtype=kv_cache_dtype)
                 return entry.model
         except BaseException:
             self._decrement(key)
@@ -129,7 +131,7 @@ default_registry = ModelRegistry()
 def load_model(spec: str, *, device: str | None = None, dtype: str | torch.dtype | None = None,
                revision: str | None = None, token: str | None = None, trust_remote_code: bool = False,
                chat_format: ChatFormat = "auto", kv_cache_directory: str | None = None,
-               kv_cache_max_bytes: int | None = None) -> GritModel:
+               kv_cache_max_bytes: int | None = None, kv_cache_dtype: str | torch.dtype | None = None) -> GritModel:
     """Load (or get the already loaded) shared `GritModel` for `spec`.
 
     :param spec: hub id (`GritLM/GritLM-7B`), local model directory, GGUF file, or the packaged alias
@@ -143,11 +145,14 @@ def load_model(spec: str, *, device: str | None = None, dtype: str | torch.dtype
         (GRIT for GritLM models and tokenizers without a template).
     :param kv_cache_directory: folder where the model's KV store also keeps caches (safetensors files).
     :param kv_cache_max_bytes: memory budget of the model's KV store.
+    :param kv_cache_dtype: the form the model's KV store keeps caches in: "bfloat16", "float16", "int8",
+        "float32", or None for the model's dtype (see `grit_components.kv_cache.KV_DTYPES`).
     :returns: the shared model; call `default_registry.release(model)` when done to let it be freed.
     """
     return default_registry.acquire(spec, device=device, dtype=dtype, revision=revision, token=token,
                                     trust_remote_code=trust_remote_code, chat_format=chat_format,
-                                    kv_cache_directory=kv_cache_directory, kv_cache_max_bytes=kv_cache_max_bytes)
+                                    kv_cache_directory=kv_cache_directory, kv_cache_max_bytes=kv_cache_max_bytes,
+                                    kv_cache_dtype=kv_cache_dtype)
 
 
 class ModelHandle:
@@ -161,12 +166,15 @@ class ModelHandle:
     def __init__(self, spec: str, *, device: str | None = None, dtype: str | torch.dtype | None = None,
                  revision: str | None = None, token: str | None = None, trust_remote_code: bool = False,
                  chat_format: ChatFormat = "auto", kv_cache_directory: str | None = None,
-                 kv_cache_max_bytes: int | None = None, registry: ModelRegistry | None = None) -> None:
+                 kv_cache_max_bytes: int | None = None, kv_cache_dtype: str | torch.dtype | None = None,
+                 registry: ModelRegistry | None = None) -> None:
         resolve_spec(spec)  # fail early on an unusable spec, without loading anything
+        check_kv_dtype(kv_cache_dtype)
         self.spec = spec
         self.options = {"device": device, "dtype": dtype, "revision": revision, "token": token,
                         "trust_remote_code": trust_remote_code, "chat_format": chat_format,
-                        "kv_cache_directory": kv_cache_directory, "kv_cache_max_bytes": kv_cache_max_bytes}
+                        "kv_cache_directory": kv_cache_directory, "kv_cache_max_bytes": kv_cache_max_bytes,
+                        "kv_cache_dtype": kv_cache_dtype}
         self.registry = registry or default_registry
         self._model: GritModel | None = None
         self._lock = threading.Lock()
