@@ -2,6 +2,7 @@
 
     python benchmarks/rag_latency.py                      # SmolLM2-135M and a random ~200M Llama
     python benchmarks/rag_latency.py --model random-llama-200m --repeats 2 --lengths 256,1024
+    python benchmarks/rag_latency.py --model smollm2-135m-instruct --kv-dtypes model,bfloat16,int8
 
 Writes benchmarks/results/rag_latency.json and docs/img/rag_latency.png; see docs/kv-caching.md.
 """
@@ -17,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` as 
 import torch  # noqa: E402
 import typer  # noqa: E402
 
-from benchmarks.rag_cache import RANDOM_LLAMA, LENGTHS, run_latency  # noqa: E402
+from benchmarks.rag_cache import DEFAULT_KV_DTYPES, KV_DTYPE_CHOICES, LENGTHS, RANDOM_LLAMA, run_latency  # noqa: E402
 from grit_components.models import DEFAULT_MODEL  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,11 +31,19 @@ def rag_latency_command(
     output: Annotated[Path, typer.Option(help="JSON results.")] = ROOT / "benchmarks" / "results" / "rag_latency.json",
     plot_path: Annotated[Optional[Path], typer.Option("--plot", help="PNG plot.")] = ROOT / "docs" / "img" / "rag_latency.png",
     threads: Annotated[Optional[int], typer.Option(help="torch threads (default: torch's choice).")] = None,
+    kv_dtypes: Annotated[str, typer.Option(
+        help=f"Comma-separated cache dtypes for doc/multi_doc caching, from {', '.join(KV_DTYPE_CHOICES)} "
+             "('model': the model's own dtype, always run).")] = ",".join(DEFAULT_KV_DTYPES),
 ) -> None:
     """Latency of every RAG cache mode against document length (16 new tokens, batch 1)."""
     if plot_path is not None and str(plot_path).lower() in ("", ".", "none"):
         plot_path = None
-    run_latency(model or [DEFAULT_MODEL, RANDOM_LLAMA], repeats=repeats,
+    chosen = [d.strip() for d in kv_dtypes.split(",") if d.strip()]
+    unknown = [d for d in chosen if d not in KV_DTYPE_CHOICES]
+    if unknown:
+        raise typer.BadParameter(f"unknown cache dtypes {unknown}; choose from {', '.join(KV_DTYPE_CHOICES)}",
+                                 param_hint="--kv-dtypes")
+    run_latency(model or [DEFAULT_MODEL, RANDOM_LLAMA], repeats=repeats, kv_dtypes=chosen,
                 lengths=[int(x) for x in lengths.split(",")], output=output, plot_path=plot_path, threads=threads)
 
 
