@@ -338,13 +338,12 @@ def compose(model: GritModel, caches: Sequence[DocumentKVCache], *, drop_leading
         static.layers = [_CastingStaticLayer(max_cache_len=layer.max_cache_len) for layer in static.layers]
 
     ids: list[int] = list(caches[0].token_ids)
-    parts = [[(k.to(model.device, target), v.to(model.device, target))]  # per layer: (k, v) pieces
-             for k, v in caches[0].layers(torch.float32 if caches[0].quantized else None)]
+    parts = [[(k.to(model.device), v.to(model.device))] for k, v in caches[0].layers(target)]  # per layer: pieces
     for cache in caches[1:]:
         if cache.length <= drop_leading:
             raise ValueError("a cached text has no tokens after its BOS")
         delta = len(ids) - drop_leading  # old position p -> new position len(ids) + p - drop_leading
-        for layer, (k, v) in enumerate(cache.layers(torch.float32 if cache.quantized else None)):
+        for layer, (k, v) in enumerate(cache.layers(torch.float32 if cache.quantized else None)):  # rotated in fp32
             k, v = k[:, :, drop_leading:].to(model.device), v[:, :, drop_leading:].to(model.device)
             parts[layer].append((rope_shift(k, delta, inv_freq, dtype=target), v.to(target)))
         ids.extend(cache.token_ids[drop_leading:])
