@@ -99,6 +99,9 @@ def _interleaved(calls: dict[str, Callable[[], rag.RagResult]], repeats: int, lo
 
 
 MODEL_DTYPE = "model"  # the store keeps caches in the model's own dtype (the exact path)
+LATENCY_MODES = ("no_retrieval", "uncached_doc_first", "uncached_query_first", "query", "doc", "query_doc", "doc_query",
+                 "multi_doc")
+REQUIRED_MODES = ("no_retrieval", "doc")  # every ratio is measured against these two
 KV_DTYPE_CHOICES = (MODEL_DTYPE, *KV_DTYPES)
 DEFAULT_KV_DTYPES = (MODEL_DTYPE, "bfloat16", "float16", "int8")
 
@@ -109,13 +112,16 @@ def _store(dtype: str, **options) -> KVStore:
 
 def latency_for_model(model: GritModel, *, lengths: Sequence[int] = LENGTHS, repeats: int = 3, new_tokens: int = 16,
                       multi_docs: int = 5, multi_tokens: int = 512, kv_dtypes: Sequence[str] = (MODEL_DTYPE,),
-                      log: Callable[[str], None] = print) -> dict:
+                      modes: Sequence[str] | None = None, log: Callable[[str], None] = print) -> dict:
     """Every mode at every document length on one model, interleaved with no retrieval at each length.
 
     Cached modes are timed with a warm store (the indexing-time case); filling it is timed separately.
     `doc` and `multi_doc` also run from a store of each dtype in `kv_dtypes` other than the model's own
-    (named `doc@bfloat16`, ...); the other modes use the model's dtype.
+    (named `doc@bfloat16`, ...); the other modes use the model's dtype. `modes` (default all of
+    `LATENCY_MODES`) picks what runs; `no_retrieval` and `doc` always do, and "multi_doc" stands for the
+    section of several documents.
     """
+    modes = check_latency_modes(modes)
     kv_dtypes = [MODEL_DTYPE, *(d for d in kv_dtypes if d != MODEL_DTYPE)]
     stores = {dtype: _store(dtype, max_bytes=8 * 1024**3) for dtype in kv_dtypes}
     store = stores[MODEL_DTYPE]
@@ -137,35 +143,54 @@ def latency_for_model(model: GritModel, *, lengths: Sequence[int] = LENGTHS, rep
         t0 = time.perf_counter()
         rag.cache_documents(model, doc + [query], source="causal", store=store)  # indexing-time work, not in the runs
         row["fill_seconds"] = time.perf_counter() - t0
-        for other in kv_dtypes[1:]:
-            rag.cache_documents(model, doc, source="causal", store=stores[other])
-        row |= _interleaved({"no_retrieval": ask([], "none"),
-                             "uncached_doc_first": ask(doc, "none", "doc_first"),
-                             "uncached_query_first": ask(doc, "none", "query_first"),
-                             "query": ask(doc, "query"), "doc": ask(doc, "doc"),
-                             "query_doc": ask(doc, "query_doc"), "doc_query": ask(doc, "doc_query"),
-                             **with_dtypes(doc, "doc")},
+        _fill_from(model, store, [stores[other] for other in kv_dtypes[1:]], doc)
+        calls = {"no_retrieval": ask([], "none"), "uncached_doc_first": ask(doc, "none", "doc_first"),
+                 "uncached_query_first": ask(doc, "none", "query_first"), "query": ask(doc, "query"),
+                 "doc": ask(doc, "doc"), "query_doc": ask(doc, "query_doc"), "doc_query": ask(doc, "doc_query")}
+        row |= _interleaved({name: call for name, call in calls.items() if name in modes} | with_dtypes(doc, "doc"),
                             repeats, log, f"{length:5d} tokens")
         out["lengths"][str(length)] = row
         for each in stores.values():
             each.clear()
 
-    docs = [make_document(model, multi_tokens, start=37 * i) for i in range(multi_docs)]
-    multi: dict = {"documents": multi_docs, "document_tokens": [len(model.tokenize(d)) for d in docs]}
-    for each in stores.values():
-        rag.cache_documents(model, [templates.RAG_DOCUMENT_SEPARATOR.join(docs), *docs], source="causal", store=each)
-    multi |= _interleaved({"no_retrieval": ask([], "none"), "uncached_doc_first": ask(docs, "none"),
-                           "doc": ask(docs, "doc"), "multi_doc": ask(docs, "multi_doc"), **with_dtypes(docs, "multi_doc")},
-                          repeats, log, f"multi {multi_docs}x{multi_tokens}")
-    out["multi_doc"] = multi
-    for each in stores.values():
-        each.clear()
+    if "multi_doc" in modes:
+        docs = [make_document(model, multi_tokens, start=37 * i) for i in range(multi_docs)]
+        multi: dict = {"documents": multi_docs, "document_tokens": [len(model.tokenize(d)) for d in docs]}
+        texts = [templates.RAG_DOCUMENT_SEPARATOR.join(docs), *docs]
+        rag.cache_documents(model, texts, source="causal", store=store)
+        _fill_from(model, store, [stores[other] for other in kv_dtypes[1:]], texts)
+        multi |= _interleaved({"no_retrieval": ask([], "none"), "uncached_doc_first": ask(docs, "none"),
+                               "doc": ask(docs, "doc"), "multi_doc": ask(docs, "multi_doc"), **with_dtypes(docs, "multi_doc")},
+                              repeats, log, f"multi {multi_docs}x{multi_tokens}")
+        out["multi_doc"] = multi
+        for each in stores.values():
+            each.clear()
 
     out["disk_tier"] = disk_tier_latency(model, max(lengths), repeats, log, kv_dtypes=kv_dtypes)
     main = out["disk_tier"]["dtypes"][MODEL_DTYPE]
     out["kv_bytes_per_token"] = main["bytes"] // out["disk_tier"]["tokens"]  # measured on a real entry
     out["kv_dtypes"] = {dtype: _bytes_read(model, dtype, out["disk_tier"]) for dtype in kv_dtypes}
     return out
+
+
+def _fill_from(model: GritModel, source: KVStore, targets: Sequence[KVStore], texts: Sequence[str]) -> None:
+    """Put the causal caches of `texts` held by `source` into `targets`, each converting them to its dtype (the
+    same states a miss would compute and store, without computing them again)."""
+    for text in texts:
+        entry = source.get(model.fingerprint, "causal", rag.cached_text_ids(model, text))
+        assert entry is not None, "the source store must hold every text"
+        for target in targets:
+            target.put(entry)
+
+
+def check_latency_modes(modes: Sequence[str] | None) -> tuple[str, ...]:
+    """The modes to run: all of `LATENCY_MODES` for None, else `modes` plus the required ones."""
+    if modes is None:
+        return LATENCY_MODES
+    unknown = [mode for mode in modes if mode not in LATENCY_MODES]
+    if unknown:
+        raise ValueError(f"modes: unknown {unknown}; choose from {', '.join(LATENCY_MODES)}")
+    return tuple(mode for mode in LATENCY_MODES if mode in modes or mode in REQUIRED_MODES)
 
 
 def _bytes_read(model: GritModel, dtype: str, disk: dict) -> dict:
@@ -214,13 +239,17 @@ def disk_tier_latency(model: GritModel, tokens: int, repeats: int, log: Callable
 
 
 def ratios(result: dict) -> dict[str, float]:
-    """The goals of the issue, as ratios of means measured in the same run."""
+    """The goals of the issue, as ratios of means measured in the same run (those whose modes ran)."""
     longest = result["lengths"][max(result["lengths"], key=int)]
-    multi = result["multi_doc"]
-    return {
-        "doc_vs_uncached_doc_first_total": longest["doc"]["total"]["mean"] / longest["uncached_doc_first"]["total"]["mean"],
-        "doc_vs_no_retrieval_total": longest["doc"]["total"]["mean"] / longest["no_retrieval"]["total"]["mean"],
-        "multi_doc_vs_uncached_ttft": multi["multi_doc"]["ttft"]["mean"] / multi["uncached_doc_first"]["ttft"]["mean"],
+    multi = result.get("multi_doc")
+    out = {}
+    if "uncached_doc_first" in longest:
+        out["doc_vs_uncached_doc_first_total"] = (longest["doc"]["total"]["mean"]
+                                                  / longest["uncached_doc_first"]["total"]["mean"])
+    out["doc_vs_no_retrieval_total"] = longest["doc"]["total"]["mean"] / longest["no_retrieval"]["total"]["mean"]
+    if multi is not None:
+        out["multi_doc_vs_uncached_ttft"] = multi["multi_doc"]["ttft"]["mean"] / multi["uncached_doc_first"]["ttft"]["mean"]
+    return out | {
         "disk_load_vs_recompute": result["disk_tier"]["load"]["mean"] / result["disk_tier"]["recompute"]["mean"],
         # why doc caching cannot match no retrieval on a small model: each new token reads the weights and the
         # whole cache, and this is the cache's share of those bytes (GritLM-7B at 4k tokens: about 0.04)
@@ -246,7 +275,7 @@ def dtype_ratios(result: dict) -> dict[str, dict[str, float]]:
     out = {}
     for dtype, info in dtypes.items():
         doc = longest["doc" if dtype == MODEL_DTYPE else f"doc@{dtype}"]
-        multi = result["multi_doc"]["multi_doc" if dtype == MODEL_DTYPE else f"multi_doc@{dtype}"]
+        multi = result.get("multi_doc")
         read = weights + doc["prompt_tokens"] * info["decode_bytes_per_token"]
         out[dtype] = {
             "doc_vs_no_retrieval_total": doc["total"]["mean"] / no_retrieval["total"]["mean"],
@@ -258,8 +287,10 @@ def dtype_ratios(result: dict) -> dict[str, dict[str, float]]:
             "stored_bytes_per_token_vs_model_dtype": info["stored_bytes_per_token"]
             / dtypes[MODEL_DTYPE]["stored_bytes_per_token"],
             "disk_load_vs_recompute": disk["dtypes"][dtype]["load"]["mean"] / disk["recompute"]["mean"],
-            "multi_doc_vs_uncached_ttft": multi["ttft"]["mean"] / result["multi_doc"]["uncached_doc_first"]["ttft"]["mean"],
         }
+        if multi is not None:
+            composed = multi["multi_doc" if dtype == MODEL_DTYPE else f"multi_doc@{dtype}"]
+            out[dtype]["multi_doc_vs_uncached_ttft"] = composed["ttft"]["mean"] / multi["uncached_doc_first"]["ttft"]["mean"]
     return out
 
 
@@ -283,6 +314,8 @@ def plot(results: dict, path: Path) -> None:
         lengths = sorted(result["lengths"], key=int)
         xs = [int(n) for n in lengths]
         for key, label in PLOT_MODES:
+            if key not in result["lengths"][lengths[0]]:
+                continue
             means = [result["lengths"][n][key]["total"]["mean"] for n in lengths]
             stds = [result["lengths"][n][key]["total"]["std"] for n in lengths]
             ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
@@ -299,7 +332,8 @@ def plot(results: dict, path: Path) -> None:
 
 
 def run_latency(models: Sequence[str], *, repeats: int, lengths: Sequence[int], output: Path, plot_path: Path | None,
-                threads: int | None = None, kv_dtypes: Sequence[str] = (MODEL_DTYPE,)) -> dict:
+                threads: int | None = None, kv_dtypes: Sequence[str] = (MODEL_DTYPE,),
+                modes: Sequence[str] | None = None) -> dict:
     from grit_components import load_model
 
     if threads:
@@ -311,7 +345,7 @@ def run_latency(models: Sequence[str], *, repeats: int, lengths: Sequence[int], 
     for spec in models:
         print(f"{spec}: load average {os.getloadavg()[0]:.1f}", flush=True)
         model = random_llama() if spec == RANDOM_LLAMA else load_model(spec)
-        results[spec] = latency_for_model(model, lengths=lengths, repeats=repeats, kv_dtypes=kv_dtypes,
+        results[spec] = latency_for_model(model, lengths=lengths, repeats=repeats, kv_dtypes=kv_dtypes, modes=modes,
                                           log=lambda s: print(s, flush=True))
         results[spec]["parameters"] = sum(p.numel() for p in model.model.parameters())
         results[spec]["load_average_1m_at_end"] = os.getloadavg()[0]
@@ -328,30 +362,35 @@ def _cell(entry: dict) -> str:
 
 def latency_markdown(report: dict) -> str:
     """The docs' tables for a `rag_latency.json` report: seconds end to end, time to first token in brackets."""
-    names = ("no_retrieval", "uncached_doc_first", "uncached_query_first", "query", "doc", "query_doc", "doc_query")
     lines = []
     for spec, result in report["models"].items():
+        first = next(iter(result["lengths"].values()))
+        names = [name for name in LATENCY_MODES if name in first]
         lines += [f"#### {spec} ({result['parameters'] / 1e6:.0f}M parameters)", "",
                   "| document tokens | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         for row in result["lengths"].values():
             lines.append(f"| {row['document_tokens']} | " + " | ".join(_cell(row[n]) for n in names) + " |")
-        multi, disk = result["multi_doc"], result["disk_tier"]
-        lines += ["", f"{multi['documents']} documents of {min(multi['document_tokens'])}-{max(multi['document_tokens'])} "
-                  "tokens: " + "; ".join(f"{n} {_cell(multi[n])}" for n in ("no_retrieval", "uncached_doc_first", "doc",
-                                                                             "multi_doc")) + ".",
-                  f"Directory tier, {disk['tokens']} tokens ({disk['bytes'] / 2**20:.0f} MiB): load "
+        multi, disk = result.get("multi_doc"), result["disk_tier"]
+        lines.append("")
+        if multi is not None:
+            lines.append(f"{multi['documents']} documents of {min(multi['document_tokens'])}-"
+                         f"{max(multi['document_tokens'])} tokens: " + "; ".join(
+                             f"{n} {_cell(multi[n])}" for n in ("no_retrieval", "uncached_doc_first", "doc",
+                                                                "multi_doc")) + ".")
+        lines += [f"Directory tier, {disk['tokens']} tokens ({disk['bytes'] / 2**20:.0f} MiB): load "
                   f"{disk['load']['mean'] * 1000:.0f} ms, recompute {disk['recompute']['mean']:.2f} s.", ""]
         ratio = report["ratios"][spec]
+        rows = [("doc_vs_uncached_doc_first_total", "doc caching / uncached doc-first, end to end, longest document",
+                 "<= 0.30", ".2f"),
+                ("doc_vs_no_retrieval_total", "doc caching / no retrieval, end to end, longest document", "<= 1.2", ".2f"),
+                ("doc_vs_no_retrieval_decode_per_token", "doc caching / no retrieval, decode time per new token", "-",
+                 ".2f"),
+                ("multi_doc_vs_uncached_ttft", f"multi_doc / uncached, time to first token, "
+                 f"{multi['documents'] if multi else 0} documents", "<= 0.2", ".2f"),
+                ("disk_load_vs_recompute", "directory-tier load / recompute", "<= 0.1", ".4f"),
+                ("longest_cache_vs_weight_bytes", "cache bytes / weight bytes, longest document", "-", ".2f")]
         lines += ["| ratio of means, same run | goal | measured |", "|---|---|---|",
-                  f"| doc caching / uncached doc-first, end to end, longest document | <= 0.30 | "
-                  f"{ratio['doc_vs_uncached_doc_first_total']:.2f} |",
-                  f"| doc caching / no retrieval, end to end, longest document | <= 1.2 | {ratio['doc_vs_no_retrieval_total']:.2f} |",
-                  f"| doc caching / no retrieval, decode time per new token | - | "
-                  f"{ratio['doc_vs_no_retrieval_decode_per_token']:.2f} |",
-                  f"| multi_doc / uncached, time to first token, {multi['documents']} documents | <= 0.2 | "
-                  f"{ratio['multi_doc_vs_uncached_ttft']:.2f} |",
-                  f"| directory-tier load / recompute | <= 0.1 | {ratio['disk_load_vs_recompute']:.4f} |",
-                  f"| cache bytes / weight bytes, longest document | - | {ratio['longest_cache_vs_weight_bytes']:.2f} |", ""]
+                  *(f"| {label} | {goal} | {ratio[key]:{spec_}} |" for key, label, goal, spec_ in rows if key in ratio), ""]
         lines += dtype_markdown(result, ratio.get("kv_dtypes", {}))
     return "\n".join(lines)
 

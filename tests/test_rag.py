@@ -252,6 +252,26 @@ def test_latency_benchmark_reports_every_mode_and_the_goal_ratios(tiny_model):
     assert "| bfloat16 | " in table and "| int8 | " in table
 
 
+def test_latency_benchmark_runs_only_the_chosen_modes(tiny_model):
+    from benchmarks.rag_cache import check_latency_modes, latency_for_model, latency_markdown, ratios
+
+    result = latency_for_model(tiny_model, lengths=(24,), repeats=1, new_tokens=3, kv_dtypes=("model", "bfloat16"),
+                               modes=["doc"], log=lambda _: None)
+    row = result["lengths"]["24"]
+    assert set(row) - {"document_tokens", "fill_seconds"} == {"no_retrieval", "doc", "doc@bfloat16"}
+    assert "multi_doc" not in result
+    goals = ratios(result)
+    assert "doc_vs_uncached_doc_first_total" not in goals and "multi_doc_vs_uncached_ttft" not in goals
+    assert goals["doc_vs_no_retrieval_total"] == pytest.approx(row["doc"]["total"]["mean"]
+                                                               / row["no_retrieval"]["total"]["mean"])
+    assert "multi_doc_vs_uncached_ttft" not in goals["kv_dtypes"]["bfloat16"]
+    table = latency_markdown({"models": {"tiny": result | {"parameters": 1e6}}, "ratios": {"tiny": goals}})
+    assert "| document tokens | no_retrieval | doc |" in table and "| bfloat16 | " in table
+    assert check_latency_modes(["query"]) == ("no_retrieval", "query", "doc")  # the baselines always run
+    with pytest.raises(ValueError, match="modes"):
+        check_latency_modes(["docs"])
+
+
 def test_quality_benchmark_runs_chosen_configs_and_scores_matches(tiny_llama_dir, wikidesc_dir, tmp_path):
     import json
 
