@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from grit_components._checks import check_choice, check_int, check_str, check_texts
+from grit_components._checks import check_bool, check_choice, check_int, check_str, check_texts
 from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, EmbeddingInput
 from grit_components.generation import GenerationResult, Messages, StreamingCallback
 from grit_components.models import DEFAULT_MODEL, GritModel
@@ -86,8 +86,8 @@ class GritEmbedder(ModelComponent):
         self.document_instruction = check_str("document_instruction", document_instruction)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.max_length = check_int("max_length", max_length, minimum=2)
-        self.normalize = normalize
-        self.truncation = truncation
+        self.normalize = check_bool("normalize", normalize)
+        self.truncation = check_choice("truncation", truncation, ("warn", "error"))
 
     @property
     def query_instruction(self) -> str:
