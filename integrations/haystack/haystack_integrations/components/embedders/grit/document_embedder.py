@@ -78,11 +78,8 @@ class GritDocumentEmbedder(GritModelComponent):
         :param kv_cache_directory: Folder where the model's shared KV store also writes caches (safetensors
             files), so that a separate query process finds them; `None` keeps them in memory only.
         :param kv_cache_max_bytes: Memory budget of the model's shared KV store (set once per model).
-        :param model: Hub id (`GritLM/GritLM-7B`), local directory, GGUF file or packaged alias (`grit-smollm2-135m`).
-        :param device: Device to load on, or a device map (`ComponentDevice.from_multiple`); `None`: the best one.
-        :param token: Hugging Face token for private models.
-        :param model_kwargs: Keywords of `from_pretrained` (dtype, revision, quantization...), as in `GritModelComponent`.
-        :param tokenizer_kwargs: Keywords of `AutoTokenizer.from_pretrained`.
+        :param model, device, token, model_kwargs, tokenizer_kwargs: The model (default `grit-smollm2-135m`) and
+            how to load it: see `GritModelComponent`.
         """
         self.instruction = instruction
         self.batch_size = batch_size

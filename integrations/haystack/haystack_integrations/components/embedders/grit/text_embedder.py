@@ -56,11 +56,8 @@ class GritTextEmbedder(GritModelComponent):
         :param max_length: Longest input in tokens, instruction included. Longer texts are cut with a warning.
         :param truncation: `"warn"` to cut over-long texts with a warning, `"error"` to raise instead.
         :param normalize_embeddings: L2-normalise the embedding (cosine similarity = dot product).
-        :param model: Hub id (`GritLM/GritLM-7B`), local directory, GGUF file or packaged alias (`grit-smollm2-135m`).
-        :param device: Device to load on, or a device map (`ComponentDevice.from_multiple`); `None`: the best one.
-        :param token: Hugging Face token for private models.
-        :param model_kwargs: Keywords of `from_pretrained` (dtype, revision, quantization...), as in `GritModelComponent`.
-        :param tokenizer_kwargs: Keywords of `AutoTokenizer.from_pretrained`.
+        :param model, device, token, model_kwargs, tokenizer_kwargs: The model (default `grit-smollm2-135m`) and
+            how to load it: see `GritModelComponent`.
         """
         self.instruction = instruction
         self.max_length = max_length

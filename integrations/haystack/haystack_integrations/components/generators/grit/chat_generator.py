@@ -70,11 +70,8 @@ class GritChatGenerator(GritModelComponent):
         :param cache_mode: `"none"`, or the RAG KV caching mode: `"query"`, `"doc"`, `"query_doc"`,
             `"doc_query"` or `"multi_doc"`.
         :param cache_source: Where reused caches come from: `"embedding"` (the embedding pass) or `"causal"`.
-        :param model: Hub id (`GritLM/GritLM-7B`), local directory, GGUF file or packaged alias (`grit-smollm2-135m`).
-        :param device: Device to load on, or a device map (`ComponentDevice.from_multiple`); `None`: the best one.
-        :param token: Hugging Face token for private models.
-        :param model_kwargs: Keywords of `from_pretrained` (dtype, revision, quantization...), as in `GritModelComponent`.
-        :param tokenizer_kwargs: Keywords of `AutoTokenizer.from_pretrained`.
+        :param model, device, token, model_kwargs, tokenizer_kwargs: The model (default `grit-smollm2-135m`) and
+            how to load it: see `GritModelComponent`.
         """
         self.generation_kwargs = generation_kwargs or {}
         if streaming_callback is not None and not callable(streaming_callback):

@@ -91,11 +91,8 @@ class GritRanker(GritModelComponent):
             score, as Haystack's rankers do. Off by default: every Document is ranked and returned (two
             Documents with the same text but another id, e.g. from two files, both come back).
         :param batch_size: Prompts or texts per forward pass.
-        :param model: Hub id (`GritLM/GritLM-7B`), local directory, GGUF file or packaged alias (`grit-smollm2-135m`).
-        :param device: Device to load on, or a device map (`ComponentDevice.from_multiple`); `None`: the best one.
-        :param token: Hugging Face token for private models.
-        :param model_kwargs: Keywords of `from_pretrained` (dtype, revision, quantization...), as in `GritModelComponent`.
-        :param tokenizer_kwargs: Keywords of `AutoTokenizer.from_pretrained`.
+        :param model, device, token, model_kwargs, tokenizer_kwargs: The model (default `grit-smollm2-135m`) and
+            how to load it: see `GritModelComponent`.
         :raises ValueError: If `top_k` or `first_stage_top_k` is not positive, or both stages are `"none"`.
         """
         self.top_k = top_k
