@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -80,7 +81,8 @@ class LoadingOptions:
         `from_pretrained(device_map=...)` takes it (needs `accelerate`).
     :param chat_format: "grit", "template" or "auto" (GRIT chat format for GritLM models and tokenizers
         without a template); it belongs to the shared model, so components on one model must agree.
-    :param kv_cache_directory: folder where the model's shared KV store also keeps caches (set once per model).
+    :param kv_cache_directory: folder (str or path) where the model's shared KV store also keeps caches (set once
+        per model).
     :param kv_cache_max_bytes: memory budget of the model's shared KV store (set once per model).
     """
 
@@ -93,7 +95,7 @@ class LoadingOptions:
     tokenizer_kwargs: Mapping[str, Any] = field(default_factory=dict)
     device_map: str | Mapping[str, Any] | None = None
     chat_format: ChatFormat = "auto"
-    kv_cache_directory: str | None = None
+    kv_cache_directory: str | os.PathLike | None = None
     kv_cache_max_bytes: int | None = None
 
     def __post_init__(self) -> None:
@@ -107,6 +109,8 @@ class LoadingOptions:
                 self._lift(f"tokenizer_kwargs[{key!r}]", key, tokenizer_kwargs.pop(key))
         object.__setattr__(self, "model_kwargs", model_kwargs)
         object.__setattr__(self, "tokenizer_kwargs", tokenizer_kwargs)
+        if isinstance(self.kv_cache_directory, os.PathLike):
+            object.__setattr__(self, "kv_cache_directory", os.fspath(self.kv_cache_directory))
 
         for name in ("device", "revision", "token", "kv_cache_directory"):
             value = getattr(self, name)

@@ -92,8 +92,11 @@ def test_bad_loading_options(kwargs, error, match):
         LoadingOptions(**kwargs)
 
 
-def test_token_is_not_shown():
+def test_token_is_not_shown_and_a_path_is_a_folder():
+    from pathlib import Path
+
     assert "secret" not in repr(LoadingOptions(token="secret"))
+    assert LoadingOptions(kv_cache_directory=Path("/tmp/kv")).kv_cache_directory == "/tmp/kv"
 
 
 def test_different_loading_options_never_share_a_model(tiny_llama_dir):
