@@ -43,7 +43,7 @@ def test_deployment_callbacks_rewrite_stores_models_and_paths(tmp_path):
     assert store.url == "http://qdrant:6333" and store.path is None
     assert served.get_component("llm").model == "GritLM/GritLM-7B"
     assert served.get_component("query_embedder").instruction == "Find"
-    assert Pipeline.loads(text).get_component("llm").model == "smollm2-135m-instruct"  # the YAML is untouched
+    assert Pipeline.loads(text).get_component("llm").model == "grit-smollm2-135m"  # the YAML is untouched
     moved = Pipeline.loads(text, callbacks=hp.deployment_callbacks(data_dir=tmp_path))
     (store,) = hp.document_stores(moved)
     assert store.path == str(tmp_path / "qdrant")
