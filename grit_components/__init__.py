@@ -5,6 +5,7 @@ from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, TruncationWarni
 from grit_components.generation import GenerationResult
 from grit_components.kv_cache import DocumentKVCache, KVStore
 from grit_components.models import DEFAULT_MODEL, GritModel, ModelNotAvailableError
+from grit_components.options import GenerationOptions, LoadingOptions
 from grit_components.rag import CacheMode, RagResult
 from grit_components.registry import ModelHandle, ModelRegistry, default_registry, load_model
 from grit_components.rerank import GritReranker, RankedDocument
@@ -14,12 +15,14 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_QUERY_INSTRUCTION",
     "DocumentKVCache",
+    "GenerationOptions",
     "GenerationResult",
     "GritEmbedder",
     "GritGenerator",
     "GritReranker",
     "GritModel",
     "KVStore",
+    "LoadingOptions",
     "ModelHandle",
     "ModelNotAvailableError",
     "ModelRegistry",

@@ -22,14 +22,16 @@ def test_class():
 def test_init_is_lazy_and_serialises(tiny_grit_dir):
     registry = ModelRegistry()
     embedding = GritEmbedding(tiny_grit_dir, query_instruction="Find it", text_instruction="Doc", embed_batch_size=4,
-                              max_length=128, normalize=False, device="cpu", registry=registry)
+                              max_length=128, normalize=False, device="cpu", model_kwargs={"attn_implementation": "eager"},
+                              registry=registry)
     assert registry.loads == 0  # nothing loaded before first use
     data = embedding.to_dict()
     assert data["class_name"] == "GritEmbedding"
     assert {k: data[k] for k in ("model_name", "query_instruction", "text_instruction", "embed_batch_size",
-                                 "max_length", "normalize", "device")} == {
+                                 "max_length", "normalize", "device", "model_kwargs")} == {
         "model_name": tiny_grit_dir, "query_instruction": "Find it", "text_instruction": "Doc", "embed_batch_size": 4,
-        "max_length": 128, "normalize": False, "device": "cpu"}
+        "max_length": 128, "normalize": False, "device": "cpu", "model_kwargs": {"attn_implementation": "eager"}}
+    assert embedding.embedder.loading.model_kwargs == {"attn_implementation": "eager"}
     again = GritEmbedding.from_dict(data)
     assert again.to_dict() == data
     assert GritEmbedding.from_json(embedding.to_json()).to_dict() == data
