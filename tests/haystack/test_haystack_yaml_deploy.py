@@ -68,7 +68,8 @@ def test_history_goes_into_the_prompt_and_retrieval_uses_the_question(tiny, tmp_
 
 @pytest.fixture
 def yaml_app(monkeypatch, tmp_path, tiny, corpus_dir):
-    """hayhooks' own app over a folder holding the bundled query YAMLs, pointed at a tiny-model index."""
+    """hayhooks' own app over a folder holding the bundled YAMLs (what `hayhooks run` at the repository root
+    serves), pointed at a tiny-model index."""
     from hayhooks.server.pipelines.loader import REGISTRY_ROOT
     from hayhooks.server.utils.module_loader import unload_pipeline_modules
     from hayhooks.settings import settings
@@ -81,11 +82,12 @@ def yaml_app(monkeypatch, tmp_path, tiny, corpus_dir):
         hp.close_pipeline(built)
     folder = tmp_path / "pipelines"
     folder.mkdir()
-    for name in ("rag", "rag_rerank"):
+    for name in hp.BUILTIN_PIPELINES:
         text = (hp.pipelines_dir() / f"{name}.yaml").read_text()
         text = (text.replace("model: grit-smollm2-135m", f"model: {tiny}")
                 .replace("embedding_dim: 576", "embedding_dim: 64")
-                .replace("path: .grit/qdrant", f"path: {data_dir / 'qdrant'}"))
+                .replace("path: .grit/qdrant", f"path: {data_dir / 'qdrant'}")
+                .replace("kv_cache_directory: .grit/kv", f"kv_cache_directory: {data_dir / 'kv'}"))
         (folder / f"{name}.yaml").write_text(text)
     saved = dict(settings.__dict__)
     dont_write_bytecode = sys.dont_write_bytecode
@@ -109,7 +111,7 @@ def test_hayhooks_serves_the_yaml_pipelines(yaml_app):
     from fastapi.testclient import TestClient
 
     with TestClient(yaml_app) as client:
-        assert set(client.get("/status").json()["pipelines"]) == {"rag", "rag_rerank"}
+        assert set(client.get("/status").json()["pipelines"]) == set(hp.BUILTIN_PIPELINES)  # none skipped
         response = client.post("/rag/run", json={"question": "Who was Diogenes?"})
         assert response.status_code == 200, response.text
         result = response.json()["result"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import threading
 import uuid
@@ -68,8 +69,6 @@ def _core_call(call: Any) -> Dict[str, Any]:
     function = call.get("function", call)
     arguments = function.get("arguments", {})
     if isinstance(arguments, str):
-        import json
-
         arguments = json.loads(arguments or "{}")
     return {"name": function["name"], "arguments": arguments, **({"id": call["id"]} if call.get("id") else {})}
 
