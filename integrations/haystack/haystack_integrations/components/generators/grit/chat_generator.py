@@ -130,7 +130,8 @@ class GritChatGenerator(GritModelComponent):
 
         :returns: Dictionary with serialized data (tools and the parsing function included).
         """
-        data = super().to_dict()
+        # No zero-argument super(): @component replaces the class, so its __class__ cell is not `type(self)`.
+        data = GritModelComponent.to_dict(self)
         params = data["init_parameters"]
         params["tools"] = serialize_tools_or_toolset(self.tools)
         if self.tool_parsing_function is not None:
@@ -149,7 +150,7 @@ class GritChatGenerator(GritModelComponent):
         deserialize_tools_or_toolset_inplace(params, key="tools")
         if params.get("tool_parsing_function"):
             params["tool_parsing_function"] = deserialize_callable(params["tool_parsing_function"])
-        return super().from_dict(data)
+        return GritModelComponent.from_dict.__func__(cls, data)
 
     @staticmethod
     def _tool_specs(tools: ToolsType | None) -> list[dict[str, Any]]:
