@@ -61,7 +61,11 @@ def test_function_agent_calls_the_tool(llm, monkeypatch):
     CALLS.clear()
     planted = plant(monkeypatch, llm.generator.model, [CALL_PARIS, "It is sunny in Paris."])
     agent = FunctionAgent(tools=[TOOL], llm=llm)
-    response = asyncio.run(agent.run(user_msg="What is the weather in Paris?"))
+
+    async def run():  # the workflow starts its tasks on the running loop
+        return await agent.run(user_msg="What is the weather in Paris?")
+
+    response = asyncio.run(run())
     assert CALLS == ["Paris"] and "sunny in Paris" in str(response)
     assert "<tool_response>" in planted.prompts[1] and "sunny, 21 C in Paris" in planted.prompts[1]
 

@@ -238,7 +238,7 @@ class GritChatGenerator(GritModelComponent):
                                     id=call.id) for i, call in enumerate(tool_calls)]
             # The last chunk carries the usage, as Haystack's OpenAI generators' last chunk does.
             emit(StreamingChunk(content="", component_info=info, tool_calls=deltas or None,
-                                finish_reason=finish_reason,
+                                index=0 if deltas else None, finish_reason=finish_reason,
                                 meta={"model": self.model, "finish_reason": finish_reason,
                                       "usage": dict(result.usage)}))
         meta: dict[str, Any] = {
