@@ -87,6 +87,10 @@ def test_streaming_with_tools_ends_with_the_calls_and_usage(generator, monkeypat
 
 
 def test_to_dict_from_dict_keep_tools_and_parser(tiny):
+    from haystack.core.serialization_security import allow_deserialization_module
+
+    for pattern in (__name__, f"{__name__}.*"):  # this test module's functions are the tool and the parser
+        allow_deserialization_module(pattern)
     generator = GritChatGenerator(model=tiny, tools=[WEATHER], tool_parsing_function=my_parser)
     data = generator.to_dict()
     assert data["init_parameters"]["tools"][0]["data"]["name"] == "get_weather"

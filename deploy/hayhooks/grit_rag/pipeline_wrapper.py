@@ -29,12 +29,13 @@ from typing import Any
 
 from fastapi import HTTPException
 from fastapi_openai_compat import ChatCompletion, Choice, Message
-from hayhooks import BasePipelineWrapper, async_streaming_generator, streaming_generator
+from hayhooks import BasePipelineWrapper, streaming_generator
 from haystack.dataclasses import StreamingChunk
 
 from grit_components import GenerationOptions
 from haystack_integrations.common.grit import pipelines as hp
 
+_END = object()
 # OpenAI request fields that become generation options; other fields (user, n=1, ...) are ignored.
 OPENAI_GENERATION_FIELDS = {"max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens",
                             "temperature": "temperature", "top_p": "top_p", "seed": "seed", "stop": "stop_words"}
@@ -132,36 +133,37 @@ class PipelineWrapper(BasePipelineWrapper):
         return ChatCompletion(id=f"chatcmpl-{uuid.uuid4().hex}", object="chat.completion.chunk",
                               created=int(time.time()), model=model, choices=[], usage=usage)
 
+    def _stream(self, model: str, data: dict) -> Generator:
+        """hayhooks' streaming generator over the pipeline, then one event with the usage."""
+        usage = None
+        for chunk in streaming_generator(self.pipeline, pipeline_run_args=data):
+            if isinstance(chunk, StreamingChunk) and chunk.meta.get("usage"):
+                usage = chunk.meta["usage"]
+            yield chunk
+        yield self._usage_chunk(model, usage)
+
     def run_chat_completion(self, model: str, messages: list[dict], body: dict) -> ChatCompletion | Generator:
         """OpenAI-compatible chat (sync): the conversation's answer, streamed token by token with `stream`."""
         if not body.get("stream"):
             return self._completion(model, messages, body)
-        data = self._chat_run(messages, body)
-
-        def events() -> Generator:
-            usage = None
-            for chunk in streaming_generator(self.pipeline, pipeline_run_args=data):
-                if isinstance(chunk, StreamingChunk) and chunk.meta.get("usage"):
-                    usage = chunk.meta["usage"]
-                yield chunk
-            yield self._usage_chunk(model, usage)
-
-        return events()
+        return self._stream(model, self._chat_run(messages, body))
 
     async def run_chat_completion_async(self, model: str, messages: list[dict],
                                         body: dict) -> ChatCompletion | AsyncGenerator:
-        """OpenAI-compatible chat (async, what hayhooks serves): as `run_chat_completion`; generation runs in a
-        worker thread, so concurrent requests each stream their own answer."""
+        """OpenAI-compatible chat (async, what hayhooks serves): as `run_chat_completion`, without blocking the
+        event loop, so concurrent requests each stream their own answer.
+
+        The pipeline runs synchronously in a worker thread (hayhooks' `streaming_generator`, driven from the
+        loop) rather than through `async_streaming_generator`: that one runs `Pipeline.run_async`, whose
+        Qdrant retriever opens the store's async client, and an embedded Qdrant folder admits one client
+        (the sync one `setup` opened).
+        """
         if not body.get("stream"):
             return await asyncio.to_thread(self._completion, model, messages, body)
-        data = self._chat_run(messages, body)
+        events = self._stream(model, self._chat_run(messages, body))
 
-        async def events() -> AsyncGenerator:
-            usage = None
-            async for chunk in async_streaming_generator(self.pipeline, pipeline_run_args=data):
-                if isinstance(chunk, StreamingChunk) and chunk.meta.get("usage"):
-                    usage = chunk.meta["usage"]
-                yield chunk
-            yield self._usage_chunk(model, usage)
+        async def drive() -> AsyncGenerator:
+            while (event := await asyncio.to_thread(next, events, _END)) is not _END:
+                yield event
 
-        return events()
+        return drive()
