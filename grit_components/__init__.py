@@ -1,7 +1,7 @@
 """grit-components: one GRIT model (GritLM) that embeds, reranks and generates in RAG pipelines."""
 
 from grit_components.components import GritEmbedder, GritGenerator
-from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, TruncationWarning
+from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, EmptyTextWarning, TruncationWarning
 from grit_components.generation import GenerationResult
 from grit_components.kv_cache import DocumentKVCache, KVStore
 from grit_components.models import DEFAULT_MODEL, GritModel, ModelNotAvailableError
@@ -29,6 +29,7 @@ __all__ = [
     "RagResult",
     "RankedDocument",
     "TruncationWarning",
+    "EmptyTextWarning",
     "default_registry",
     "load_model",
 ]

@@ -97,10 +97,11 @@ class GritEmbedder(ModelComponent):
         declared = self.model.metadata.query_instruction
         return DEFAULT_QUERY_INSTRUCTION if declared is None else declared
 
-    def _embed(self, texts: Sequence[str], instruction: str, progress_bar: bool, kv_callback=None) -> np.ndarray:
+    def _embed(self, texts: Sequence[str], instruction: str, progress_bar: bool, kv_callback=None,
+               allow_empty: bool = False) -> np.ndarray:
         return self.model.embed(texts, instruction=instruction, batch_size=self.batch_size, max_length=self.max_length,
                                 normalize=self.normalize, progress_bar=progress_bar, truncation=self.truncation,
-                                kv_callback=kv_callback)
+                                kv_callback=kv_callback, allow_empty=allow_empty)
 
     def embed_query(self, query: str) -> np.ndarray:
         """Embedding of one query, shape (dim,)."""
@@ -115,17 +116,20 @@ class GritEmbedder(ModelComponent):
                         store_kv_cache: bool = False) -> np.ndarray:
         """Embeddings of document texts, shape (n, dim).
 
+        An empty text does not stop the batch: it is embedded without content (pooled over the format
+        tokens, the same vector for every empty text, as stock embedders do) with an `EmptyTextWarning`.
+
         With `store_kv_cache=True` the key/value states of the embedding pass go to the model's KV store
         (source "embedding"), where `GritGenerator.answer` finds them. Needs `document_instruction=""`
         (the cached format is `BOS <|embed|>\\n{text}`); a document cut at `max_length` is not stored
         (answers use the whole document, so its cache would never match), so set `max_length` to cover
         your documents (up to the model's context length) to cache long ones.
         """
-        documents = check_texts("documents", documents)
+        documents = check_texts("documents", documents, allow_empty_strings=True)
         if not isinstance(store_kv_cache, bool):
             raise TypeError(f"store_kv_cache must be a bool, not {type(store_kv_cache).__name__}")
         if not store_kv_cache:
-            return self._embed(documents, self.document_instruction, progress_bar)
+            return self._embed(documents, self.document_instruction, progress_bar, allow_empty=True)
         if self.document_instruction:
             raise ValueError("store_kv_cache=True needs document_instruction='' (RAG caches hold the states of "
                              "`BOS <|embed|>\\n{text}`, the GRIT document format)")
@@ -135,12 +139,12 @@ class GritEmbedder(ModelComponent):
         store = model.kv_store
 
         def keep(index: int, item: EmbeddingInput, layers) -> None:
-            if item.truncated:  # `answer` looks up the whole document: a cut one's cache would never match
-                return
+            if item.truncated or item.text_start == len(item.ids):  # `answer` looks up the whole document: a cut
+                return  # one's cache would never match, and an empty one is never looked up
             store.put(DocumentKVCache(tuple(item.ids), tuple(k for k, _ in layers), tuple(v for _, v in layers),
                                       "embedding", model.fingerprint))
 
-        return self._embed(documents, "", progress_bar, kv_callback=keep)
+        return self._embed(documents, "", progress_bar, kv_callback=keep, allow_empty=True)
 
 
 class GritGenerator(ModelComponent):

@@ -380,3 +380,28 @@ def test_timings_work_with_hayhooks_traces_without_stacking_wrappers():
     finally:
         clear_live_traces()
         tracing.enable_tracing(previous)
+
+
+def test_timings_with_haystacks_own_logging_tracer_and_content_tracing(caplog):
+    import logging
+
+    from haystack.tracing.logging_tracer import RESET_COLOR, LoggingTracer
+
+    previous, content = tracing.tracer.actual_tracer, tracing.tracer.is_content_tracing_enabled
+    tracing.enable_tracing(LoggingTracer())  # the user's tracer, enabled first, with component inputs/outputs
+    tracing.tracer.is_content_tracing_enabled = True
+    caplog.set_level(logging.DEBUG, logger="haystack.tracing.logging_tracer")
+    try:
+        with hp.component_timings() as timings:
+            _two_step_pipeline().run({"first": {"value": 0}})
+        assert set(timings) == {"first", "second"} and all(seconds > 0 for seconds in timings.values())
+        assert tracing.is_tracing_enabled()  # still the user's tracing, wrapped
+        logged = [record.getMessage() for record in caplog.records]
+        assert logged.count("Operation: haystack.component.run") == 2
+        assert logged.count("Operation: haystack.pipeline.run") == 1
+        # the tags the pipeline sets on each span (content included) reach the user's tracer
+        tags = [message.removesuffix(RESET_COLOR) for message in logged]
+        assert "haystack.component.name=second" in tags and 'haystack.component.output={"value": 2}' in tags
+    finally:
+        tracing.tracer.is_content_tracing_enabled = content
+        tracing.enable_tracing(previous)

@@ -69,6 +69,22 @@ def test_async_parity(tiny_grit_dir):
     np.testing.assert_allclose(batch, embedding.get_text_embedding_batch(TEXTS), atol=1e-6)
 
 
+def test_an_empty_node_is_embedded_and_never_stops_the_batch(tiny_grit_dir):
+    from llama_index.core.ingestion import IngestionPipeline
+    from llama_index.core.schema import TextNode
+
+    from grit_components.embedding import EmptyTextWarning
+
+    embedding = GritEmbedding(tiny_grit_dir)
+    nodes = [TextNode(text=TEXTS[0]), TextNode(text=""), TextNode(text=TEXTS[1])]
+    with pytest.warns(EmptyTextWarning):  # an ingestion pipeline embeds every node, empty ones too
+        embedded = IngestionPipeline(transformations=[embedding]).run(nodes=nodes)
+    assert [node.text for node in embedded] == [TEXTS[0], "", TEXTS[1]]
+    assert all(node.embedding is not None and np.isfinite(node.embedding).all() for node in embedded)
+    np.testing.assert_allclose([embedded[0].embedding, embedded[2].embedding],
+                               embedding.get_text_embedding_batch([TEXTS[0], TEXTS[1]]), atol=1e-5)
+
+
 def test_empty_query_is_a_value_error(tiny_grit_dir):
     with pytest.raises(ValueError):
         GritEmbedding(tiny_grit_dir).get_query_embedding("")

@@ -180,7 +180,7 @@ class GritLLM(GritModelFields, FunctionCallingLLM):
         defaults = GenerationOptions(self.generate_kwargs, name="generate_kwargs").merged(
             max_new_tokens=self.max_new_tokens)
         self._core = GritGenerator(self.model_name, generation_kwargs=defaults, registry=registry,
-                                        loading=self._loading_options(token, chat_format=self.chat_format))
+                                   loading=self._loading_options(token, chat_format=self.chat_format))
 
     @property
     def generator(self) -> GritGenerator:
