@@ -179,10 +179,13 @@ class GritGenerator(ModelComponent):
         """The default generation options with per-call `overrides` on top (checked)."""
         return self.generation_options.merged(overrides)
 
-    def generate(self, messages: Messages, *, streaming_callback: StreamingCallback | None = None,
-                 **generation_kwargs: Any) -> GenerationResult:
-        """Answer `messages` (a str or a list of {"role", "content"} dicts); keywords override the defaults."""
-        return self.model.generate(messages, self.options(generation_kwargs), streaming_callback=streaming_callback)
+    def generate(self, messages: Messages, *, tools: Sequence[Mapping[str, Any]] | None = None,
+                 streaming_callback: StreamingCallback | None = None, **generation_kwargs: Any) -> GenerationResult:
+        """Answer `messages` (a str or a list of {"role", "content"} dicts, tool calls and results included);
+        `tools` are tool specs the model may call (read them with `generation.parse_tool_calls`); keywords
+        override the generation defaults."""
+        return self.model.generate(messages, self.options(generation_kwargs), tools=tools,
+                                   streaming_callback=streaming_callback)
 
     def answer(self, query: str, documents: Sequence[str], *, mode: str | None = None, source: str | None = None,
                order: str = "doc_first", user_content: str | None = None,
