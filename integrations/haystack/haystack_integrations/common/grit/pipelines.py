@@ -287,8 +287,10 @@ def check_index(pipeline: Pipeline, *, allow_model_mismatch: bool = False) -> In
             try:
                 check_manifest(stored, current, purpose="write" if writes else "query", where=where, points=points)
             except IndexModelMismatchError as error:
+                verdict = "Its vectors are not comparable with this model's" if stored is not None else (
+                    "They are probably not comparable with this model's")
                 raise IndexModelMismatchError(
-                    f"{error}. Its vectors are not comparable with this model's. Index into another data "
+                    f"{error}. {verdict}. Index into another data "
                     "directory or collection, index again from scratch with this model (`grit index --recreate`, "
                     "recreate=True), or, if you know the weights are the same (e.g. another path or dtype), "
                     "pass --allow-model-mismatch (allow_model_mismatch=True).",
