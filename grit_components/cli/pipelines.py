@@ -139,8 +139,72 @@ def _index_failures(report, selection) -> list[str]:
     return problems
 
 
+def _index_on_ray(hp, paths: list[Path], *, pipeline: str, data_dir, qdrant_url, model, encoding: str,
+                  recreate: bool, skip_errors: bool, address: str, actors: int, cpus_per_actor: float,
+                  gpus_per_actor: float, batch_size: int, kv_cache_dir, text_field: str, id_field) -> None:
+    """`grit index --ray`: the corpus through `grit_components.distributed` with the YAML's chunker."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from grit_components.indexing import IndexModelMismatchError
+
+    try:
+        from grit_components import distributed
+    except ModuleNotFoundError as error:
+        fail(f"{error}; install the Ray extra: pip install 'grit-components[ray]'")
+    try:
+        corpus = distributed.Corpus.detect(paths)
+        if corpus is not None:
+            corpus = distributed.Corpus(corpus.kind, corpus.paths, text_field=text_field, id_field=id_field)
+            selection = None
+        else:
+            selection = hp.select_files(paths)
+            if not selection.files:
+                fail(f"no {', '.join(hp.FILE_SUFFIXES)} files (nor a .jsonl/.parquet corpus or BEIR folder) in "
+                     f"{', '.join(map(str, paths))}")
+            corpus = distributed.Corpus("files", tuple(str(f) for f in selection.files))
+        data = hp.pipeline_data(pipeline, data_dir=data_dir, qdrant_url=qdrant_url, model=model)
+        chunker = hp.RayChunker(data, encoding=encoding)
+        settings = chunker.embedder_settings(model)
+        target = hp.qdrant_target(pipeline, data_dir=data_dir, qdrant_url=qdrant_url)
+        options = distributed.RayOptions(address=None if address == "local" else address, actors=actors,
+                                         num_cpus=cpus_per_actor, num_gpus=gpus_per_actor, batch_size=batch_size,
+                                         write_batch_size=batch_size)
+    except (hp.PipelineSetupError, hp.IndexingError, ValueError, TypeError) as error:
+        fail(str(error))
+    console.print(f"indexing {len(corpus.paths)} {corpus.kind} input(s) on Ray ({address}) with {actors} actor(s) "
+                  f"into Qdrant collection {target.collection!r} at {target.location}", markup=False)
+    with Progress(SpinnerColumn(), TextColumn("{task.fields[documents]} documents, {task.completed} chunks written"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("ray", total=None, documents=0)
+
+        def progress(report) -> None:
+            bar.update(task, completed=report.written, documents=report.documents)
+
+        try:
+            report = distributed.run_index_job(corpus, chunker, settings, target, options,
+                                               kv_cache_directory=kv_cache_dir, recreate=recreate,
+                                               on_progress=progress)
+        except (distributed.QdrantUnavailableError, distributed.RayUnavailableError, IndexModelMismatchError,
+                ValueError, RuntimeError) as error:
+            fail(str(error))
+    for line in report.summary():
+        console.print(line, markup=False, highlight=False)
+    if report.documents and report.statuses["failed"] == report.documents:
+        fail(f"none of the {report.documents} documents could be indexed")
+    failed = {source for source, _ in report.failed}
+    problems = []
+    if selection is not None:
+        problems = [f"{path} could not be indexed" for path in selection.named if hp.source_of(path) in failed]
+        problems += [f"none of the {len(found)} files in {folder} could be indexed"
+                     for folder, found in selection.folders.items()
+                     if found and all(hp.source_of(f) in failed for f in found)]
+    if problems and not skip_errors:
+        fail("; ".join(problems) + " (see above; --skip-errors accepts a partial index)")
+
+
 def index(
-    paths: Annotated[list[Path], typer.Argument(help="Files (.txt, .md, .pdf) or folders to index.")],
+    paths: Annotated[list[Path], typer.Argument(help="Files (.txt, .md, .pdf) or folders to index; with --ray "
+                                                "also a .jsonl or .parquet corpus or a BEIR folder.")],
     pipeline: PipelineOption = "indexing",
     data_dir: DataDirOption = None,
     qdrant_url: QdrantUrlOption = None,
@@ -156,6 +220,22 @@ def index(
     batch_size: Annotated[int, typer.Option(min=1, help="Chunks embedded and written together; a killed run "
                                             "loses at most this many, and a re-run embeds only what is "
                                             "missing.")] = 64,
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", metavar="ADDRESS", help="Run as a Ray job: 'local' (start a local Ray instance), 'auto' (the "
+        "cluster this machine belongs to) or a cluster address (ray://head:10001).", rich_help_panel="Ray")] = None,
+    actors: Annotated[int, typer.Option(min=1, help="Ray: embedding actors (each loads the model once).",
+                                        rich_help_panel="Ray")] = 1,
+    cpus_per_actor: Annotated[float, typer.Option(min=0.01, help="Ray: CPUs per actor (also its torch threads).",
+                                                  rich_help_panel="Ray")] = 1.0,
+    gpus_per_actor: Annotated[float, typer.Option(min=0.0, help="Ray: GPUs per actor (fractions share a GPU).",
+                                                  rich_help_panel="Ray")] = 0.0,
+    kv_cache_dir: Annotated[Optional[Path], typer.Option(
+        help="Ray: also store each chunk's KV cache (for doc caching) in this folder, which every actor and "
+        "serving replica must see.", rich_help_panel="Ray")] = None,
+    text_field: Annotated[str, typer.Option(help="Ray: the text field of JSONL, BEIR or Parquet records.",
+                                            rich_help_panel="Ray")] = "text",
+    id_field: Annotated[Optional[str], typer.Option(help="Ray: the id field of records (default: _id, else id).",
+                                                    rich_help_panel="Ray")] = None,
 ) -> None:
     """Index files or folders into Qdrant through an indexing pipeline.
 
@@ -172,6 +252,16 @@ def index(
             codecs.lookup(encoding)
         except LookupError:
             fail(f"--encoding {encoding!r} is not an encoding Python knows (e.g. utf-8, latin-1, cp1252)")
+    if ray is not None:
+        if prune:
+            fail("--prune is not supported with --ray: run `grit index --prune FOLDER` without --ray")
+        _index_on_ray(hp, paths, pipeline=pipeline, data_dir=data_dir, qdrant_url=qdrant_url, model=model,
+                      encoding=encoding, recreate=recreate, skip_errors=skip_errors, address=ray, actors=actors,
+                      cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, batch_size=batch_size,
+                      kv_cache_dir=kv_cache_dir, text_field=text_field, id_field=id_field)
+        return
+    if kv_cache_dir is not None:
+        fail("--kv-cache-dir is for --ray; without Ray use --pipeline indexing_doc_cache (caches in --data-dir/kv)")
     try:
         selection = hp.select_files(paths)
     except hp.IndexingError as error:

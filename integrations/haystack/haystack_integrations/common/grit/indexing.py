@@ -17,7 +17,7 @@ runs its parts separately instead of in one `Pipeline.run`:
 4. optionally (`prune`), chunks of files gone from an indexed folder are deleted.
 
 `IndexingPreprocessor` (steps 1-2 without a store) is also what the Ray job uses to convert and split
-files and corpus documents exactly like the YAML does.
+files and corpus documents exactly like the YAML does (`RayChunker`).
 
 Imports Haystack: import this module only where Haystack is installed.
 """
@@ -319,6 +319,62 @@ def name_chunks(chunks: Sequence[Document], manifest: IndexManifest, source: str
                                       if isinstance(entry, dict) else entry for entry in meta["_split_overlap"]]
         named.append(replace(doc, id=new_ids[doc.id], meta=meta))
     return named
+
+
+class RayChunker:
+    """The chunker of the Ray index job (`grit_components.distributed.Chunker`) for an indexing pipeline:
+    its converters, cleaner and splitter, and the same chunk names and meta as `index_files`, so the job
+    writes exactly the points `grit index` would.
+
+    :param pipeline: the indexing pipeline (built, or its dict).
+    :param encoding: of text files: "auto" (UTF-8, else detected) or an encoding name.
+    """
+
+    def __init__(self, pipeline: Pipeline | Mapping[str, Any], *, encoding: str = "auto") -> None:
+        self.preprocessor = IndexingPreprocessor(pipeline)
+        self.encoding = encoding
+
+    def chunk_files(self, paths: Sequence[str], manifest: IndexManifest) -> list:
+        from grit_components.distributed import Chunk, ChunkedSource
+
+        out = []
+        for path in paths:
+            source = source_of(path)
+            try:
+                chunks, note = self.preprocessor.convert_file(path, encoding=self.encoding)
+            except (IndexingError, OSError) as error:
+                out.append(ChunkedSource(source, error=str(error)))
+                continue
+            out.append(ChunkedSource(source, [Chunk(doc.id, doc.content or "", doc.meta)
+                                              for doc in name_chunks(chunks, manifest, source)], note=note))
+        return out
+
+    def chunk_documents(self, documents: Sequence[Any], manifest: IndexManifest) -> list:
+        """Corpus documents (`SourceDocument`: source id, text, meta) cleaned and split as the YAML does."""
+        from grit_components.distributed import Chunk, ChunkedSource
+
+        split = self.preprocessor.split([Document(content=d.content, meta={**d.meta, SOURCE_FIELD: d.source})
+                                         for d in documents])
+        by_source: dict[str, list[Document]] = {}
+        for doc in split:  # the splitter keeps each document's meta, and the order
+            by_source.setdefault(doc.meta[SOURCE_FIELD], []).append(doc)
+        return [ChunkedSource(d.source, [Chunk(doc.id, doc.content or "", doc.meta)
+                                         for doc in name_chunks(by_source[d.source], manifest, d.source)])
+                if d.source in by_source else ChunkedSource(d.source, error="no text left after cleaning")
+                for d in documents]
+
+    def embedder_settings(self, model: str | None = None):
+        """The `GritDocumentEmbedder` settings of the YAML as `grit_components.distributed.EmbedderSettings`."""
+        from grit_components.distributed import EmbedderSettings
+        from grit_components.models import DEFAULT_MODEL
+
+        params = self.preprocessor.embedder_params
+        return EmbedderSettings(
+            model=model or params.get("model", DEFAULT_MODEL), instruction=params.get("instruction", ""),
+            max_length=params.get("max_length", 512), normalize=params.get("normalize_embeddings", True),
+            meta_fields=tuple(params.get("meta_fields_to_embed") or ()),
+            meta_separator=params.get("embedding_separator", "\n"), batch_size=params.get("batch_size", 32),
+            truncation=params.get("truncation", "warn"), dtype=params.get("dtype"))
 
 
 # --- the report ---

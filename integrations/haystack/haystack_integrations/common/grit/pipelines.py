@@ -46,6 +46,7 @@ from haystack_integrations.common.grit.indexing import (
     IndexingError,
     IndexingPreprocessor,
     IndexReport,
+    RayChunker,
     index_files,
     select_files,
     source_of,
@@ -312,6 +313,28 @@ def _store_nodes(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | 
     data = pipeline_data(name_or_path, data_dir=data_dir, qdrant_url=qdrant_url)
     return [node["init_parameters"] for node in _walk(data)
             if node.get("type") == QDRANT_STORE and isinstance(node.get("init_parameters"), dict)]
+
+
+def qdrant_target(name_or_path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
+                  qdrant_url: str | None = None):
+    """The Qdrant collection an indexing pipeline writes to, as a `grit_components.distributed.QdrantTarget`
+    (for the Ray job: the same collection, location and settings as the YAML's store)."""
+    from grit_components.distributed import QdrantTarget
+
+    nodes = _store_nodes(name_or_path, data_dir, qdrant_url)
+    if len(nodes) != 1:
+        raise PipelineSetupError(f"{name_or_path} has {len(nodes)} Qdrant stores; the Ray job writes to exactly one")
+    params = nodes[0]
+    if not (params.get("url") or params.get("path")):
+        raise PipelineSetupError("the Ray job writes to a Qdrant server (url) or folder (path), not to "
+                                 f"{params.get('location') or params.get('host') or 'memory'}")
+    if params.get("path"):
+        Path(params["path"]).mkdir(parents=True, exist_ok=True)
+    api_key = params.get("api_key")
+    return QdrantTarget(collection=params.get("index", "Document"), url=params.get("url"), path=params.get("path"),
+                        api_key=os.environ.get("QDRANT_API_KEY") if api_key else None,
+                        similarity=params.get("similarity", "cosine"), shard_number=params.get("shard_number"),
+                        replication_factor=params.get("replication_factor"))
 
 
 def indexed_points(name_or_path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
