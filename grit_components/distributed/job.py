@@ -186,7 +186,9 @@ class Corpus:
 
     def __post_init__(self) -> None:
         check_choice("kind", self.kind, CORPUS_KINDS)
-        object.__setattr__(self, "paths", tuple(str(p) for p in self.paths))
+        # absolute: workers run in other folders (or on other machines, where the corpus must be mounted
+        # at the same path), and a file's absolute path is its chunks' source
+        object.__setattr__(self, "paths", tuple(str(Path(p).expanduser().resolve()) for p in self.paths))
         if not self.paths:
             raise ValueError("paths must name at least one file or folder")
         for path in self.paths:

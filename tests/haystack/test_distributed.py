@@ -261,6 +261,21 @@ def test_ray_job_resumes_updates_and_stores_kv_caches(local_ray, tmp_path, tiny,
 
 
 @pytest.mark.ray
+def test_cli_ray_then_grit_index_finds_everything_indexed(local_ray, tmp_path, tiny, corpus_dir):
+    from typer.testing import CliRunner
+
+    from grit_components.cli import app
+
+    runner = CliRunner()
+    data = ["--data-dir", str(tmp_path), "--model", tiny]
+    result = runner.invoke(app, ["index", str(corpus_dir), "--ray", "local", "--batch-size", "4", *data])
+    assert result.exit_code == 0, result.output
+    assert "documents: 10 of 10 indexed (10 added)" in result.output and "actor " in result.output
+    again = runner.invoke(app, ["index", str(corpus_dir), *data])  # without Ray: the same points
+    assert again.exit_code == 0 and "10 unchanged" in again.output and "0 embedded" in again.output
+
+
+@pytest.mark.ray
 def test_ray_job_reads_parquet(local_ray, tmp_path, tiny):
     import pandas as pd
 
