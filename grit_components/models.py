@@ -337,6 +337,10 @@ def read_metadata(resolved: ResolvedSpec, *, revision: str | None = None, token:
     from grit_components.metadata import METADATA_FILE, ModelMetadata
 
     if resolved.kind == "alias":
+        if resolved.source.lower() in PACKAGED_ADAPTERS:
+            # the packaged adapter folder is the source of truth: a merged copy in the user cache may come from
+            # an earlier release of the same weights with other declarations
+            return ModelMetadata.read(adapter_dir(resolved.source))
         return ModelMetadata.read(packaged_model_dir(resolved.source))
     if resolved.kind == "dir":
         return ModelMetadata.read(resolved.source)

@@ -276,15 +276,29 @@ PLANTED = [
 ]
 
 
+def _planted_wins(model) -> int:
+    passages = [p for _, p in PLANTED]
+    wins = 0
+    for i, (query, _) in enumerate(PLANTED):
+        scores = rr.pointwise_scores(model, query, passages, batch_size=10)
+        wins += int(np.argmax(scores)) == i
+    return wins
+
+
+@pytest.mark.integration
+@pytest.mark.xfail(strict=True, reason=(
+    "the shipped grit-smollm2-135m did not learn the pointwise judgement (dev AUC 0.58, docs/training.md) and "
+    "does not declare it; when a retrained adapter does, this passes and the marker goes"))
+def test_planted_passage_moves_to_rank_one_with_the_shipped_grit_model(grit_smol):
+    """Each query's passage among the 9 other queries' passages: the GRIT-trained default puts it first."""
+    wins = _planted_wins(grit_smol)
+    assert wins >= 8, f"planted passage ranked first for {wins}/10 queries"
+
+
 @pytest.mark.integration
 @pytest.mark.xfail(strict=True, reason=(
     "SmolLM2-135M-Instruct is not GRIT-trained and too small to judge relevance: with the reference pointwise "
     "prompt its yes/no margin depends mostly on the passage, not on the query (see docs/reranking.md)"))
-def test_planted_passage_moves_to_rank_one_with_smollm2(smol):
-    """Each query's passage among the 9 other queries' passages: pointwise reranking puts it first."""
-    passages = [p for _, p in PLANTED]
-    wins = 0
-    for i, (query, _) in enumerate(PLANTED):
-        scores = rr.pointwise_scores(smol, query, passages, batch_size=10)
-        wins += int(np.argmax(scores)) == i
+def test_planted_passage_moves_to_rank_one_with_untrained_smollm2(smol):
+    wins = _planted_wins(smol)
     assert wins >= 8, f"planted passage ranked first for {wins}/10 queries"
