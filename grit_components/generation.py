@@ -16,7 +16,7 @@ import torch
 from transformers.generation.streamers import BaseStreamer
 
 from grit_components import templates
-from grit_components._checks import check_float, check_int
+from grit_components.options import GenerationOptions, as_generation_options
 
 if TYPE_CHECKING:
     from transformers import Cache
@@ -129,20 +129,6 @@ def cut_at_stop_words(text: str, stop_words: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
-def check_generation_args(max_new_tokens: Any, temperature: Any, top_p: Any, stop_words: Any) -> list[str]:
-    check_int("max_new_tokens", max_new_tokens, minimum=1)
-    check_float("temperature", temperature, minimum=0.0)
-    check_float("top_p", top_p, minimum=0.0, maximum=1.0, exclusive_minimum=True)
-    if stop_words is None:
-        return []
-    if isinstance(stop_words, str) or not isinstance(stop_words, Sequence):
-        raise TypeError("stop_words must be a list of str")
-    for i, word in enumerate(stop_words):
-        if not isinstance(word, str) or not word:
-            raise ValueError(f"stop_words[{i}] must be a non-empty str")
-    return list(stop_words)
-
-
 def _static_capacity(cache: Cache | None) -> int | None:
     """Positions a pre-allocated cache can hold, or None for a growing (dynamic) one."""
     if cache is None or not getattr(cache, "is_compileable", False):
@@ -154,27 +140,30 @@ def _static_capacity(cache: Cache | None) -> int | None:
 def generate_ids(
     model: GritModel,
     prompt_ids: Sequence[int],
+    options: GenerationOptions | Mapping[str, Any] | None = None,
     *,
     past_key_values: Cache | None = None,
-    max_new_tokens: int = 256,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    stop_words: Sequence[str] | None = None,
     streaming_callback: StreamingCallback | None = None,
-    seed: int | None = None,
+    **generation_kwargs: Any,
 ) -> GenerationResult:
     """Generate after `prompt_ids`; with `past_key_values`, `prompt_ids` is the uncached suffix after it.
 
-    The cache is grown in place by generation: pass a copy of anything you want to keep.
+    `options` and `generation_kwargs` are `GenerationOptions` (any Hugging Face `GenerationConfig` key,
+    plus `stop_words` and `seed`); the keywords win. The cache is grown in place by generation: pass a
+    copy of anything you want to keep.
     """
-    stop_words = check_generation_args(max_new_tokens, temperature, top_p, stop_words)
+    options = as_generation_options(options).merged(generation_kwargs)
+    stop_words = list(options.stop_words)
     if not prompt_ids:
         raise ValueError("prompt_ids must not be empty (the uncached suffix needs at least one token)")
+    beam_search = options.num_beams > 1
+    if beam_search and streaming_callback is not None:
+        raise ValueError("streaming needs num_beams=1: beam search only knows its answer at the end")
     prefix_length = int(past_key_values.get_seq_length()) if past_key_values is not None else 0
     total = prefix_length + len(prompt_ids)
     if total >= model.context_length:
         raise ValueError(f"the prompt has {total} tokens; the model's context length is {model.context_length}")
-    max_new_tokens = min(max_new_tokens, model.context_length - total)
+    max_new_tokens = min(options.max_new_tokens, model.context_length - total)
     capacity = _static_capacity(past_key_values)
     if capacity is not None:  # a pre-allocated cache (kv_cache.compose with reserve) bounds the output
         if capacity < total + 1:
@@ -183,15 +172,13 @@ def generate_ids(
 
     input_ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=model.device)
     attention_mask = torch.ones((1, total), dtype=torch.long, device=model.device)
-    streamer = _CallbackStreamer(model.tokenizer, streaming_callback, stop_words, skip_prompt=True)
-    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": model.pad_token_id,
-                              "streamer": streamer, "do_sample": temperature > 0}
-    if temperature > 0:
-        kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-        if seed is not None:
-            torch.manual_seed(seed)
-    else:  # greedy: silence the model's own sampling defaults
-        kwargs.update(temperature=None, top_p=None, top_k=None)
+    streamer = None if beam_search else _CallbackStreamer(model.tokenizer, streaming_callback, stop_words,
+                                                          skip_prompt=True)
+    kwargs: dict[str, Any] = {"pad_token_id": model.pad_token_id, **options.generate_kwargs(),
+                              "max_new_tokens": max_new_tokens, "streamer": streamer}
+    if options.sampling:
+        if options.seed is not None:
+            torch.manual_seed(options.seed)
     if stop_words:
         kwargs.update(stop_strings=stop_words, tokenizer=model.tokenizer)
     if past_key_values is not None:
@@ -205,11 +192,11 @@ def generate_ids(
     end = time.perf_counter()
     new_tokens = output[0, input_ids.shape[1] :].tolist()
     text, stopped_by_word = cut_at_stop_words(model.tokenizer.decode(new_tokens, skip_special_tokens=True), stop_words)
-    eos = model.model.generation_config.eos_token_id
+    eos = kwargs.get("eos_token_id", model.model.generation_config.eos_token_id)
     eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     hit_eos = bool(new_tokens) and new_tokens[-1] in eos_ids
     finish = "stop" if hit_eos or stopped_by_word or len(new_tokens) < max_new_tokens else "length"
-    first = streamer.first_token_time or end
+    first = (streamer.first_token_time if streamer is not None else None) or end
     return GenerationResult(text=text, finish_reason=finish,
                             prompt_tokens=total, completion_tokens=len(new_tokens),
                             timings={"time_to_first_token": first - start, "total": end - start})
@@ -218,24 +205,21 @@ def generate_ids(
 def generate(
     model: GritModel,
     messages: Messages,
+    options: GenerationOptions | Mapping[str, Any] | None = None,
     *,
-    max_new_tokens: int = 256,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    stop_words: Sequence[str] | None = None,
     streaming_callback: StreamingCallback | None = None,
-    seed: int | None = None,
+    **generation_kwargs: Any,
 ) -> GenerationResult:
     """Answer a chat.
 
     :param messages: a user message as str, or a list of {"role": "system"|"user"|"assistant", "content"}.
-    :param max_new_tokens: most tokens to generate (also capped by the model's context length).
-    :param temperature: 0 for greedy decoding (deterministic); > 0 samples.
-    :param top_p: nucleus sampling mass when sampling.
-    :param stop_words: strings that end generation; the returned text stops before the first one.
+    :param options: generation parameters, a `GenerationOptions` or a dict: any Hugging Face
+        `GenerationConfig` key (`max_new_tokens`, `temperature`, `top_p`, `repetition_penalty`, ...) plus
+        `stop_words` (the text stops before the first one) and `seed` (reproducible sampling). Greedy by
+        default (`temperature` 0); `max_new_tokens` defaults to 256 and is capped by the context length.
     :param streaming_callback: called with each new piece of text as it is generated.
-    :param seed: seeds sampling for reproducible output when temperature > 0.
+    :param generation_kwargs: the same parameters as keywords; they win over `options`.
     :returns: a `GenerationResult` with text, finish reason, token usage and timings.
     """
-    return generate_ids(model, chat_prompt_ids(model, messages), max_new_tokens=max_new_tokens, temperature=temperature,
-                        top_p=top_p, stop_words=stop_words, streaming_callback=streaming_callback, seed=seed)
+    return generate_ids(model, chat_prompt_ids(model, messages), options, streaming_callback=streaming_callback,
+                        **generation_kwargs)

@@ -22,13 +22,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
 import numpy as np
 import torch
 
+from grit_components.options import ChatFormat, LoadingOptions
+
 DEFAULT_MODEL = "grit-smollm2-135m"
-ChatFormat = Literal["auto", "grit", "template"]
 
 
 class ModelNotAvailableError(OSError):
@@ -295,18 +294,23 @@ def _check_decoder(config, spec: str) -> None:
         )
 
 
-def load_weights(
-    spec: str,
-    *,
-    device: str,
-    dtype: torch.dtype,
-    revision: str | None = None,
-    token: str | None = None,
-    trust_remote_code: bool = False,
-):
-    """Resolve `spec` and load (HF model, tokenizer, resolved spec). Use `registry.load_model` instead."""
+def default_dtype(options: LoadingOptions) -> torch.dtype:
+    """The dtype to load in: the one asked for, else float32 on CPU and bfloat16 on an accelerator (a device
+    map counts as an accelerator when one is present)."""
+    device = default_device() if options.device_map is not None else normalize_device(options.device)
+    return normalize_dtype(options.dtype, device)
+
+
+def load_weights(spec: str, options: LoadingOptions | None = None, **loading_kwargs):
+    """Resolve `spec` and load (HF model, tokenizer, resolved spec). Use `registry.load_model` instead.
+
+    Everything in `options` reaches `from_pretrained`: dtype, revision, token, `trust_remote_code`,
+    `model_kwargs` (quantization, attention implementation, ...) and `device_map`; a quantized or mapped
+    model is placed by `from_pretrained` itself, any other one is moved to `options.device` afterwards.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    options = (options or LoadingOptions()).replace(**loading_kwargs)
     resolved = resolve_spec(spec)
     source = resolved.source
     if resolved.kind == "alias":
@@ -315,7 +319,7 @@ def load_weights(
             resolved = ResolvedSpec(resolved.kind, resolved.source, f"{resolved.key}:{Path(source).name}")
     elif resolved.kind == "gguf":
         source = str(convert_gguf(Path(resolved.source), _gguf_cache_name(Path(resolved.source))))
-    hub_kwargs = {"revision": revision, "token": token, "trust_remote_code": trust_remote_code}
+    hub_kwargs = {"revision": options.revision, "token": options.token, "trust_remote_code": options.trust_remote_code}
     try:
         config = AutoConfig.from_pretrained(source, **hub_kwargs)
     except OSError as error:
@@ -327,9 +331,18 @@ def load_weights(
             ) from error
         raise
     _check_decoder(config, spec)
-    model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, **hub_kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs)
-    return model.to(device).eval(), tokenizer, resolved
+    model_kwargs = dict(options.model_kwargs)
+    device = None if options.device_map is not None else normalize_device(options.device)
+    if options.device_map is not None:
+        model_kwargs["device_map"] = options.device_map
+    elif model_kwargs.get("quantization_config") is not None:
+        model_kwargs["device_map"] = {"": device}  # a quantized model cannot be moved after loading
+    model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=default_dtype(options), **hub_kwargs,
+                                                 **model_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs, **options.tokenizer_kwargs)
+    if "device_map" not in model_kwargs:
+        model = model.to(device)
+    return model.eval(), tokenizer, resolved
 
 
 def read_metadata(resolved: ResolvedSpec, *, revision: str | None = None, token: str | None = None):
@@ -444,10 +457,9 @@ class GritModel:
 
         return embed(self, texts, **options)
 
-    def generate(self, messages, *, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-                 stop_words=None, streaming_callback=None, seed: int | None = None):
-        """Chat generation; see `grit_components.generation.generate` for every parameter."""
+    def generate(self, messages, options=None, *, streaming_callback=None, **generation_kwargs):
+        """Chat generation: `grit_components.generation.generate(self, messages, ...)`, where every parameter
+        is documented (`options` and `generation_kwargs`: see `grit_components.options.GenerationOptions`)."""
         from grit_components.generation import generate
 
-        return generate(self, messages, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                        stop_words=stop_words, streaming_callback=streaming_callback, seed=seed)
+        return generate(self, messages, options, streaming_callback=streaming_callback, **generation_kwargs)

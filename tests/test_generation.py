@@ -73,7 +73,10 @@ def test_cut_at_stop_words():
         ("hi", {"top_p": 0}, ValueError, "top_p"),
         ("hi", {"top_p": 1.5}, ValueError, "top_p"),
         ("hi", {"stop_words": "stop"}, TypeError, "stop_words"),
-        ("hi", {"stop_words": [""]}, ValueError, r"stop_words\[0\]"),
+        ("hi", {"stop_words": [""]}, ValueError, r"stop_words'\]\[0\]"),
+        ("hi", {"max_tokens": 5}, ValueError, "unknown generation_kwargs.*valid keys.*repetition_penalty"),
+        ("hi", {"repetition_penalty": 0}, ValueError, "repetition_penalty"),
+        ("hi", {"num_return_sequences": 2}, ValueError, "num_return_sequences"),
     ],
 )
 def test_bad_inputs(tiny_model, messages, kwargs, error, match):
@@ -99,3 +102,32 @@ def test_smollm2_answers_and_stops(smol):
                             streaming_callback=pieces.append)
     assert "5" not in stopped.text and "4" in stopped.text and stopped.finish_reason == "stop"
     assert "".join(pieces) == stopped.text
+
+
+def _new_token_ids(model, monkeypatch) -> list[list[int]]:
+    """Record the new token ids of every `model.generate` call on the Hugging Face model."""
+    calls: list[list[int]] = []
+    real = model.model.generate
+
+    def spy(*args, **kwargs):
+        output = real(*args, **kwargs)
+        calls.append(output[0, kwargs["input_ids"].shape[1]:].tolist())
+        return output
+
+    monkeypatch.setattr(model.model, "generate", spy)
+    return calls
+
+
+def test_any_generation_config_key_reaches_generate(tiny_model, monkeypatch):
+    calls = _new_token_ids(tiny_model, monkeypatch)
+    plain = tiny_model.generate("Hello there", max_new_tokens=12)
+    assert len(set(calls[-1])) < len(calls[-1])  # the random tiny model repeats itself
+    shaped = tiny_model.generate("Hello there", max_new_tokens=12, no_repeat_ngram_size=1, repetition_penalty=1.5)
+    assert len(set(calls[-1])) == len(calls[-1]) == 12 and shaped.text != plain.text
+
+
+def test_beam_search_runs_without_streaming(tiny_model):
+    result = tiny_model.generate("Hello there", max_new_tokens=6, num_beams=2)
+    assert result.completion_tokens <= 6 and isinstance(result.text, str)
+    with pytest.raises(ValueError, match="num_beams=1"):
+        tiny_model.generate("Hello there", max_new_tokens=6, num_beams=2, streaming_callback=print)

@@ -270,7 +270,7 @@ def test_lora_run_saves_and_loads_in_every_component(tmp_path, tiny_llama_dir, f
     embedder = GritEmbedder(str(out), registry=registry)
     np.testing.assert_allclose(embedder.embed_documents(["It is 3."]), expected, atol=1e-4)
     assert not np.allclose(expected, fresh_tiny.embed(["It is 3."]), atol=1e-4)  # the LoRA weights were merged
-    generator = GritGenerator(str(out), max_new_tokens=4, registry=registry)
+    generator = GritGenerator(str(out), generation_kwargs={"max_new_tokens": 4}, registry=registry)
     assert isinstance(generator.generate("What is 3?").text, str)
 
     # the adapter reloads with peft on top of the base model and gives the same embeddings

@@ -155,6 +155,19 @@ def test_ray_chunker_cuts_files_and_records_as_grit_index_does(tmp_path, corpus_
     assert (settings.model, settings.batch_size, settings.max_length, settings.instruction) == ("my-model", 16, 512, "")
 
 
+def test_ray_job_embeds_in_the_dtype_the_yaml_gives_the_document_embedder(tmp_path):
+    """The components take the dtype in `model_kwargs` (saved as "torch.bfloat16"); the Ray actors load in it too."""
+    import torch
+    from haystack_integrations.components.embedders.grit import GritDocumentEmbedder
+
+    data = hp.pipeline_data("indexing", data_dir=tmp_path)
+    assert hp.RayChunker(data).embedder_settings("m").dtype is None
+    for key in ("torch_dtype", "dtype"):
+        embedder = GritDocumentEmbedder("GritLM/GritLM-7B", model_kwargs={key: torch.bfloat16})  # nothing is loaded
+        data["components"]["embedder"] = embedder.to_dict()
+        assert hp.RayChunker(data).embedder_settings("m").dtype == "bfloat16"
+
+
 def test_unreachable_qdrant_fails_before_anything_starts(tmp_path):
     target = QdrantTarget(url="http://127.0.0.1:9", timeout=2)
     with pytest.raises(QdrantUnavailableError, match="cannot reach Qdrant at http://127.0.0.1:9"):

@@ -369,12 +369,16 @@ class RayChunker:
         from grit_components.models import DEFAULT_MODEL
 
         params = self.preprocessor.embedder_params
+        model_kwargs = params.get("model_kwargs") or {}
+        dtype = model_kwargs.get("dtype", model_kwargs.get("torch_dtype"))  # the components take it there
+        if isinstance(dtype, str):
+            dtype = dtype.removeprefix("torch.")  # as Haystack's serialize_hf_model_kwargs writes a torch.dtype
         return EmbedderSettings(
             model=model or params.get("model", DEFAULT_MODEL), instruction=params.get("instruction", ""),
             max_length=params.get("max_length", 512), normalize=params.get("normalize_embeddings", True),
             meta_fields=tuple(params.get("meta_fields_to_embed") or ()),
             meta_separator=params.get("embedding_separator", "\n"), batch_size=params.get("batch_size", 32),
-            truncation=params.get("truncation", "warn"), dtype=params.get("dtype"))
+            truncation=params.get("truncation", "warn"), dtype=dtype)
 
 
 # --- the report ---
