@@ -30,7 +30,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not integration and not slow"
+	$(BIN)/python -m pytest -q -m "not integration and not slow and not ray"
 
 docs: install
 	$(BIN)/mkdocs build --strict

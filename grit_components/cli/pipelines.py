@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from grit_components.cli._common import console, fail
-from grit_components.models import DEFAULT_MODEL
+from grit_components.indexing import SOURCE_FIELD
 
 WIKIDESC_INSTRUCTION = "Given a short description, retrieve the Wikipedia passage about the entity it describes"
 
@@ -29,6 +29,9 @@ QdrantUrlOption = Annotated[Optional[str], typer.Option(
 ModelOverride = Annotated[Optional[str], typer.Option(
     "--model", "-m", help="Replace the model of every GRIT component (default: the YAML's).")]
 InstructionOption = Annotated[Optional[str], typer.Option(help="Query instruction of the query embedder.")]
+AllowMismatchOption = Annotated[bool, typer.Option(
+    "--allow-model-mismatch", help="Query a collection indexed with another model or settings anyway (only "
+    "for weights you know to be the same, e.g. loaded from another path or in another dtype).")]
 
 
 def _haystack():
@@ -45,14 +48,16 @@ def _haystack():
 
 
 def _load(hp, pipeline: str, *, data_dir: Path | None, qdrant_url: str | None, model: str | None,
-          instruction: str | None = None):
+          instruction: str | None = None, allow_model_mismatch: bool = False, recreate: bool = False):
+    from grit_components.indexing import IndexModelMismatchError
     from grit_components.models import ModelNotAvailableError
 
     try:
         with console.status(f"Loading pipeline {pipeline} ..."):
             return hp.load_pipeline(pipeline, data_dir=data_dir, qdrant_url=qdrant_url, model=model,
-                                    instruction=instruction)
-    except (hp.PipelineSetupError, ModelNotAvailableError, OSError) as error:
+                                    instruction=instruction, allow_model_mismatch=allow_model_mismatch,
+                                    recreate=recreate)
+    except (hp.PipelineSetupError, IndexModelMismatchError, ModelNotAvailableError, OSError) as error:
         fail(str(error))
     except Exception as error:  # Haystack wraps component errors in its own exceptions
         fail(f"{type(error).__name__}: {error}")
@@ -102,36 +107,181 @@ def _ask_many(hp, pipeline, questions: list[str], expected: list[str | None] | N
     return answers
 
 
-def _index(hp, pipeline, files: list[Path], meta=None):
+def _index(hp, pipeline, selection, *, meta=None, batch_size: int = 64, encoding: str = "auto",
+           prune: bool = False):
+    """Index with a progress bar over the chunks to embed; prints the report and returns it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    stages = {"files": "converting files", "chunks": "embedding and writing chunks"}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(stages["files"], total=None)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=stages[stage], completed=done, total=total)
+
+        try:
+            report = hp.index_files(pipeline, selection, meta=meta, batch_size=batch_size, encoding=encoding,
+                                    prune=prune, on_progress=progress)
+        except (hp.PipelineSetupError, hp.IndexingError) as error:
+            fail(str(error))
+    for line in report.summary():
+        console.print(line, markup=False, highlight=False)
+    return report
+
+
+def _index_failures(report, selection) -> list[str]:
+    """Why an index run counts as failed: a named file failed, or every file of a folder did."""
+    failed = {outcome.path for outcome in report.failed}
+    problems = [f"{path} could not be indexed" for path in selection.named if path in failed]
+    problems += [f"none of the {len(found)} files in {folder} could be indexed"
+                 for folder, found in selection.folders.items() if found and all(f in failed for f in found)]
+    return problems
+
+
+def _index_on_ray(hp, paths: list[Path], *, pipeline: str, data_dir, qdrant_url, model, encoding: str,
+                  recreate: bool, skip_errors: bool, address: str, actors: int, cpus_per_actor: float,
+                  gpus_per_actor: float, batch_size: int, kv_cache_dir, text_field: str, id_field) -> None:
+    """`grit index --ray`: the corpus through `grit_components.distributed` with the YAML's chunker."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from grit_components.indexing import IndexModelMismatchError
+
     try:
-        result = hp.index_files(pipeline, files, meta=meta)
-    except hp.PipelineSetupError as error:
+        from grit_components import distributed
+    except ModuleNotFoundError as error:
+        fail(f"{error}; install the Ray extra: pip install 'grit-components[ray]'")
+    try:
+        corpus = distributed.Corpus.detect(paths)
+        if corpus is not None:
+            corpus = distributed.Corpus(corpus.kind, corpus.paths, text_field=text_field, id_field=id_field)
+            selection = None
+        else:
+            selection = hp.select_files(paths)
+            if not selection.files:
+                fail(f"no {', '.join(hp.FILE_SUFFIXES)} files (nor a .jsonl/.parquet corpus or BEIR folder) in "
+                     f"{', '.join(map(str, paths))}")
+            corpus = distributed.Corpus("files", tuple(str(f) for f in selection.files))
+        data = hp.pipeline_data(pipeline, data_dir=data_dir, qdrant_url=qdrant_url, model=model)
+        chunker = hp.RayChunker(data, encoding=encoding)
+        settings = chunker.embedder_settings(model)
+        target = hp.qdrant_target(pipeline, data_dir=data_dir, qdrant_url=qdrant_url)
+        options = distributed.RayOptions(address=None if address == "local" else address, actors=actors,
+                                         num_cpus=cpus_per_actor, num_gpus=gpus_per_actor, batch_size=batch_size,
+                                         write_batch_size=batch_size)
+    except (hp.PipelineSetupError, hp.IndexingError, ValueError, TypeError) as error:
         fail(str(error))
-    console.print(f"indexed {result.files} files: {result.documents_written} chunks written in "
-                  f"{result.seconds:.1f}s; the collection holds {result.documents_in_store} documents")
-    return result
+    console.print(f"indexing {len(corpus.paths)} {corpus.kind} input(s) on Ray ({address}) with {actors} actor(s) "
+                  f"into Qdrant collection {target.collection!r} at {target.location}", markup=False)
+    with Progress(SpinnerColumn(), TextColumn("{task.fields[documents]} documents, {task.completed} chunks written"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("ray", total=None, documents=0)
+
+        def progress(report) -> None:
+            bar.update(task, completed=report.written, documents=report.documents)
+
+        try:
+            report = distributed.run_index_job(corpus, chunker, settings, target, options,
+                                               kv_cache_directory=kv_cache_dir, recreate=recreate,
+                                               on_progress=progress)
+        except (distributed.QdrantUnavailableError, distributed.RayUnavailableError, IndexModelMismatchError,
+                ValueError, RuntimeError) as error:
+            fail(str(error))
+    for line in report.summary():
+        console.print(line, markup=False, highlight=False)
+    if report.documents and report.statuses["failed"] == report.documents:
+        fail(f"none of the {report.documents} documents could be indexed")
+    failed = {source for source, _ in report.failed}
+    problems = []
+    if selection is not None:
+        problems = [f"{path} could not be indexed" for path in selection.named if hp.source_of(path) in failed]
+        problems += [f"none of the {len(found)} files in {folder} could be indexed"
+                     for folder, found in selection.folders.items()
+                     if found and all(hp.source_of(f) in failed for f in found)]
+    if problems and not skip_errors:
+        fail("; ".join(problems) + " (see above; --skip-errors accepts a partial index)")
 
 
 def index(
-    paths: Annotated[list[Path], typer.Argument(help="Files (.txt, .md, .pdf) or folders to index.")],
+    paths: Annotated[list[Path], typer.Argument(help="Files (.txt, .md, .pdf) or folders to index; with --ray "
+                                                "also a .jsonl or .parquet corpus or a BEIR folder.")],
     pipeline: PipelineOption = "indexing",
     data_dir: DataDirOption = None,
     qdrant_url: QdrantUrlOption = None,
     model: ModelOverride = None,
+    prune: Annotated[bool, typer.Option(help="Also remove the chunks of files that are gone from the given "
+                                        "folders.")] = False,
+    skip_errors: Annotated[bool, typer.Option(help="Exit 0 even if some files could not be indexed (each is "
+                                              "listed with its reason).")] = False,
+    encoding: Annotated[str, typer.Option(help="Encoding of .txt/.md files: auto (UTF-8, else detected and "
+                                          "reported) or a name such as latin-1 or cp1252.")] = "auto",
+    recreate: Annotated[bool, typer.Option(help="Empty the collection first and index with this model (after a "
+                                           "model change).")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Chunks embedded and written together; a killed run "
+                                            "loses at most this many, and a re-run embeds only what is "
+                                            "missing.")] = 64,
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", metavar="ADDRESS", help="Run as a Ray job: 'local' (start a local Ray instance), 'auto' (the "
+        "cluster this machine belongs to) or a cluster address (ray://head:10001).", rich_help_panel="Ray")] = None,
+    actors: Annotated[int, typer.Option(min=1, help="Ray: embedding actors (each loads the model once).",
+                                        rich_help_panel="Ray")] = 1,
+    cpus_per_actor: Annotated[float, typer.Option(min=0.01, help="Ray: CPUs per actor (also its torch threads).",
+                                                  rich_help_panel="Ray")] = 1.0,
+    gpus_per_actor: Annotated[float, typer.Option(min=0.0, help="Ray: GPUs per actor (fractions share a GPU).",
+                                                  rich_help_panel="Ray")] = 0.0,
+    kv_cache_dir: Annotated[Optional[Path], typer.Option(
+        help="Ray: also store each chunk's KV cache (for doc caching) in this folder, which every actor and "
+        "serving replica must see.", rich_help_panel="Ray")] = None,
+    text_field: Annotated[str, typer.Option(help="Ray: the text field of JSONL, BEIR or Parquet records.",
+                                            rich_help_panel="Ray")] = "text",
+    id_field: Annotated[Optional[str], typer.Option(help="Ray: the id field of records (default: _id, else id).",
+                                                    rich_help_panel="Ray")] = None,
 ) -> None:
-    """Index files or folders into Qdrant through an indexing pipeline (re-indexing a file replaces it)."""
+    """Index files or folders into Qdrant through an indexing pipeline.
+
+    Incremental: re-indexing a file replaces its chunks (the stale ones are removed, only new ones are
+    embedded), a killed run resumes where it stopped, and the collection remembers its model (another
+    model is an error; --recreate starts over). Exits with status 2 if a named file, or every file of a
+    folder, could not be indexed (--skip-errors accepts that).
+    """
+    import codecs
+
     hp = _haystack()
+    if encoding != "auto":
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            fail(f"--encoding {encoding!r} is not an encoding Python knows (e.g. utf-8, latin-1, cp1252)")
+    if ray is not None:
+        if prune:
+            fail("--prune is not supported with --ray: run `grit index --prune FOLDER` without --ray")
+        _index_on_ray(hp, paths, pipeline=pipeline, data_dir=data_dir, qdrant_url=qdrant_url, model=model,
+                      encoding=encoding, recreate=recreate, skip_errors=skip_errors, address=ray, actors=actors,
+                      cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, batch_size=batch_size,
+                      kv_cache_dir=kv_cache_dir, text_field=text_field, id_field=id_field)
+        return
+    if kv_cache_dir is not None:
+        fail("--kv-cache-dir is for --ray; without Ray use --pipeline indexing_doc_cache (caches in --data-dir/kv)")
     try:
-        files = hp.collect_files(paths)
-    except hp.PipelineSetupError as error:
+        selection = hp.select_files(paths)
+    except hp.IndexingError as error:
         fail(str(error))
-    if not files:
+    for folder, ignored in selection.ignored.items():
+        if ignored:
+            kinds = ", ".join(sorted({p.suffix.lower() or "(none)" for p in ignored}))
+            console.print(f"ignoring {len(ignored)} files of other types in {folder} ({kinds})", markup=False)
+    if not selection.files and not prune:
         fail(f"no {', '.join(hp.FILE_SUFFIXES)} files found in {', '.join(map(str, paths))}")
-    built = _load(hp, pipeline, data_dir=data_dir, qdrant_url=qdrant_url, model=model)
+    built = _load(hp, pipeline, data_dir=data_dir, qdrant_url=qdrant_url, model=model, recreate=recreate)
     try:
-        _index(hp, built, files)
+        report = _index(hp, built, selection, batch_size=batch_size, encoding=encoding, prune=prune)
     finally:
         hp.close_pipeline(built)
+    if selection.files and report.indexed == 0:
+        fail(f"none of the {len(selection.files)} files could be indexed")
+    problems = _index_failures(report, selection)
+    if problems and not skip_errors:
+        fail("; ".join(problems) + " (see above; --skip-errors accepts a partial index)")
 
 
 def ask(
@@ -142,10 +292,12 @@ def ask(
     model: ModelOverride = None,
     instruction: InstructionOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per answer.")] = False,
+    allow_model_mismatch: AllowMismatchOption = False,
 ) -> None:
     """Answer questions with a RAG pipeline: answer, sources with scores, timings."""
     hp = _haystack()
-    built = _load(hp, pipeline, data_dir=data_dir, qdrant_url=qdrant_url, model=model, instruction=instruction)
+    built = _load(hp, pipeline, data_dir=data_dir, qdrant_url=qdrant_url, model=model, instruction=instruction,
+                  allow_model_mismatch=allow_model_mismatch)
     _require_documents(hp, built)
     try:
         if not as_json:
@@ -199,13 +351,15 @@ def run(
     data_dir: DataDirOption = None,
     qdrant_url: QdrantUrlOption = None,
     model: ModelOverride = None,
+    allow_model_mismatch: AllowMismatchOption = False,
 ) -> None:
     """Run any pipeline with the given inputs and print its outputs as JSON."""
     hp = _haystack()
     data = _parse_inputs(input or [])
     if not data:
         fail("give the pipeline's inputs with --input name=value")
-    built = _load(hp, pipeline, data_dir=data_dir, qdrant_url=qdrant_url, model=model)
+    built = _load(hp, pipeline, data_dir=data_dir, qdrant_url=qdrant_url, model=model,
+                  allow_model_mismatch=allow_model_mismatch)
     data = hp.expand_declared_inputs(built, data)
     try:
         start = time.perf_counter()
@@ -247,6 +401,30 @@ def _demo_questions(count: int) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()][:count]
 
 
+def _load_demo_index(hp, *, data_dir: Path, qdrant_url: str | None, model: str | None, corpus: Path,
+                     files: list[Path]):
+    """The indexing pipeline for `grit demo`; when the collection was indexed with another model, start it
+    over, but only if it holds nothing except this corpus (a user's own index is never deleted)."""
+    from grit_components.indexing import IndexModelMismatchError
+
+    try:
+        with console.status("Loading pipeline indexing ..."):
+            return hp.load_pipeline("indexing", data_dir=data_dir, qdrant_url=qdrant_url, model=model)
+    except (IndexModelMismatchError, hp.EmbeddingDimensionError) as error:
+        mismatch = error
+    except Exception:  # noqa: BLE001 - the usual error contract
+        return _load(hp, "indexing", data_dir=data_dir, qdrant_url=qdrant_url, model=model)
+    prefix = hp.source_of(corpus).rstrip("/") + "/"
+    names = {f.name for f in files}
+    points = hp.indexed_points("indexing", data_dir=data_dir, qdrant_url=qdrant_url)
+    if not all((p.get(SOURCE_FIELD) or "").startswith(prefix) or (SOURCE_FIELD not in p and p.get("file_path") in names)
+               for p in points):
+        fail(f"{mismatch}\nThe collection also holds other files, so grit demo does not start it over: use "
+             "another --data-dir (or --qdrant-url).")
+    console.print(f"   the index of {corpus} was made with another model or settings: indexing it again")
+    return _load(hp, "indexing", data_dir=data_dir, qdrant_url=qdrant_url, model=model, recreate=True)
+
+
 def demo(
     folder: Annotated[Optional[Path], typer.Argument(
         help="Your own folder of .txt/.md/.pdf files to index (default: the bundled WikiDesc demo corpus).")] = None,
@@ -257,35 +435,42 @@ def demo(
     qdrant_url: QdrantUrlOption = None,
     model: ModelOverride = None,
     pipeline: Annotated[str, typer.Option(help="RAG pipeline for the questions.")] = "rag",
-    reindex: Annotated[bool, typer.Option(help="Index the demo corpus again even if it is already indexed.")] = False,
+    reindex: Annotated[bool, typer.Option(help="Embed the corpus again even where it is already indexed.")] = False,
 ) -> None:
-    """The main job: index a corpus into embedded Qdrant with indexing.yaml, then answer questions with rag.yaml."""
+    """The main job: index a corpus into embedded Qdrant with indexing.yaml, then answer questions with rag.yaml.
+
+    Indexing is incremental: a second run embeds nothing new. If the model changed since the corpus was
+    indexed (another --model, or new weights of the default one), the corpus is indexed again.
+    """
     hp = _haystack()
     start = time.perf_counter()
     own = folder is not None
     if own:
         try:
-            files, meta = hp.collect_files([folder]), None
-        except hp.PipelineSetupError as error:
+            selection, meta = hp.select_files([folder]), None
+        except hp.IndexingError as error:
             fail(str(error))
-        if not files:
+        if not selection.files:
             fail(f"no {', '.join(hp.FILE_SUFFIXES)} files in {folder}")
+        corpus = folder
     else:
-        files, meta = _write_demo_corpus(data_dir / "demo-corpus")
-    console.print(f"[bold]1. Index[/] {len(files)} files into embedded Qdrant at {data_dir / 'qdrant'}"
-                  if not qdrant_url else f"[bold]1. Index[/] {len(files)} files into Qdrant at {qdrant_url}")
-    marker = data_dir / "demo-corpus" / ".indexed"
-    stamp = json.dumps({"model": model or DEFAULT_MODEL, "files": len(files), "qdrant": qdrant_url})
-    if not own and not reindex and marker.exists() and marker.read_text() == stamp:
-        console.print("   already indexed (same model and files): skipping; --reindex to index again")
-    else:
-        built = _load(hp, "indexing", data_dir=data_dir, qdrant_url=qdrant_url, model=model)
-        try:
-            _index(hp, built, files, meta=meta)
-        finally:
-            hp.close_pipeline(built)
-        if not own:
-            marker.write_text(stamp)
+        corpus = data_dir / "demo-corpus"
+        files, meta = _write_demo_corpus(corpus)
+        selection = hp.FileSelection(files=files, folders={corpus: files})  # NOTICE.md is not a passage
+    console.print(f"[bold]1. Index[/] {len(selection.files)} files into embedded Qdrant at {data_dir / 'qdrant'}"
+                  if not qdrant_url else f"[bold]1. Index[/] {len(selection.files)} files into Qdrant at {qdrant_url}")
+    built = _load_demo_index(hp, data_dir=data_dir, qdrant_url=qdrant_url, model=model, corpus=corpus,
+                             files=selection.files)
+    try:
+        if reindex:
+            for store in hp.document_stores(built):
+                store.delete_by_filter({"field": f"meta.{SOURCE_FIELD}", "operator": "in",
+                                        "value": [hp.source_of(f) for f in selection.files]})
+        report = _index(hp, built, selection, meta=meta, prune=True)
+    finally:
+        hp.close_pipeline(built)
+    if report.failed and not report.indexed:
+        fail(f"none of the {len(selection.files)} files of {corpus} could be indexed")
     asked = list(ask_ or [])
     items = [] if own else _demo_questions(questions)
     if not asked and not items:

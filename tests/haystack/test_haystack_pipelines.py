@@ -75,7 +75,7 @@ connections: []
 
 def test_qdrant_url_from_environment(monkeypatch):
     monkeypatch.setenv(hp.ENV_QDRANT_URL, "http://qdrant.example:6333")
-    monkeypatch.setattr(hp, "prepare", lambda pipeline: None)  # do not connect
+    monkeypatch.setattr(hp, "prepare", lambda pipeline, **options: None)  # do not connect
     pipeline = hp.load_pipeline("rag")
     (store,) = hp.document_stores(pipeline)
     assert store.url == "http://qdrant.example:6333" and store.path is None
@@ -114,7 +114,7 @@ def indexed(tmp_path_factory, tiny, corpus_dir):
 
 def test_indexing_writes_every_file(indexed, corpus_dir):
     _, result = indexed
-    assert result.files == 10  # 8 .txt + 1 .md + 1 .pdf; the .csv is not collected
+    assert len(result.files) == result.count("added") == 10  # 8 .txt + 1 .md + 1 .pdf; the .csv is not collected
     assert result.documents_written == result.documents_in_store >= 10
 
 
@@ -134,6 +134,7 @@ def test_reindexing_does_not_duplicate(indexed, tiny, corpus_dir):
     data_dir, first = indexed
     again = _index(data_dir, tiny, corpus_dir)
     assert again.documents_in_store == first.documents_in_store
+    assert again.count("unchanged") == 10 and again.chunks_embedded == 0  # nothing is embedded twice
 
 
 @pytest.mark.parametrize("pipeline", ["rag", "rag_rerank"])
@@ -216,7 +217,7 @@ def test_cli_index_ask_run(tmp_path, tiny, corpus_dir):
     data = ["--data-dir", str(tmp_path), "--model", tiny]
     result = runner.invoke(app, ["index", str(corpus_dir), *data])
     assert result.exit_code == 0, result.output
-    assert "indexed 10 files" in result.output
+    assert "indexed 10 of 10 files: 10 added" in result.output
     result = runner.invoke(app, ["ask", "Who was Diogenes?", "--json", *data])
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout.strip().splitlines()[-1])
@@ -244,15 +245,15 @@ def test_cli_demo_main_job(tmp_path, tiny, corpus_dir):
     """`grit demo` indexes the bundled corpus and answers questions; then a user's own folder."""
     result = runner.invoke(app, ["demo", "--data-dir", str(tmp_path), "--model", tiny, "--questions", "2"])
     assert result.exit_code == 0, result.output
-    assert "indexed 300 files" in result.output and result.stdout.count("\nQ: ") == 2
+    assert "indexed 300 of 300 files: 300 added" in result.output and result.stdout.count("\nQ: ") == 2
     assert "expected:" in result.stdout and "retrieval:" in result.output
     assert (tmp_path / "demo-corpus" / "NOTICE.md").exists()  # the CC BY-SA notice travels with the copy
     again = runner.invoke(app, ["demo", "--data-dir", str(tmp_path), "--model", tiny, "--questions", "1"])
-    assert again.exit_code == 0 and "already indexed" in again.output
+    assert again.exit_code == 0 and "300 unchanged" in again.output and "0 embedded" in again.output
     own = runner.invoke(app, ["demo", str(corpus_dir), "--data-dir", str(tmp_path / "own"), "--model", tiny,
                               "--ask", "Who was Diogenes?"])
     assert own.exit_code == 0, own.output
-    assert "indexed 10 files" in own.output and own.stdout.count("\nQ: ") == 1
+    assert "indexed 10 of 10 files" in own.output and own.stdout.count("\nQ: ") == 1
 
 
 def test_component_timings_are_per_request_under_concurrency():

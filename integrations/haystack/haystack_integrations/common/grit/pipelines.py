@@ -14,7 +14,13 @@ adds is the deployment knobs a YAML file cannot express, applied while Haystack 
   every `QdrantDocumentStore` by `url` (the API key, if any, comes from `QDRANT_API_KEY` as usual);
 - the model (`--model`) and query instruction (`--instruction`) of every GRIT component;
 - the store's `embedding_dim`, set from the loaded model, and checked against an existing collection
-  before anything is written (`EmbeddingDimensionError`).
+  before anything is written (`EmbeddingDimensionError`);
+- the index's model: every collection records the model and embedding settings that filled it
+  (`grit_components.indexing.IndexManifest`, stored at the first write); loading a pipeline compares
+  them with its GRIT embedders and raises `IndexModelMismatchError` naming both on any difference.
+
+Indexing files (incrementally, resumably, with a per-file report) is `indexing.index_files`,
+re-exported here.
 
 It also times each component of a run (`component_timings`) from Haystack's tracing spans, next to
 whatever tracer is enabled (OpenTelemetry, Langfuse, hayhooks' trace buffer), which keeps every span.
@@ -40,11 +46,23 @@ from haystack.core.serialization import DeserializationCallbacks
 from haystack.dataclasses import ChatMessage
 from haystack.tracing.tracer import NullTracer
 
+from grit_components.indexing import IndexManifest, IndexModelMismatchError, check_manifest, read_manifest, write_manifest
 from haystack_integrations.common.grit.component import GritModelComponent
+from haystack_integrations.common.grit.indexing import (
+    FILE_SUFFIXES,
+    FileOutcome,
+    FileSelection,
+    IndexingError,
+    IndexingPreprocessor,
+    IndexReport,
+    RayChunker,
+    index_files,
+    select_files,
+    source_of,
+)
 
 logger = logging.getLogger(__name__)
 BUILTIN_PIPELINES = ("indexing", "indexing_doc_cache", "rag", "rag_rerank", "rag_doc_cache")
-FILE_SUFFIXES = (".txt", ".md", ".markdown", ".pdf")
 QUESTION_INPUTS = ("text", "query", "question")
 DECLARED_IO_ATTRIBUTE = "grit_declared_io"  # set by load_pipeline: the YAML's hayhooks inputs/outputs
 ENV_DATA_DIR = "GRIT_DATA_DIR"
@@ -120,14 +138,14 @@ def deployment_callbacks(*, data_dir: str | os.PathLike | None = None, qdrant_ur
     return DeserializationCallbacks(component_pre_init=component_pre_init)
 
 
-def load_pipeline(name_or_path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
-                  qdrant_url: str | None = None, model: str | None = None,
-                  instruction: str | None = None) -> Pipeline:
-    """Build a YAML pipeline with the deployment knobs applied, GRIT models loaded and stores checked.
+def build_pipeline(name_or_path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
+                   qdrant_url: str | None = None, model: str | None = None,
+                   instruction: str | None = None) -> Pipeline:
+    """A pipeline file built with the deployment knobs applied (`deployment_callbacks`); nothing is loaded
+    or opened yet (models load at `warm_up`, Qdrant clients on first use).
 
-    `data_dir` and `qdrant_url` default to `GRIT_DATA_DIR` and `GRIT_QDRANT_URL`. Every Qdrant store's
-    `embedding_dim` is set to the GRIT model's dimension, and an existing collection with another
-    dimension raises `EmbeddingDimensionError` here, before anything is written.
+    `data_dir` and `qdrant_url` default to `GRIT_DATA_DIR` and `GRIT_QDRANT_URL`; the data directory is
+    created.
     """
     path = pipeline_path(name_or_path)
     data_dir = data_dir if data_dir is not None else os.environ.get(ENV_DATA_DIR) or None
@@ -141,8 +159,36 @@ def load_pipeline(name_or_path: str | os.PathLike, *, data_dir: str | os.PathLik
     pipeline = Pipeline.from_dict(data, callbacks=deployment_callbacks(data_dir=data_dir, qdrant_url=qdrant_url,
                                                                        model=model, instruction=instruction))
     setattr(pipeline, DECLARED_IO_ATTRIBUTE, declared_io(data))
+    return pipeline
+
+
+def pipeline_data(name_or_path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
+                  qdrant_url: str | None = None, model: str | None = None,
+                  instruction: str | None = None) -> dict[str, Any]:
+    """A pipeline file as a dict (`Pipeline.to_dict`) with the deployment knobs applied (`build_pipeline`):
+    nothing is loaded. What the Ray job ships to its workers, which build their own parts of it."""
+    return build_pipeline(name_or_path, data_dir=data_dir, qdrant_url=qdrant_url, model=model,
+                          instruction=instruction).to_dict()
+
+
+def load_pipeline(name_or_path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
+                  qdrant_url: str | None = None, model: str | None = None, instruction: str | None = None,
+                  allow_model_mismatch: bool = False, recreate: bool = False) -> Pipeline:
+    """Build a YAML pipeline with the deployment knobs applied, GRIT models loaded and stores checked.
+
+    `data_dir` and `qdrant_url` default to `GRIT_DATA_DIR` and `GRIT_QDRANT_URL`. Every Qdrant store's
+    `embedding_dim` is set to the GRIT model's dimension, and an existing collection with another
+    dimension raises `EmbeddingDimensionError` here, before anything is written. The collection's
+    recorded model and settings are checked too (`check_index`).
+
+    :param allow_model_mismatch: use a collection indexed with another model or settings anyway (for
+        weights you know to be the same, e.g. loaded from another path or in another dtype).
+    :param recreate: empty the collections this pipeline writes to (and record its model afresh).
+    """
+    pipeline = build_pipeline(name_or_path, data_dir=data_dir, qdrant_url=qdrant_url, model=model,
+                              instruction=instruction)
     try:
-        prepare(pipeline)
+        prepare(pipeline, allow_model_mismatch=allow_model_mismatch, recreate=recreate)
     except BaseException:
         close_pipeline(pipeline)  # release an embedded store's folder lock
         raise
@@ -170,8 +216,16 @@ def _store_location(store) -> str:
     return store.url or store.path or store.location or f"{store.host}:{store.port}"
 
 
-def prepare(pipeline: Pipeline) -> None:
-    """Load the GRIT models, size every Qdrant store to the embedding dimension and check existing collections."""
+def _writers(pipeline: Pipeline) -> list[Any]:
+    """The stores written by a `DocumentWriter` of the pipeline."""
+    from haystack.components.writers import DocumentWriter
+
+    return [instance.document_store for _, instance in pipeline.walk() if isinstance(instance, DocumentWriter)]
+
+
+def prepare(pipeline: Pipeline, *, allow_model_mismatch: bool = False, recreate: bool = False) -> None:
+    """Load the GRIT models, size every Qdrant store to the embedding dimension, check existing collections
+    (dimension, then recorded model: `check_index`); `recreate` empties the collections it writes to."""
     dims = set()
     for _, instance in grit_components(pipeline):
         instance.warm_up()
@@ -179,9 +233,12 @@ def prepare(pipeline: Pipeline) -> None:
             dims.add(instance.embedder.model.embedding_dim)
     if len(dims) > 1:
         raise EmbeddingDimensionError(f"the pipeline's embedders produce different dimensions {sorted(dims)}")
+    written = _writers(pipeline)
     for store in document_stores(pipeline):
         if dims:
             store.embedding_dim = next(iter(dims))  # the client (and collection) are created lazily, on first use
+        if recreate and any(store is w for w in written):
+            store.recreate_index = True  # Haystack drops and creates the collection when it connects
         try:
             store.count_documents()  # opens the client, creates or validates the collection
         except ValueError as error:
@@ -189,10 +246,80 @@ def prepare(pipeline: Pipeline) -> None:
                 raise EmbeddingDimensionError(
                     f"Qdrant collection {store.index!r} at {_store_location(store)} does not match the model, "
                     f"which embeds in {store.embedding_dim} dimensions ({error}). Index into another data "
-                    "directory or collection, or delete this one and index again.") from error
+                    "directory or collection, or index again from scratch (`grit index --recreate`, "
+                    "recreate=True).") from error
             raise
         except RuntimeError as error:  # a path= folder another process (or client) holds
             raise PipelineSetupError(f"cannot open Qdrant at {_store_location(store)}: {error}") from error
+    check_index(pipeline, allow_model_mismatch=allow_model_mismatch)
+
+
+def _qdrant_client(store):
+    """The `qdrant_client` client of a connected `QdrantDocumentStore`: the store has no public accessor,
+    and the collection metadata (where the manifest lives) has no store method."""
+    store.count_documents()  # connects
+    return store._client
+
+
+def _embedders(pipeline: Pipeline) -> tuple[Any | None, Any | None]:
+    """The pipeline's GRIT document embedder and text embedder (None where it has none)."""
+    document = text = None
+    for _, instance in grit_components(pipeline):
+        module = type(instance).__module__
+        if module.endswith("grit.document_embedder"):
+            document = instance
+        elif module.endswith("grit.text_embedder"):
+            text = instance
+    return document, text
+
+
+def document_manifest(embedder) -> IndexManifest:
+    """The manifest of what a `GritDocumentEmbedder` writes (model, settings, meta fields it embeds)."""
+    return IndexManifest.for_embedder(embedder.embedder, meta_fields=embedder.meta_fields_to_embed,
+                                      meta_separator=embedder.embedding_separator)
+
+
+def check_index(pipeline: Pipeline, *, allow_model_mismatch: bool = False) -> IndexManifest | None:
+    """Check every Qdrant collection of a pipeline against the model and settings its GRIT embedders use.
+
+    A collection its `DocumentWriter` writes to must have been filled with the document embedder's model
+    and settings (an empty one is stamped with them now); one its retriever queries must have been
+    embedded by the text embedder's model, pooling and normalisation. A collection with points but no
+    record of its model (made by an earlier version) fails too. `load_pipeline` calls this; call it
+    yourself for pipelines built with plain `Pipeline.loads`.
+
+    :param allow_model_mismatch: skip the comparison (stamping an empty collection still happens).
+    :returns: the manifest the document embedder writes with (None if the pipeline has none).
+    :raises IndexModelMismatchError: naming the recorded and the current model and settings.
+    """
+    document, text = _embedders(pipeline)
+    written = _writers(pipeline)
+    write_manifest_ = document_manifest(document) if document is not None else None
+    for store in document_stores(pipeline):
+        writes = any(store is w for w in written)
+        current = write_manifest_ if writes else (
+            IndexManifest.for_embedder(text.embedder) if text is not None else None)
+        if current is None:
+            continue
+        client = _qdrant_client(store)
+        stored = read_manifest(client, store.index)
+        points = store.count_documents()
+        where = f"Qdrant collection {store.index!r} at {_store_location(store)}"
+        if not allow_model_mismatch:
+            try:
+                check_manifest(stored, current, purpose="write" if writes else "query", where=where, points=points)
+            except IndexModelMismatchError as error:
+                verdict = "Its vectors are not comparable with this model's" if stored is not None else (
+                    "They are probably not comparable with this model's")
+                raise IndexModelMismatchError(
+                    f"{error}. {verdict}. Index into another data "
+                    "directory or collection, index again from scratch with this model (`grit index --recreate`, "
+                    "recreate=True), or, if you know the weights are the same (e.g. another path or dtype), "
+                    "pass --allow-model-mismatch (allow_model_mismatch=True).",
+                    stored=error.stored, current=error.current) from None
+        if writes and stored is None and points == 0:
+            write_manifest(client, store.index, current)
+    return write_manifest_
 
 
 def close_pipeline(pipeline: Pipeline) -> None:
@@ -201,19 +328,72 @@ def close_pipeline(pipeline: Pipeline) -> None:
         store.close()
 
 
+def _store_nodes(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None,
+                 qdrant_url: str | None) -> list[dict[str, Any]]:
+    """Init parameters of every `QdrantDocumentStore` of a pipeline file, with the deployment knobs applied
+    (the stores are built, not connected)."""
+    pipeline = build_pipeline(name_or_path, data_dir=data_dir, qdrant_url=qdrant_url)
+    return [store.to_dict()["init_parameters"] for store in document_stores(pipeline)]
+
+
+def qdrant_target(name_or_path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
+                  qdrant_url: str | None = None):
+    """The Qdrant collection an indexing pipeline writes to, as a `grit_components.distributed.QdrantTarget`
+    (for the Ray job: the same collection, location and settings as the YAML's store)."""
+    from grit_components.distributed import QdrantTarget
+
+    nodes = _store_nodes(name_or_path, data_dir, qdrant_url)
+    if len(nodes) != 1:
+        raise PipelineSetupError(f"{name_or_path} has {len(nodes)} Qdrant stores; the Ray job writes to exactly one")
+    params = nodes[0]
+    if not (params.get("url") or params.get("path")):
+        raise PipelineSetupError("the Ray job writes to a Qdrant server (url) or folder (path), not to "
+                                 f"{params.get('location') or params.get('host') or 'memory'}")
+    if params.get("path"):
+        Path(params["path"]).mkdir(parents=True, exist_ok=True)
+    api_key = params.get("api_key")
+    return QdrantTarget(collection=params.get("index", "Document"), url=params.get("url"), path=params.get("path"),
+                        api_key=os.environ.get("QDRANT_API_KEY") if api_key else None,
+                        similarity=params.get("similarity", "cosine"), shard_number=params.get("shard_number"),
+                        replication_factor=params.get("replication_factor"))
+
+
+def indexed_points(name_or_path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
+                   qdrant_url: str | None = None) -> list[dict[str, Any]]:
+    """The `meta` of every point in the Qdrant collections of a pipeline, read without loading a model or checking
+    anything (a collection of another model or dimension opens too). For deciding what a collection holds."""
+    from qdrant_client import QdrantClient
+
+    metas: list[dict[str, Any]] = []
+    for params in _store_nodes(name_or_path, data_dir, qdrant_url):
+        if params.get("url"):
+            client = QdrantClient(url=params["url"], api_key=os.environ.get("QDRANT_API_KEY"))
+        elif params.get("path"):
+            client = QdrantClient(path=params["path"])
+        else:
+            continue  # an in-memory store holds nothing yet
+        try:
+            collection = params.get("index", "Document")
+            if not client.collection_exists(collection):
+                continue
+            offset = None
+            while True:
+                records, offset = client.scroll(collection, limit=1000, offset=offset, with_payload=["meta"],
+                                                with_vectors=False)
+                metas.extend((record.payload or {}).get("meta") or {} for record in records)
+                if offset is None:
+                    break
+        finally:
+            client.close()
+    return metas
+
+
 def collect_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Files to index: given files as they are, folders searched recursively for .txt/.md/.pdf, sorted."""
-    files: list[Path] = []
-    for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FILE_SUFFIXES
-                                and not any(part.startswith(".") for part in p.relative_to(path).parts)))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise PipelineSetupError(f"{path} does not exist")
-    return files
+    try:
+        return select_files(paths).files
+    except IndexingError as error:
+        raise PipelineSetupError(str(error)) from error
 
 
 def _open_inputs(pipeline: Pipeline) -> dict[str, dict[str, dict]]:
@@ -338,36 +518,6 @@ def question_inputs(pipeline: Pipeline, question: str, retrieval_text: str | Non
     if not data:
         raise PipelineSetupError("the pipeline has no open `text`, `query` or `question` input for the question")
     return data
-
-
-@dataclass
-class IndexResult:
-    files: int
-    documents_written: int
-    documents_in_store: int
-    seconds: float
-
-
-def index_files(pipeline: Pipeline, files: Sequence[str | os.PathLike],
-                meta: dict | list[dict] | None = None) -> IndexResult:
-    """Run an indexing pipeline on files (its open `sources` input gets them, and `meta` if given)."""
-    if not files:
-        raise PipelineSetupError("no .txt, .md or .pdf files to index")
-    data: dict[str, dict[str, Any]] = {}
-    for name, sockets in _open_inputs(pipeline).items():
-        if "sources" in sockets:
-            data[name] = {"sources": [Path(f) for f in files]}
-            if meta is not None and "meta" in sockets:
-                data[name]["meta"] = meta
-    if not data:
-        raise PipelineSetupError("the pipeline has no open `sources` input: is it an indexing pipeline?")
-    start = time.perf_counter()
-    result = pipeline.run(data)
-    seconds = time.perf_counter() - start
-    written = sum(out.get("documents_written", 0) for out in result.values() if isinstance(out, dict))
-    stores = document_stores(pipeline)
-    return IndexResult(files=len(files), documents_written=written,
-                       documents_in_store=sum(s.count_documents() for s in stores), seconds=seconds)
 
 
 _TIMINGS: ContextVar[dict[str, float] | None] = ContextVar("grit_component_timings", default=None)
