@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 from transformers.generation.streamers import BaseStreamer
 
 from grit_components import templates
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from grit_components.models import GritModel
 
 StreamingCallback = Callable[[str], None]
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds
 Messages = str | Sequence[Mapping[str, str]]
 
 
@@ -129,10 +131,16 @@ def cut_at_stop_words(text: str, stop_words: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
-def check_generation_args(max_new_tokens: Any, temperature: Any, top_p: Any, stop_words: Any) -> list[str]:
+def check_generation_args(max_new_tokens: Any, temperature: Any, top_p: Any, stop_words: Any, *,
+                          seed: Any = None, streaming_callback: Any = None) -> list[str]:
     check_int("max_new_tokens", max_new_tokens, minimum=1)
     check_float("temperature", temperature, minimum=0.0)
     check_float("top_p", top_p, minimum=0.0, maximum=1.0, exclusive_minimum=True)
+    if seed is not None:
+        check_int("seed", seed, minimum=0, maximum=MAX_SEED)
+    if streaming_callback is not None and not callable(streaming_callback):
+        # Checked here: otherwise the first generated token is where it would fail, after the prefill.
+        raise TypeError(f"streaming_callback must be callable, not {type(streaming_callback).__name__}")
     if stop_words is None:
         return []
     if isinstance(stop_words, str) or not isinstance(stop_words, Sequence):
@@ -141,6 +149,28 @@ def check_generation_args(max_new_tokens: Any, temperature: Any, top_p: Any, sto
         if not isinstance(word, str) or not word:
             raise ValueError(f"stop_words[{i}] must be a non-empty str")
     return list(stop_words)
+
+
+class _SeededSampler(LogitsProcessor):
+    """Samples the next token with the call's own `torch.Generator` and leaves only it for greedy decoding.
+
+    transformers' sampling draws from the process-wide generator, so a seed set with `torch.manual_seed`
+    is shared by every thread: concurrent calls interleave their draws and get different text, and
+    other code's random state moves. Here generation runs greedily, this processor applies temperature
+    and top-p itself and turns the scores into a one-hot choice drawn from a generator owned by the call.
+    """
+
+    def __init__(self, temperature: float, top_p: float, generator: torch.Generator) -> None:
+        self.warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+        if top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p))
+        self.generator = generator
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = self.warpers(input_ids, scores)
+        probs = torch.softmax(scores, dim=-1)  # (batch, vocab)
+        chosen = torch.multinomial(probs, num_samples=1, generator=self.generator)  # (batch, 1)
+        return torch.full_like(scores, float("-inf")).scatter_(-1, chosen, 0.0)
 
 
 def _static_capacity(cache: Cache | None) -> int | None:
@@ -167,7 +197,8 @@ def generate_ids(
 
     The cache is grown in place by generation: pass a copy of anything you want to keep.
     """
-    stop_words = check_generation_args(max_new_tokens, temperature, top_p, stop_words)
+    stop_words = check_generation_args(max_new_tokens, temperature, top_p, stop_words, seed=seed,
+                                       streaming_callback=streaming_callback)
     if not prompt_ids:
         raise ValueError("prompt_ids must not be empty (the uncached suffix needs at least one token)")
     prefix_length = int(past_key_values.get_seq_length()) if past_key_values is not None else 0
@@ -185,13 +216,14 @@ def generate_ids(
     attention_mask = torch.ones((1, total), dtype=torch.long, device=model.device)
     streamer = _CallbackStreamer(model.tokenizer, streaming_callback, stop_words, skip_prompt=True)
     kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": model.pad_token_id,
-                              "streamer": streamer, "do_sample": temperature > 0}
-    if temperature > 0:
+                              "streamer": streamer, "do_sample": temperature > 0,
+                              "temperature": None, "top_p": None, "top_k": None}  # not the model's defaults
+    if temperature > 0 and seed is not None:
+        generator = torch.Generator(device=model.device).manual_seed(seed)
+        sampler = _SeededSampler(temperature, top_p, generator)
+        kwargs.update(do_sample=False, logits_processor=LogitsProcessorList([sampler]))
+    elif temperature > 0:  # unseeded: transformers' own sampling from the process-wide generator
         kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-        if seed is not None:
-            torch.manual_seed(seed)
-    else:  # greedy: silence the model's own sampling defaults
-        kwargs.update(temperature=None, top_p=None, top_k=None)
     if stop_words:
         kwargs.update(stop_strings=stop_words, tokenizer=model.tokenizer)
     if past_key_values is not None:
@@ -234,7 +266,9 @@ def generate(
     :param top_p: nucleus sampling mass when sampling.
     :param stop_words: strings that end generation; the returned text stops before the first one.
     :param streaming_callback: called with each new piece of text as it is generated.
-    :param seed: seeds sampling for reproducible output when temperature > 0.
+    :param seed: seeds sampling for reproducible output when temperature > 0 (an int in [0, 2**64)). The seed
+        drives a random generator of this call only: the same seed gives the same text under concurrent
+        calls, and the process-wide torch generator is neither used nor changed.
     :returns: a `GenerationResult` with text, finish reason, token usage and timings.
     """
     return generate_ids(model, chat_prompt_ids(model, messages), max_new_tokens=max_new_tokens, temperature=temperature,

@@ -218,7 +218,8 @@ def answer(
     start = time.perf_counter()
     mode = check_mode(mode)
     check_choice("source", source, SOURCES)
-    check_generation_args(max_new_tokens, temperature, top_p, stop_words)  # before any compute
+    check_generation_args(max_new_tokens, temperature, top_p, stop_words, seed=seed,
+                          streaming_callback=streaming_callback)  # before any compute
     store = _resolve_store(model, store)
     prompt = build_prompt(model, query, documents, mode, order=order)
     total_tokens = len(prompt.prompt_ids())

@@ -53,6 +53,37 @@ def test_sampling_with_seed_is_reproducible(tiny_model):
     assert a.text == b.text
 
 
+def test_seeded_sampling_leaves_the_global_generator_alone(tiny_model):
+    import torch
+
+    torch.manual_seed(1234)
+    state = torch.get_rng_state()
+    texts = {tiny_model.generate("Hello", max_new_tokens=12, temperature=1.0, seed=seed).text for seed in (1, 2, 3)}
+    assert torch.equal(torch.get_rng_state(), state)
+    assert len(texts) == 3  # the seed is really used: a random model's samples differ between seeds
+    greedy = tiny_model.generate("Hello", max_new_tokens=12).text
+    assert greedy not in texts  # and it samples (not greedy), from the whole distribution at temperature 1
+
+
+def test_seeded_sampling_does_not_depend_on_the_global_generator(tiny_model):
+    import torch
+
+    torch.manual_seed(0)
+    first = tiny_model.generate("Hello", max_new_tokens=12, temperature=0.8, top_p=0.95, seed=7).text
+    torch.manual_seed(99)
+    torch.rand(1000)  # other code drawing numbers in between
+    assert tiny_model.generate("Hello", max_new_tokens=12, temperature=0.8, top_p=0.95, seed=7).text == first
+
+
+def test_bad_streaming_callback_fails_before_generating(tiny_model, monkeypatch):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("generate ran with a non-callable streaming_callback")
+
+    monkeypatch.setattr(tiny_model.model, "generate", must_not_run)
+    with pytest.raises(TypeError, match="streaming_callback must be callable"):
+        tiny_model.generate("hi", max_new_tokens=4, streaming_callback=42)
+
+
 def test_cut_at_stop_words():
     assert cut_at_stop_words("one two three", ["two", "three"]) == ("one ", True)
     assert cut_at_stop_words("one", ["x"]) == ("one", False)
@@ -74,6 +105,11 @@ def test_cut_at_stop_words():
         ("hi", {"top_p": 1.5}, ValueError, "top_p"),
         ("hi", {"stop_words": "stop"}, TypeError, "stop_words"),
         ("hi", {"stop_words": [""]}, ValueError, r"stop_words\[0\]"),
+        ("hi", {"temperature": 1.0, "seed": "a"}, TypeError, "seed"),
+        ("hi", {"temperature": 1.0, "seed": 1.5}, TypeError, "seed"),
+        ("hi", {"temperature": 1.0, "seed": -1}, ValueError, "seed"),
+        ("hi", {"seed": "a"}, TypeError, "seed"),  # greedy ignores the seed, but a wrong one is still an error
+        ("hi", {"streaming_callback": "print"}, TypeError, "streaming_callback"),
     ],
 )
 def test_bad_inputs(tiny_model, messages, kwargs, error, match):
