@@ -17,7 +17,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogits
 from transformers.generation.streamers import BaseStreamer
 
 from grit_components import templates
-from grit_components._checks import check_float, check_int
+from grit_components._checks import check_float, check_int, check_unicode
 
 if TYPE_CHECKING:
     from transformers import Cache
@@ -55,7 +55,7 @@ def normalize_messages(messages: Messages) -> list[dict[str, str]]:
     if isinstance(messages, str):
         if not messages:
             raise ValueError("messages must not be an empty string")
-        return [{"role": "user", "content": messages}]
+        return [{"role": "user", "content": check_unicode("messages", messages)}]
     if not isinstance(messages, Sequence):
         raise TypeError(f"messages must be a str or a list of {{'role', 'content'}} dicts, not {type(messages).__name__}")
     if not messages:
@@ -66,6 +66,7 @@ def normalize_messages(messages: Messages) -> list[dict[str, str]]:
             raise TypeError(f"messages[{i}] must be a dict with str 'role' and 'content'")
         if message["role"] not in ("system", "user", "assistant"):
             raise ValueError(f"messages[{i}] has role {message['role']!r}; use system, user or assistant")
+        check_unicode(f"messages[{i}]['content']", message["content"])
         checked.append({"role": message["role"], "content": message["content"]})
     if checked[-1]["role"] == "assistant":
         raise ValueError("messages must end with a user (or system) message to answer")

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from grit_components import templates
-from grit_components._checks import check_choice, check_float, check_int, check_str
+from grit_components._checks import check_choice, check_float, check_int, check_str, check_unicode
 from grit_components.components import ModelComponent
 from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, length_sorted_batches, pad_batch
 from grit_components.generation import chat_prompt_ids, generate_ids
@@ -362,7 +362,9 @@ class GritReranker(ModelComponent):
                 raise TypeError(f"documents[{i}] must be a str, not {type(text).__name__}")
             if text is None or not text.strip():
                 skipped.append(i)
-            elif text not in seen:
+                continue
+            check_unicode(f"documents[{i}]", text)
+            if text not in seen:
                 seen.add(text)
                 kept.append(i)
         if skipped:

@@ -110,6 +110,8 @@ def test_cut_at_stop_words():
         ("hi", {"temperature": 1.0, "seed": -1}, ValueError, "seed"),
         ("hi", {"seed": "a"}, TypeError, "seed"),  # greedy ignores the seed, but a wrong one is still an error
         ("hi", {"streaming_callback": "print"}, TypeError, "streaming_callback"),
+        ("caf\udce9", {}, ValueError, "messages contains an unpaired surrogate"),
+        ([{"role": "user", "content": "\ud800"}], {}, ValueError, r"messages\[0\]\['content'\] contains an unpaired"),
     ],
 )
 def test_bad_inputs(tiny_model, messages, kwargs, error, match):
