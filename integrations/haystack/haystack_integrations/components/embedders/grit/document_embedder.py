@@ -110,6 +110,9 @@ class GritDocumentEmbedder:
         self.device = device
         self.dtype = dtype
         self.revision = revision
+        if token is not None and not isinstance(token, Secret):  # a str would be written out by to_dict
+            raise TypeError(f"token must be a haystack Secret (e.g. Secret.from_env_var('HF_TOKEN')) or None, "
+                            f"not {type(token).__name__}")
         self.token = token
         self.trust_remote_code = trust_remote_code
         self._embedder: GritEmbedder | None = None

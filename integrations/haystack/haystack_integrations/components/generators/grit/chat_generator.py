@@ -92,7 +92,7 @@ class GritChatGenerator:
         self.model = check_str("model", model, allow_empty=False)
         self.generation_kwargs = self._check_generation_kwargs(generation_kwargs)
         if streaming_callback is not None and not callable(streaming_callback):
-            raise TypeError("streaming_callback must be callable")
+            raise TypeError(f"streaming_callback must be callable, not {type(streaming_callback).__name__}")
         self.streaming_callback = streaming_callback
         self.cache_mode = check_choice("cache_mode", cache_mode, CACHE_MODES)
         self.cache_source = check_choice("cache_source", cache_source, CACHE_SOURCES)
@@ -103,6 +103,9 @@ class GritChatGenerator:
         self.device = device
         self.dtype = dtype
         self.revision = revision
+        if token is not None and not isinstance(token, Secret):  # a str would be written out by to_dict
+            raise TypeError(f"token must be a haystack Secret (e.g. Secret.from_env_var('HF_TOKEN')) or None, "
+                            f"not {type(token).__name__}")
         self.token = token
         self.trust_remote_code = trust_remote_code
         self._generator: GritGenerator | None = None
@@ -262,6 +265,8 @@ class GritChatGenerator:
         :raises TypeError: If an input has the wrong type.
         :raises ValueError: If nothing to answer is given, or a generation kwarg is unknown or invalid.
         """
+        if streaming_callback is not None and not callable(streaming_callback):  # not after the prefill
+            raise TypeError(f"streaming_callback must be callable, not {type(streaming_callback).__name__}")
         emit = select_streaming_callback(self.streaming_callback, streaming_callback, requires_async=False)
         return self._generate(messages, generation_kwargs, documents, query, emit)
 
@@ -285,6 +290,8 @@ class GritChatGenerator:
         :param query: See `run`.
         :returns: A dictionary with the key `replies`.
         """
+        if streaming_callback is not None and not callable(streaming_callback):  # not after the prefill
+            raise TypeError(f"streaming_callback must be callable, not {type(streaming_callback).__name__}")
         selected = select_streaming_callback(self.streaming_callback, streaming_callback, requires_async=True)
         emit = None
         if selected is not None:
