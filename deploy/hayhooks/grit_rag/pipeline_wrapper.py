@@ -3,7 +3,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """hayhooks deployment of the GRIT RAG pipeline (`pipelines/rag.yaml` by default).
 
-Serve it with `hayhooks run --pipelines-dir deploy/hayhooks` (from the project root), then:
+Serve it with the launcher beside this folder, which keeps the server safe by default (no deploy routes,
+localhost, an optional API key, no cross-origin access; see `deploy/hayhooks/serve.py`):
+  python deploy/hayhooks/serve.py
   curl -X POST localhost:1416/grit_rag/run -H 'Content-Type: application/json' -d '{"question": "..."}'
 or use the OpenAI-compatible `POST /v1/chat/completions` with `"model": "grit_rag"`.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import os
 
+from fastapi import HTTPException
 from hayhooks import BasePipelineWrapper, get_last_user_message
 
 from haystack_integrations.common.grit import pipelines as hp
@@ -30,6 +33,14 @@ class PipelineWrapper(BasePipelineWrapper):
         # Requests run concurrently: the GRIT components share one thread-safe model, and per-request
         # component timings are kept apart (hp.component_timings uses a context variable).
 
+    def _ask(self, question: str) -> hp.Answer:
+        try:
+            return hp.ask(self.pipeline, question)
+        except (ValueError, TypeError) as error:
+            # The question (or what a component made of it: a prompt over the context) is the client's to
+            # fix: 400 with the one-line reason. Anything else stays a server error, logged by hayhooks.
+            raise HTTPException(status_code=400, detail=str(error)) from error
+
     def run_api(self, question: str) -> dict:
         """
         Answer a question from the indexed documents.
@@ -37,7 +48,7 @@ class PipelineWrapper(BasePipelineWrapper):
         :param question: The question.
         :returns: The answer, its sources (id, score, meta, content) and timings in seconds.
         """
-        answer = hp.ask(self.pipeline, question)
+        answer = self._ask(question)
         return {
             "answer": answer.text,
             "sources": [{"id": doc.id, "score": doc.score, "meta": doc.meta, "content": doc.content}
@@ -48,4 +59,6 @@ class PipelineWrapper(BasePipelineWrapper):
     def run_chat_completion(self, model: str, messages: list[dict], body: dict) -> str:
         """OpenAI-compatible chat: answers the last user message."""
         question = get_last_user_message(messages)
-        return hp.ask(self.pipeline, question or "").text
+        if not isinstance(question, str) or not question.strip():
+            raise HTTPException(status_code=400, detail="messages must contain a user message with text")
+        return self._ask(question).text
