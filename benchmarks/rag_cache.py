@@ -292,7 +292,25 @@ QUESTION = "What is described as '{query}'?"
 QUALITY_CONFIGS = (("uncached_doc_first", "none", None, "doc_first"),
                    *((f"{mode}/{source}", mode, source, "doc_first")
                      for mode in ("doc", "query", "query_doc", "doc_query") for source in ("embedding", "causal")),
-                   ("no_retrieval", "none", None, "doc_first"), ("uncached_query_first", "none", None, "query_first"))
+                   ("no_retrieval", "none", None, "doc_first"), ("uncached_query_first", "none", None, "query_first"),
+                   *((f"multi_doc_3/{source}", "multi_doc", source, "doc_first") for source in ("embedding", "causal")))
+# multi_doc_3: the gold passage and the two passages BM25 ranks highest among the others of corpus-2k
+# (retrieved distractors), the gold one at a fixed pseudo-random place per query.
+
+
+def bm25_distractors(directory: Path, items: list[dict], count: int = 2) -> list[list[str]]:
+    """Per item, the texts of the `count` corpus-2k passages BM25 ranks highest for its query, gold excluded."""
+    import bm25s
+
+    corpus = [json.loads(line) for line in (directory / "corpus-2k.jsonl").read_text(encoding="utf-8").splitlines()
+              if line.strip()]
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize([f"{d['title']} {d['text']}" for d in corpus], stopwords="en", show_progress=False),
+                    show_progress=False)
+    hits, _ = retriever.retrieve(bm25s.tokenize([i["query"] for i in items], stopwords="en", show_progress=False),
+                                 k=count + 1, show_progress=False)
+    return [[corpus[int(j)]["text"] for j in row if corpus[int(j)]["text"] != item["passage"]][:count]
+            for item, row in zip(items, hits)]
 
 
 def load_wikidesc_dev(directory: Path, limit: int | None) -> list[dict]:
@@ -337,8 +355,13 @@ def run_quality(model_spec: str, data_dir: Path, *, limit: int | None, output: P
         if configs and name not in configs:
             continue
         matches, outputs, start = 0, [], time.perf_counter()
+        if mode == "multi_doc" and "distractors" not in items[0]:
+            for item, distractors in zip(items, bm25_distractors(data_dir, items)):
+                docs = [*distractors]
+                docs.insert(sum(map(ord, item["id"])) % (len(docs) + 1), item["passage"])
+                item["distractors"], item["passages"] = distractors, docs
         for item in items:
-            docs = [] if name == "no_retrieval" else [item["passage"]]
+            docs = [] if name == "no_retrieval" else item["passages"] if mode == "multi_doc" else [item["passage"]]
             r = rag.answer(model, QUESTION.format(query=item["query"]), docs, mode=mode, source=source or "causal",
                            order=order, max_new_tokens=new_tokens)
             hit = item["answer"].lower() in r.text.lower()

@@ -58,7 +58,7 @@ def open_client(args: argparse.Namespace) -> QdrantClient:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=os.environ.get("GRIT_MODEL", "smollm2-135m-instruct"),
+    parser.add_argument("--model", default=os.environ.get("GRIT_MODEL", "grit-smollm2-135m"),
                         help="hub id, local directory, GGUF file or packaged alias (env GRIT_MODEL)")
     parser.add_argument("--qdrant-url", default=os.environ.get("QDRANT_URL"),
                         help="Qdrant server URL (env QDRANT_URL); default: embedded Qdrant in --qdrant-path")

@@ -51,9 +51,13 @@ class PackagedModel:
 
 @dataclass(frozen=True)
 class PackagedAdapter:
-    """A LoRA adapter shipped in this package (`grit_components/adapters/<folder>`) over a packaged base."""
+    """A LoRA adapter shipped in this package (`grit_components/adapters/<folder>`) over a base model.
 
-    base: str  # alias in PACKAGED_MODELS
+    `base` is an alias of `PACKAGED_MODELS` (or a local model directory); `folder` is relative to
+    `grit_components/adapters/` (an absolute path is used as it is).
+    """
+
+    base: str
     folder: str
 
 
@@ -181,7 +185,7 @@ def adapter_dir(alias: str) -> Path:
     """
     from grit_components.metadata import ModelMetadata
 
-    folder = Path(__file__).resolve().parent / "adapters" / PACKAGED_ADAPTERS[alias].folder
+    folder = Path(__file__).resolve().parent / "adapters" / PACKAGED_ADAPTERS[alias].folder  # absolute stays absolute
     fix = "reinstall grit-components (pip install --force-reinstall --no-deps grit-components)"
     for name in ADAPTER_FILES:
         if not (folder / name).is_file():
@@ -229,7 +233,10 @@ def packaged_model_dir(alias: str) -> Path:
         from grit_components.metadata import ModelMetadata
 
         digest = ModelMetadata.read(adapter).extra["adapter_sha256"][:16]
-        return merge_adapter(packaged_model_dir(PACKAGED_ADAPTERS[alias].base), adapter, f"{alias}-{digest}")
+        base_spec = PACKAGED_ADAPTERS[alias].base
+        base = packaged_model_dir(base_spec) if base_spec.lower() in PACKAGED_MODELS else Path(base_spec)
+        # the merged weights depend on the adapter and on the base's exact version (its folder name)
+        return merge_adapter(base, adapter, f"{alias}-{digest}-on-{base.name}")
     if alias not in PACKAGED_MODELS:
         raise ValueError(f"unknown model alias {alias!r}; known aliases: {', '.join(sorted([*PACKAGED_MODELS, *PACKAGED_ADAPTERS]))}")
     return convert_gguf(*_packaged_gguf(alias))

@@ -62,8 +62,7 @@ def test_budget_is_never_exceeded_and_eviction_is_lru():
     assert store.get("fp", "causal", range(499, 507)) is not None
     assert store.get("fp", "causal", range(0, 8)) is None  # evicted long ago despite the early touch
     # an entry larger than the whole budget is refused rather than flushing everything
-    store.configure(max_bytes=one // 2)
-    assert len(store) == 0 and store.nbytes == 0
+    store = KVStore(max_bytes=one // 2)
     store.put(_entry(1))
     assert len(store) == 0 and store.stats.rejected == 1
 

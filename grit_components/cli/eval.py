@@ -36,7 +36,9 @@ def retrieval(
     corpus: Annotated[Optional[str], typer.Option(help="Corpus file inside --data (default corpus.jsonl).")] = None,
     split: Annotated[str, typer.Option(help="Query split folder.")] = "dev",
     max_queries: Annotated[Optional[int], typer.Option(min=1, help="Evaluate only the first N queries.")] = None,
-    query_instruction: Annotated[Optional[str], typer.Option(help="Query instruction (default: the WikiDesc task instruction).")] = None,
+    query_instruction: Annotated[Optional[str], typer.Option(
+        help="Query instruction (default: the model's own, declared in its grit_model.json; for a model without "
+             "one, the WikiDesc task instruction).")] = None,
     embedding: Annotated[Optional[list[str]], typer.Option(
         help="GRIT embedding variant ATTENTION:POOLING, repeatable (default bidirectional:mean). "
              "E.g. --embedding bidirectional:mean --embedding causal:weighted_mean; 'none' for baselines only.")] = None,
@@ -53,7 +55,8 @@ def retrieval(
         help="First stages to rerank: grit, bm25, baseline (repeatable; default all).")] = None,
     listwise_queries: Annotated[Optional[int], typer.Option(min=1, help="Listwise-rerank only the first N queries (default: as --rerank-queries).")] = None,
     listwise_systems: Annotated[Optional[list[str]], typer.Option(help="First stages to rerank listwise (default: as --rerank-systems).")] = None,
-    pointwise_tokens: Annotated[int, typer.Option(min=1, help="Passage tokens in a pointwise prompt.")] = 256,
+    pointwise_tokens: Annotated[Optional[int], typer.Option(
+        min=1, help="Passage tokens in a pointwise prompt (default: what the model was trained with, else 256).")] = None,
     listwise_tokens: Annotated[int, typer.Option(min=1, help="Passage tokens in a listwise prompt.")] = 128,
     pointwise_cache: Annotated[Optional[Path], typer.Option(
         help="JSON file keeping pointwise scores (model fingerprint + prompt keyed), reused by later runs.")] = None,
@@ -87,7 +90,6 @@ def retrieval(
         fail(f"cannot load --data {data}: {error}")
     baselines = baseline if baseline is not None else (["minilm"] if _has_minilm() else [])
     baselines = [b for b in baselines if b != "none"]
-    instruction = query_instruction if query_instruction is not None else ev.WIKIDESC_QUERY_INSTRUCTION
     location = str(qdrant_path) if qdrant_path else ":memory:"
 
     started = time.perf_counter()
@@ -102,6 +104,8 @@ def retrieval(
         systems.append(("baseline", ev.sentence_transformer_first_stage(directory, dataset, qdrant_location=location, name=name,
                                                                          cache_directory=cache_dir)))
     grit = load(model, None, None)
+    instruction = query_instruction if query_instruction is not None else (
+        grit.metadata.query_instruction or ev.WIKIDESC_QUERY_INSTRUCTION)
     for attention, pooling in variants:
         systems.append(("grit", ev.grit_first_stage(grit, dataset, query_instruction=instruction, attention=attention,
                                                     pooling=pooling, max_length=max_length, batch_size=batch_size,
@@ -112,6 +116,7 @@ def retrieval(
     listwise_ids = all_ids[:listwise_queries] if listwise_queries else rerank_ids
     wanted = set(rerank_systems or ["grit", "bm25", "baseline"])
     wanted_listwise = set(listwise_systems) if listwise_systems else wanted
+    pointwise_tokens = pointwise_tokens or grit.metadata.pointwise_max_passage_tokens or 256
     cache = ev.PointwiseScoreCache(grit, max_passage_tokens=pointwise_tokens, path=pointwise_cache) if "pointwise" in modes else None
     reranked: list[tuple[ev.SystemResult, ev.SystemResult, list[str]]] = []
     for mode in modes:

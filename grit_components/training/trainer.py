@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import Dataset, Sampler
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from grit_components.attention import bidirectional_forward
 from grit_components.embedding import TruncationWarning
@@ -176,6 +176,29 @@ def save_grit_model(model: torch.nn.Module, tokenizer, output_dir, *, merge_lora
     return output
 
 
+class ReleaseFreedMemory(TrainerCallback):
+    """Hands freed heap memory back to the OS every `every` steps (glibc `malloc_trim`).
+
+    Batches of ever-different shapes leave glibc's heap fragmented: on a CPU run of the recipe the
+    resident size grew from 12 to over 19 GB of mostly freed memory in 60 steps, which a 24 GB machine
+    cannot afford. A no-op where glibc is not the allocator.
+    """
+
+    def __init__(self, every: int = 10) -> None:
+        import ctypes
+        import ctypes.util
+
+        self.every = every
+        try:
+            self._trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            self._trim = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._trim is not None and state.global_step % self.every == 0:
+            self._trim(0)
+
+
 class GritTrainer(Trainer):
     """`transformers.Trainer` with the GRIT loss.
 
@@ -211,6 +234,8 @@ class GritTrainer(Trainer):
         self.save_info = save_info
         self.metadata = metadata
         self._parts: dict[str, list[float]] = {"loss_rep": [], "loss_gen": [], "step_seconds": [], "step_cpu_seconds": []}
+        if self.args.use_cpu or not torch.cuda.is_available():
+            self.add_callback(ReleaseFreedMemory())
 
     def train(self, *args, **kwargs):
         """`Trainer.train`, leaving the model in eval mode (no dropout) for use right after."""

@@ -21,7 +21,7 @@ SHORT = {"max_new_tokens": 4}
 
 def test_init_defaults():
     generator = GritChatGenerator()
-    assert generator.model == "smollm2-135m-instruct"
+    assert generator.model == "grit-smollm2-135m"
     assert generator.generation_kwargs == {} and generator.streaming_callback is None
     assert generator.cache_mode == "none" and generator.cache_source == "embedding"
     assert generator.kv_cache_directory is None and generator._generator is None
@@ -31,7 +31,7 @@ def test_to_dict_defaults():
     assert GritChatGenerator().to_dict() == {
         "type": TYPE,
         "init_parameters": {
-            "model": "smollm2-135m-instruct",
+            "model": "grit-smollm2-135m",
             "generation_kwargs": {},
             "streaming_callback": None,
             "cache_mode": "none",

@@ -19,7 +19,7 @@ TYPE = "haystack_integrations.components.embedders.grit.document_embedder.GritDo
 
 def test_init_defaults():
     embedder = GritDocumentEmbedder()
-    assert embedder.model == "smollm2-135m-instruct"
+    assert embedder.model == "grit-smollm2-135m"
     assert embedder.instruction == "" and embedder.batch_size == 32 and embedder.progress_bar is True
     assert embedder.meta_fields_to_embed == [] and embedder.embedding_separator == "\n"
     assert embedder.store_kv_cache is False and embedder.kv_cache_directory is None
@@ -30,7 +30,7 @@ def test_to_dict_defaults():
     assert GritDocumentEmbedder().to_dict() == {
         "type": TYPE,
         "init_parameters": {
-            "model": "smollm2-135m-instruct",
+            "model": "grit-smollm2-135m",
             "instruction": "",
             "batch_size": 32,
             "progress_bar": True,

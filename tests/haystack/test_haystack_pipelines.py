@@ -41,7 +41,7 @@ def test_configure_rewrites_stores_models_and_paths(tmp_path):
     assert store["url"] == "http://qdrant:6333" and "path" not in store
     assert served["components"]["llm"]["init_parameters"]["model"] == "GritLM/GritLM-7B"
     assert served["components"]["query_embedder"]["init_parameters"]["instruction"] == "Find"
-    assert data["components"]["llm"]["init_parameters"]["model"] == "smollm2-135m-instruct"  # input untouched
+    assert data["components"]["llm"]["init_parameters"]["model"] == "grit-smollm2-135m"  # input untouched
     moved = hp.configure(data, data_dir=tmp_path)
     store = moved["components"]["retriever"]["init_parameters"]["document_store"]["init_parameters"]
     assert store["path"] == str(tmp_path / "qdrant")

@@ -22,7 +22,7 @@ DOCS = [Document(content="Paris is the capital of France."), Document(content="B
 def test_init_defaults():
     ranker = GritRanker()
     assert (ranker.top_k, ranker.first_stage, ranker.first_stage_top_k, ranker.cross_encoder) == (
-        10, "bi_encoder", 10, "pointwise")
+        10, "bi_encoder", 10, None)
     assert ranker.scale_score is False and ranker.score_threshold is None and ranker._reranker is None
 
 
@@ -30,12 +30,12 @@ def test_to_dict_defaults():
     assert GritRanker().to_dict() == {
         "type": TYPE,
         "init_parameters": {
-            "model": "smollm2-135m-instruct",
+            "model": "grit-smollm2-135m",
             "top_k": 10,
             "first_stage": "bi_encoder",
             "first_stage_top_k": 10,
-            "cross_encoder": "pointwise",
-            "query_instruction": DEFAULT_QUERY_INSTRUCTION,
+            "cross_encoder": None,
+            "query_instruction": None,
             "meta_fields_to_embed": [],
             "embedding_separator": "\n",
             "max_passage_tokens": None,

@@ -19,8 +19,8 @@ TYPE = "haystack_integrations.components.embedders.grit.text_embedder.GritTextEm
 
 def test_init_defaults():
     embedder = GritTextEmbedder()
-    assert embedder.model == "smollm2-135m-instruct"
-    assert embedder.instruction == DEFAULT_QUERY_INSTRUCTION
+    assert embedder.model == "grit-smollm2-135m"
+    assert embedder.instruction is None  # None: the model's own (grit_model.json), else DEFAULT_QUERY_INSTRUCTION
     assert embedder.max_length == 512
     assert embedder.normalize_embeddings is True
     assert embedder.truncation == "warn"
@@ -42,8 +42,8 @@ def test_to_dict_defaults():
     assert GritTextEmbedder().to_dict() == {
         "type": TYPE,
         "init_parameters": {
-            "model": "smollm2-135m-instruct",
-            "instruction": DEFAULT_QUERY_INSTRUCTION,
+            "model": "grit-smollm2-135m",
+            "instruction": None,
             "max_length": 512,
             "normalize_embeddings": True,
             "truncation": "warn",
@@ -69,7 +69,7 @@ def test_from_dict_round_trip(tiny):
 
 
 @pytest.mark.parametrize(("kwargs", "error"), [
-    ({"model": 3}, TypeError), ({"instruction": None}, TypeError), ({"max_length": "64"}, TypeError),
+    ({"model": 3}, TypeError), ({"instruction": 3}, TypeError), ({"max_length": "64"}, TypeError),
     ({"max_length": 1}, ValueError), ({"normalize_embeddings": "yes"}, TypeError),
     ({"truncation": "drop"}, ValueError), ({"device": "cpu"}, TypeError),
 ])
