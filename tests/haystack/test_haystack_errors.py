@@ -47,7 +47,8 @@ def test_bad_seed_and_surrogate_name_the_parameter(tiny):
         generator.run("caf\udce9?")
     embedder = GritDocumentEmbedder(tiny)
     with pytest.raises(ValueError, match=r"documents\[1\] contains an unpaired surrogate"):
-        embedder.run([Document(content="fine"), Document(content="caf\udce9")])
+        # An explicit id: Haystack cannot hash such a content into a default id (its own UnicodeEncodeError).
+        embedder.run([Document(id="a", content="fine"), Document(id="b", content="caf\udce9")])
 
 
 def _yaml(tmp_path, text: str):
@@ -124,7 +125,7 @@ def test_cli_ask_over_the_context(indexed_two, tiny):
 
 
 def test_cli_run_over_the_context(indexed_two, tiny):
-    _cli_error(runner.invoke(app, ["run", "rag", "--input", f"text={'word ' * 5000}", "--input", "query=q",
+    _cli_error(runner.invoke(app, ["run", "rag", "--input", "text=q", "--input", f"query={'word ' * 5000}",
                                    "--data-dir", str(indexed_two), "--model", tiny]),
                "context length", "component '")
 
