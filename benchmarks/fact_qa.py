@@ -42,7 +42,7 @@ def load_jsonl(path: Path) -> list[dict]:
 
 def run_model(spec: str, questions: list[dict], corpus: list[dict], *, top_k: int, new_tokens: int) -> dict:
     embedder = GritEmbedder(spec)
-    generator = GritGenerator(spec, max_new_tokens=new_tokens)
+    generator = GritGenerator(spec, generation_kwargs={"max_new_tokens": new_tokens})
     model = embedder.model
     texts = [f"{d['title']} {d['text']}" for d in corpus]
     start = time.perf_counter()

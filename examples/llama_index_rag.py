@@ -24,7 +24,7 @@ from importlib import resources
 from llama_index.core import Document, StorageContext, VectorStoreIndex
 from llama_index.core.schema import QueryBundle
 from llama_index.embeddings.grit import GritEmbedding
-from llama_index.llms.grit import GritLLM, GritQueryEngine
+from llama_index.llms.grit import GritCacheSynthesizer, GritLLM
 from llama_index.postprocessor.grit_rerank import GritRerank
 from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient
@@ -98,9 +98,10 @@ def main() -> None:
         if args.rerank:
             postprocessors = [GritRerank(args.model, top_n=args.top_k, query_instruction=QUERY_INSTRUCTION)]
             similarity_top_k = max(5, args.top_k)
-        engine = GritQueryEngine.from_index(index, llm, similarity_top_k=similarity_top_k,
-                                            node_postprocessors=postprocessors, cache_mode=args.cache_mode,
-                                            cache_source=args.cache_source)
+        # The stock query engine; the cache-aware synthesizer answers from the retrieved passages' KV caches.
+        synthesizer = GritCacheSynthesizer(llm, cache_mode=args.cache_mode, cache_source=args.cache_source)
+        engine = index.as_query_engine(llm=llm, similarity_top_k=similarity_top_k,
+                                       node_postprocessors=postprocessors, response_synthesizer=synthesizer)
 
         correct = 0
         for question in demo_questions(args.questions):
@@ -108,7 +109,8 @@ def main() -> None:
                 # Retrieve by the short description (what the query instruction describes), answer the question.
                 response = engine.query(QueryBundle(question["question"],
                                                     custom_embedding_strs=[question["description"]]))
-                cache, timings = response.metadata["cache"], response.metadata["timings"]
+                grit = response.metadata["grit"]
+                cache, timings = grit["cache"], grit["timings"]
                 print(f"\n[{attempt}] Q: {question['question']}\n  A: {response.response.strip()!r}"
                       f"\n  gold: {question['answer']!r}; sources: {[n.node.metadata['title'] for n in response.source_nodes]}"
                       f"\n  cache: hits={cache['cache_hits']} misses={cache['cache_misses']} "

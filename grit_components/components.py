@@ -6,16 +6,16 @@ first use), keeps its settings, and calls the core. No framework types appear he
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
-import torch
 
-from grit_components._checks import check_choice, check_int, check_str, check_texts
-from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION
-from grit_components.embedding import EmbeddingInput
+from grit_components._checks import check_bool, check_choice, check_int, check_str, check_texts
+from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, EmbeddingInput
 from grit_components.generation import GenerationResult, Messages, StreamingCallback
 from grit_components.models import DEFAULT_MODEL, GritModel
+from grit_components.options import GenerationOptions, LoadingOptions, as_generation_options
 from grit_components.registry import ModelHandle, ModelRegistry
 
 
@@ -23,25 +23,25 @@ class ModelComponent:
     """Base of every component that uses a shared GRIT model: the model handle, `warm_up` and `close`.
 
     The model is acquired from the registry on `warm_up` (idempotent) or first use, so every component
-    naming the same model spec shares one loaded copy and its KV store. Subclass it for your own
-    components; call `super().__init__(model, ...)` with the loading options.
+    naming the same model spec with the same loading options shares one loaded copy and its KV store.
+    Subclass it for your own components; call `super().__init__(model, loading, registry=..., **loading_kwargs)`.
 
     :param model: hub id, local directory, GGUF file or packaged alias.
-    :param device: "cpu", "cuda", "cuda:1", "mps" (default: the best available).
-    :param dtype: "float32", "bfloat16" or "float16" (default: float32 on CPU, bfloat16 elsewhere).
-    :param revision: hub revision; :param token: hub token; :param trust_remote_code: allow hub code.
-    :param kv_cache_directory: folder where the model's shared KV store also keeps caches (set once per model).
-    :param kv_cache_max_bytes: memory budget of the model's shared KV store (set once per model).
+    :param loading: how to load it: a `grit_components.options.LoadingOptions` (device or device map,
+        dtype, revision, token, trust_remote_code, model_kwargs, tokenizer_kwargs, chat_format,
+        kv_cache_directory, kv_cache_max_bytes).
     :param registry: the registry to share models through (default: the process-wide one).
+    :param loading_kwargs: the same loading options as keywords (`device="cpu"`, ...); they win over `loading`.
     """
 
-    def __init__(self, model: str, *, device: str | None = None, dtype: str | torch.dtype | None = None,
-                 revision: str | None = None, token: str | None = None, trust_remote_code: bool = False,
-                 kv_cache_directory: str | None = None, kv_cache_max_bytes: int | None = None,
-                 registry: ModelRegistry | None = None) -> None:
-        self.handle = ModelHandle(model, device=device, dtype=dtype, revision=revision, token=token,
-                                  trust_remote_code=trust_remote_code, kv_cache_directory=kv_cache_directory,
-                                  kv_cache_max_bytes=kv_cache_max_bytes, registry=registry)
+    def __init__(self, model: str, loading: LoadingOptions | None = None, *, registry: ModelRegistry | None = None,
+                 **loading_kwargs: Any) -> None:
+        self.handle = ModelHandle(model, loading, registry=registry, **loading_kwargs)
+
+    @property
+    def loading(self) -> LoadingOptions:
+        """The loading options of this component's model."""
+        return self.handle.options
 
     def warm_up(self) -> None:
         """Load (or attach to) the shared model. Calling it again does nothing."""
@@ -73,25 +73,21 @@ class GritEmbedder(ModelComponent):
     :param max_length: longest input in tokens, instruction included.
     :param normalize: L2-normalise embeddings.
     :param truncation: "warn" or "error" for texts longer than max_length.
-    Loading options (device, dtype, ..., registry) as in `ModelComponent`.
+    Loading options (`loading`, `registry`, `device="cpu"`, ...) as in `ModelComponent`.
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, *, query_instruction: str | None = None,
                  document_instruction: str = "", batch_size: int = 32, max_length: int = 512, normalize: bool = True,
-                 truncation: str = "warn", device: str | None = None, dtype: str | torch.dtype | None = None,
-                 revision: str | None = None, token: str | None = None, trust_remote_code: bool = False,
-                 kv_cache_directory: str | None = None, kv_cache_max_bytes: int | None = None,
-                 registry: ModelRegistry | None = None) -> None:
-        super().__init__(model, device=device, dtype=dtype, revision=revision, token=token,
-                         trust_remote_code=trust_remote_code, kv_cache_directory=kv_cache_directory,
-                         kv_cache_max_bytes=kv_cache_max_bytes, registry=registry)
+                 truncation: str = "warn", loading: LoadingOptions | None = None,
+                 registry: ModelRegistry | None = None, **loading_kwargs: Any) -> None:
+        super().__init__(model, loading, registry=registry, **loading_kwargs)
         self._query_instruction = None if query_instruction is None else check_str("query_instruction",
                                                                                     query_instruction)
         self.document_instruction = check_str("document_instruction", document_instruction)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.max_length = check_int("max_length", max_length, minimum=2)
-        self.normalize = normalize
-        self.truncation = truncation
+        self.normalize = check_bool("normalize", normalize)
+        self.truncation = check_choice("truncation", truncation, ("warn", "error"))
 
     @property
     def query_instruction(self) -> str:
@@ -101,10 +97,11 @@ class GritEmbedder(ModelComponent):
         declared = self.model.metadata.query_instruction
         return DEFAULT_QUERY_INSTRUCTION if declared is None else declared
 
-    def _embed(self, texts: Sequence[str], instruction: str, progress_bar: bool, kv_callback=None) -> np.ndarray:
+    def _embed(self, texts: Sequence[str], instruction: str, progress_bar: bool, kv_callback=None,
+               allow_empty: bool = False) -> np.ndarray:
         return self.model.embed(texts, instruction=instruction, batch_size=self.batch_size, max_length=self.max_length,
                                 normalize=self.normalize, progress_bar=progress_bar, truncation=self.truncation,
-                                kv_callback=kv_callback)
+                                kv_callback=kv_callback, allow_empty=allow_empty)
 
     def embed_query(self, query: str) -> np.ndarray:
         """Embedding of one query, shape (dim,)."""
@@ -119,17 +116,20 @@ class GritEmbedder(ModelComponent):
                         store_kv_cache: bool = False) -> np.ndarray:
         """Embeddings of document texts, shape (n, dim).
 
+        An empty text does not stop the batch: it is embedded without content (pooled over the format
+        tokens, the same vector for every empty text, as stock embedders do) with an `EmptyTextWarning`.
+
         With `store_kv_cache=True` the key/value states of the embedding pass go to the model's KV store
         (source "embedding"), where `GritGenerator.answer` finds them. Needs `document_instruction=""`
         (the cached format is `BOS <|embed|>\\n{text}`); a document cut at `max_length` is not stored
         (answers use the whole document, so its cache would never match), so set `max_length` to cover
         your documents (up to the model's context length) to cache long ones.
         """
-        documents = check_texts("documents", documents)
+        documents = check_texts("documents", documents, allow_empty_strings=True)
         if not isinstance(store_kv_cache, bool):
             raise TypeError(f"store_kv_cache must be a bool, not {type(store_kv_cache).__name__}")
         if not store_kv_cache:
-            return self._embed(documents, self.document_instruction, progress_bar)
+            return self._embed(documents, self.document_instruction, progress_bar, allow_empty=True)
         if self.document_instruction:
             raise ValueError("store_kv_cache=True needs document_instruction='' (RAG caches hold the states of "
                              "`BOS <|embed|>\\n{text}`, the GRIT document format)")
@@ -139,69 +139,54 @@ class GritEmbedder(ModelComponent):
         store = model.kv_store
 
         def keep(index: int, item: EmbeddingInput, layers) -> None:
-            if item.truncated:  # `answer` looks up the whole document: a cut one's cache would never match
-                return
+            if item.truncated or item.text_start == len(item.ids):  # `answer` looks up the whole document: a cut
+                return  # one's cache would never match, and an empty one is never looked up
             store.put(DocumentKVCache(tuple(item.ids), tuple(k for k, _ in layers), tuple(v for _, v in layers),
                                       "embedding", model.fingerprint))
 
-        return self._embed(documents, "", progress_bar, kv_callback=keep)
+        return self._embed(documents, "", progress_bar, kv_callback=keep, allow_empty=True)
 
 
 class GritGenerator(ModelComponent):
     """Chat generation with a GRIT model (GRIT chat format for GritLM, the tokenizer's template otherwise).
 
     Usage:
-        >>> generator = GritGenerator("smollm2-135m-instruct", max_new_tokens=32)
+        >>> generator = GritGenerator("smollm2-135m-instruct", generation_kwargs={"max_new_tokens": 32})
         >>> generator.generate("What is the capital of France?").text
 
     :param model: hub id, local directory, GGUF file or packaged alias.
-    :param max_new_tokens: default most new tokens; each call may override it (as the next three).
-    :param temperature: default sampling temperature (0 = greedy).
-    :param top_p: default nucleus sampling mass.
-    :param stop_words: default strings that end generation.
+    :param generation_kwargs: default generation parameters (`GenerationOptions` or a dict): any Hugging
+        Face `GenerationConfig` key plus `stop_words` and `seed`; each call may override them.
     :param cache_mode: default RAG cache mode of `answer` ("none", "query", "doc", "query_doc", "doc_query",
         "multi_doc"; see `grit_components.rag.CacheMode`).
     :param cache_source: default source of cached states: "embedding" (GRIT paper) or "causal" (exact).
-    Loading options (device, dtype, ..., registry) as in `ModelComponent`.
+    Loading options (`loading`, `registry`, `device="cpu"`, ...) as in `ModelComponent`.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, max_new_tokens: int = 256, temperature: float = 0.0,
-                 top_p: float = 1.0, stop_words: Sequence[str] | None = None, device: str | None = None,
-                 dtype: str | torch.dtype | None = None, revision: str | None = None, token: str | None = None,
-                 trust_remote_code: bool = False, kv_cache_directory: str | None = None,
-                 kv_cache_max_bytes: int | None = None, registry: ModelRegistry | None = None,
-                 cache_mode: str = "none", cache_source: str = "embedding") -> None:
-        super().__init__(model, device=device, dtype=dtype, revision=revision, token=token,
-                         trust_remote_code=trust_remote_code, kv_cache_directory=kv_cache_directory,
-                         kv_cache_max_bytes=kv_cache_max_bytes, registry=registry)
-        from grit_components.generation import check_generation_args
+    def __init__(self, model: str = DEFAULT_MODEL, *,
+                 generation_kwargs: GenerationOptions | Mapping[str, Any] | None = None, cache_mode: str = "none",
+                 cache_source: str = "embedding", loading: LoadingOptions | None = None,
+                 registry: ModelRegistry | None = None, **loading_kwargs: Any) -> None:
+        super().__init__(model, loading, registry=registry, **loading_kwargs)
         from grit_components.kv_cache import SOURCES
         from grit_components.rag import check_mode
 
-        self.stop_words = check_generation_args(max_new_tokens, temperature, top_p, stop_words)
-        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
-        self.cache_mode = check_mode(cache_mode).value
+        self.generation_options = as_generation_options(generation_kwargs)
+        self.cache_mode = check_mode(cache_mode, "cache_mode").value
         self.cache_source = check_choice("cache_source", cache_source, SOURCES)
 
-    def generation_kwargs(self, overrides: dict | None = None) -> dict:
-        """Defaults merged with per-call overrides (unknown keys are a ValueError naming them)."""
-        merged = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                  "stop_words": self.stop_words, "seed": None}
-        unknown = set(overrides or {}) - set(merged)
-        if unknown:
-            raise ValueError(f"unknown generation kwargs {sorted(unknown)}; supported: {sorted(merged)}")
-        merged.update(overrides or {})
-        return merged
+    def options(self, overrides: Mapping[str, Any] | None = None) -> GenerationOptions:
+        """The default generation options with per-call `overrides` on top (checked)."""
+        return self.generation_options.merged(overrides)
 
     def generate(self, messages: Messages, *, streaming_callback: StreamingCallback | None = None,
-                 **generation_kwargs) -> GenerationResult:
-        """Answer `messages` (a str or a list of {"role", "content"} dicts)."""
-        return self.model.generate(messages, streaming_callback=streaming_callback,
-                                   **self.generation_kwargs(generation_kwargs))
+                 **generation_kwargs: Any) -> GenerationResult:
+        """Answer `messages` (a str or a list of {"role", "content"} dicts); keywords override the defaults."""
+        return self.model.generate(messages, self.options(generation_kwargs), streaming_callback=streaming_callback)
 
     def answer(self, query: str, documents: Sequence[str], *, mode: str | None = None, source: str | None = None,
-               order: str = "doc_first", streaming_callback: StreamingCallback | None = None,
-               **generation_kwargs):
+               order: str = "doc_first", user_content: str | None = None,
+               streaming_callback: StreamingCallback | None = None, **generation_kwargs: Any):
         """Answer `query` from retrieved `documents`, reusing cached key/value states per `mode`.
 
         :param query: the question.
@@ -209,12 +194,14 @@ class GritGenerator(ModelComponent):
         :param mode: cache mode for this call (default: `cache_mode`).
         :param source: cache source for this call (default: `cache_source`).
         :param order: prompt order of mode "none": "doc_first" or "query_first".
+        :param user_content: the user turn after the cached texts, instead of the mode's own (see `rag.answer`).
         :param streaming_callback: called with each new piece of text.
-        :param generation_kwargs: overrides of max_new_tokens, temperature, top_p, stop_words, seed.
+        :param generation_kwargs: overrides of the default generation parameters.
         :returns: a `grit_components.rag.RagResult` (text, finish_reason, usage, timings, stats).
         """
         from grit_components.rag import answer
 
         return answer(self.model, query, documents, mode=self.cache_mode if mode is None else mode,
                       source=self.cache_source if source is None else source, order=order,
-                      streaming_callback=streaming_callback, **self.generation_kwargs(generation_kwargs))
+                      options=self.options(generation_kwargs), user_content=user_content,
+                      streaming_callback=streaming_callback)

@@ -4,7 +4,9 @@ Input of one text: `BOS + embed_prefix(instruction) + text`, tokenised as two pi
 so the boundary between instruction (attended, not pooled) and text (pooled) is exact. Batches are
 built from texts sorted by length, so little compute goes to padding, and results come back in input
 order. `max_length` counts BOS and instruction; longer texts are cut at the end with a warning (or an
-error, `truncation="error"`), never silently.
+error, `truncation="error"`), never silently. An empty text (allowed with `allow_empty=True`) has no
+text tokens, so it is pooled over its format tokens, as stock embedders pool an empty input's special
+tokens: every empty text gets the same embedding, and the batch goes on.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ class TruncationWarning(UserWarning):
     """A text was longer than `max_length` tokens (instruction included) and its end was cut."""
 
 
+class EmptyTextWarning(UserWarning):
+    """A text to embed was empty: its embedding carries no content (the same vector for every empty text)."""
+
+
 @dataclass(frozen=True)
 class EmbeddingInput:
     """Token ids of one embedding input; pooling covers `ids[text_start:]`.
@@ -51,8 +57,9 @@ class EmbeddingInput:
 
 
 def build_inputs(model: GritModel, texts: Sequence[str], *, instruction: str,
-                 max_length: int | None) -> list[EmbeddingInput]:
-    """The embedding inputs of `texts`, each cut to `max_length` tokens (None: never cut)."""
+                 max_length: int | None, allow_empty: bool = False) -> list[EmbeddingInput]:
+    """The embedding inputs of `texts`, each cut to `max_length` tokens (None: never cut). A text without
+    tokens is a ValueError unless `allow_empty` (its input is then the prefix alone)."""
     prefix = model.bos_ids + model.tokenize(templates.embed_prefix(instruction))
     if max_length is not None and len(prefix) >= max_length:
         raise ValueError(
@@ -61,7 +68,7 @@ def build_inputs(model: GritModel, texts: Sequence[str], *, instruction: str,
     encoded = model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     inputs = []
     for i, ids in enumerate(encoded):
-        if not ids:
+        if not ids and not allow_empty:
             raise ValueError(f"texts[{i}] has no tokens; there is nothing to embed")
         budget = len(ids) if max_length is None else max_length - len(prefix)
         inputs.append(EmbeddingInput(prefix + ids[:budget], len(prefix), len(ids) > budget))
@@ -86,10 +93,12 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, device) -> tuple[
 
 
 def pooling_weights(mask: torch.Tensor, text_starts: Sequence[int], pooling: str) -> torch.Tensor:
-    """(B, T) weights summing to 1 per row, non-zero on text tokens only (never instruction or padding)."""
+    """(B, T) weights summing to 1 per row, non-zero on text tokens only (never instruction or padding).
+    A row without text tokens (an empty text) is pooled over all its real tokens instead of dividing by 0."""
     weights = mask.clone().float()
     for row, start in enumerate(text_starts):
-        weights[row, :start] = 0
+        if start < int(mask[row].sum()):
+            weights[row, :start] = 0
     if pooling == "weighted_mean":  # weight grows with position: later tokens have seen more text
         weights = weights * torch.arange(1, mask.shape[1] + 1, dtype=torch.float32, device=mask.device)
     elif pooling == "last":
@@ -112,6 +121,7 @@ def embed(
     attention: str = "bidirectional",
     pooling: str = "mean",
     kv_callback: KVCallback | None = None,
+    allow_empty: bool = False,
 ) -> np.ndarray:
     """Embed `texts` in GRIT format.
 
@@ -128,9 +138,11 @@ def embed(
     :param pooling: "mean" over text tokens (GRIT), "weighted_mean" (position-weighted, SGPT-style, meant
         for causal attention) or "last" (the last text token).
     :param kv_callback: receives each text's key/value states (used by the KV cache store).
+    :param allow_empty: embed empty texts (pooled over their format tokens, with an `EmptyTextWarning`)
+        instead of raising ValueError.
     :returns: float32 array of shape (len(texts), embedding_dim), in input order.
     """
-    texts = check_texts("texts", texts)
+    texts = check_texts("texts", texts, allow_empty_strings=allow_empty)
     check_str("instruction", instruction)
     check_int("batch_size", batch_size, minimum=1)
     check_int("max_length", max_length, minimum=2, maximum=model.context_length)
@@ -142,7 +154,11 @@ def embed(
     if not texts:
         return np.zeros((0, model.embedding_dim), dtype=np.float32)
 
-    inputs = build_inputs(model, texts, instruction=instruction, max_length=max_length)
+    inputs = build_inputs(model, texts, instruction=instruction, max_length=max_length, allow_empty=allow_empty)
+    empty = [i for i, item in enumerate(inputs) if item.text_start == len(item.ids)]
+    if empty:
+        warnings.warn(f"{len(empty)} of {len(texts)} texts are empty (first: texts[{empty[0]}]); they are embedded "
+                      "without content, all alike", EmptyTextWarning, stacklevel=3)
     cut = [i for i, item in enumerate(inputs) if item.truncated]
     if cut:
         message = (f"{len(cut)} of {len(texts)} texts are longer than max_length={max_length} tokens "

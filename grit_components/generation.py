@@ -13,11 +13,23 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers import (
+    EpsilonLogitsWarper,
+    EtaLogitsWarper,
+    LogitsProcessor,
+    LogitsProcessorList,
+    MinPLogitsWarper,
+    TemperatureLogitsWarper,
+    TopHLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+    TypicalLogitsWarper,
+)
 from transformers.generation.streamers import BaseStreamer
 
 from grit_components import templates
-from grit_components._checks import check_float, check_int, check_unicode
+from grit_components._checks import check_unicode
+from grit_components.options import GenerationOptions, as_generation_options
 
 if TYPE_CHECKING:
     from transformers import Cache
@@ -25,7 +37,6 @@ if TYPE_CHECKING:
     from grit_components.models import GritModel
 
 StreamingCallback = Callable[[str], None]
-MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds
 Messages = str | Sequence[Mapping[str, str]]
 
 
@@ -132,24 +143,39 @@ def cut_at_stop_words(text: str, stop_words: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
-def check_generation_args(max_new_tokens: Any, temperature: Any, top_p: Any, stop_words: Any, *,
-                          seed: Any = None, streaming_callback: Any = None) -> list[str]:
-    check_int("max_new_tokens", max_new_tokens, minimum=1)
-    check_float("temperature", temperature, minimum=0.0)
-    check_float("top_p", top_p, minimum=0.0, maximum=1.0, exclusive_minimum=True)
-    if seed is not None:
-        check_int("seed", seed, minimum=0, maximum=MAX_SEED)
+def check_streaming_callback(streaming_callback: Any) -> StreamingCallback | None:
+    """`streaming_callback` if it is None or callable: checked before generating, since otherwise the first
+    generated token is where it fails, after the whole prefill."""
     if streaming_callback is not None and not callable(streaming_callback):
-        # Checked here: otherwise the first generated token is where it would fail, after the prefill.
         raise TypeError(f"streaming_callback must be callable, not {type(streaming_callback).__name__}")
-    if stop_words is None:
-        return []
-    if isinstance(stop_words, str) or not isinstance(stop_words, Sequence):
-        raise TypeError("stop_words must be a list of str")
-    for i, word in enumerate(stop_words):
-        if not isinstance(word, str) or not word:
-            raise ValueError(f"stop_words[{i}] must be a non-empty str")
-    return list(stop_words)
+    return streaming_callback
+
+
+def _sampling_warpers(kwargs: Mapping[str, Any], device: torch.device | str) -> LogitsProcessorList:
+    """The warpers transformers builds for sampling with one beam (`GenerationMixin._get_logits_processor`),
+    from the sampling keys of `generate` keyword arguments."""
+    warpers = LogitsProcessorList()
+    temperature, top_k, top_p = kwargs.get("temperature"), kwargs.get("top_k"), kwargs.get("top_p")
+    if temperature is not None and temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+    if kwargs.get("top_h") is not None:
+        warpers.append(TopHLogitsWarper(top_h=kwargs["top_h"]))
+    if top_k is not None and top_k != 0:
+        warpers.append(TopKLogitsWarper(top_k=top_k))
+    if top_p is not None and top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=top_p))
+    if kwargs.get("min_p") is not None:
+        warpers.append(MinPLogitsWarper(min_p=kwargs["min_p"]))
+    if kwargs.get("typical_p") is not None and kwargs["typical_p"] < 1.0:
+        warpers.append(TypicalLogitsWarper(mass=kwargs["typical_p"]))
+    if kwargs.get("epsilon_cutoff") is not None and 0.0 < kwargs["epsilon_cutoff"] < 1.0:
+        warpers.append(EpsilonLogitsWarper(epsilon=kwargs["epsilon_cutoff"]))
+    if kwargs.get("eta_cutoff") is not None and 0.0 < kwargs["eta_cutoff"] < 1.0:
+        warpers.append(EtaLogitsWarper(epsilon=kwargs["eta_cutoff"], device=device))
+    return warpers
+
+
+SAMPLING_KEYS = ("temperature", "top_h", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")
 
 
 class _SeededSampler(LogitsProcessor):
@@ -157,14 +183,13 @@ class _SeededSampler(LogitsProcessor):
 
     transformers' sampling draws from the process-wide generator, so a seed set with `torch.manual_seed`
     is shared by every thread: concurrent calls interleave their draws and get different text, and
-    other code's random state moves. Here generation runs greedily, this processor applies temperature
-    and top-p itself and turns the scores into a one-hot choice drawn from a generator owned by the call.
+    other code's random state moves. Here generation runs greedily (transformers still applies the
+    non-sampling processors such as `repetition_penalty` first), this processor applies the sampling
+    warpers itself and turns the scores into a one-hot choice drawn from a generator owned by the call.
     """
 
-    def __init__(self, temperature: float, top_p: float, generator: torch.Generator) -> None:
-        self.warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
-        if top_p < 1.0:
-            self.warpers.append(TopPLogitsWarper(top_p))
+    def __init__(self, warpers: LogitsProcessorList, generator: torch.Generator) -> None:
+        self.warpers = warpers
         self.generator = generator
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -185,28 +210,31 @@ def _static_capacity(cache: Cache | None) -> int | None:
 def generate_ids(
     model: GritModel,
     prompt_ids: Sequence[int],
+    options: GenerationOptions | Mapping[str, Any] | None = None,
     *,
     past_key_values: Cache | None = None,
-    max_new_tokens: int = 256,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    stop_words: Sequence[str] | None = None,
     streaming_callback: StreamingCallback | None = None,
-    seed: int | None = None,
+    **generation_kwargs: Any,
 ) -> GenerationResult:
     """Generate after `prompt_ids`; with `past_key_values`, `prompt_ids` is the uncached suffix after it.
 
-    The cache is grown in place by generation: pass a copy of anything you want to keep.
+    `options` and `generation_kwargs` are `GenerationOptions` (any Hugging Face `GenerationConfig` key,
+    plus `stop_words` and `seed`); the keywords win. The cache is grown in place by generation: pass a
+    copy of anything you want to keep.
     """
-    stop_words = check_generation_args(max_new_tokens, temperature, top_p, stop_words, seed=seed,
-                                       streaming_callback=streaming_callback)
+    check_streaming_callback(streaming_callback)
+    options = as_generation_options(options).merged(generation_kwargs)
+    stop_words = list(options.stop_words)
     if not prompt_ids:
         raise ValueError("prompt_ids must not be empty (the uncached suffix needs at least one token)")
+    beam_search = options.num_beams > 1
+    if beam_search and streaming_callback is not None:
+        raise ValueError("streaming needs num_beams=1: beam search only knows its answer at the end")
     prefix_length = int(past_key_values.get_seq_length()) if past_key_values is not None else 0
     total = prefix_length + len(prompt_ids)
     if total >= model.context_length:
         raise ValueError(f"the prompt has {total} tokens; the model's context length is {model.context_length}")
-    max_new_tokens = min(max_new_tokens, model.context_length - total)
+    max_new_tokens = min(options.max_new_tokens, model.context_length - total)
     capacity = _static_capacity(past_key_values)
     if capacity is not None:  # a pre-allocated cache (kv_cache.compose with reserve) bounds the output
         if capacity < total + 1:
@@ -215,16 +243,18 @@ def generate_ids(
 
     input_ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=model.device)
     attention_mask = torch.ones((1, total), dtype=torch.long, device=model.device)
-    streamer = _CallbackStreamer(model.tokenizer, streaming_callback, stop_words, skip_prompt=True)
-    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": model.pad_token_id,
-                              "streamer": streamer, "do_sample": temperature > 0,
-                              "temperature": None, "top_p": None, "top_k": None}  # not the model's defaults
-    if temperature > 0 and seed is not None:
-        generator = torch.Generator(device=model.device).manual_seed(seed)
-        sampler = _SeededSampler(temperature, top_p, generator)
-        kwargs.update(do_sample=False, logits_processor=LogitsProcessorList([sampler]))
-    elif temperature > 0:  # unseeded: transformers' own sampling from the process-wide generator
-        kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+    streamer = None if beam_search else _CallbackStreamer(model.tokenizer, streaming_callback, stop_words,
+                                                          skip_prompt=True)
+    kwargs: dict[str, Any] = {"pad_token_id": model.pad_token_id, **options.generate_kwargs(),
+                              "max_new_tokens": max_new_tokens, "streamer": streamer}
+    if options.sampling and options.seed is not None:
+        if beam_search:  # beam sampling keeps transformers' draws from the process-wide generator
+            torch.manual_seed(options.seed)
+        else:
+            generator = torch.Generator(device=model.device).manual_seed(options.seed)
+            sampler = _SeededSampler(_sampling_warpers(kwargs, model.device), generator)
+            kwargs.update({key: None for key in SAMPLING_KEYS})
+            kwargs.update(do_sample=False, logits_processor=LogitsProcessorList([sampler]))
     if stop_words:
         kwargs.update(stop_strings=stop_words, tokenizer=model.tokenizer)
     if past_key_values is not None:
@@ -238,11 +268,11 @@ def generate_ids(
     end = time.perf_counter()
     new_tokens = output[0, input_ids.shape[1] :].tolist()
     text, stopped_by_word = cut_at_stop_words(model.tokenizer.decode(new_tokens, skip_special_tokens=True), stop_words)
-    eos = model.model.generation_config.eos_token_id
+    eos = kwargs.get("eos_token_id", model.model.generation_config.eos_token_id)
     eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     hit_eos = bool(new_tokens) and new_tokens[-1] in eos_ids
     finish = "stop" if hit_eos or stopped_by_word or len(new_tokens) < max_new_tokens else "length"
-    first = streamer.first_token_time or end
+    first = (streamer.first_token_time if streamer is not None else None) or end
     return GenerationResult(text=text, finish_reason=finish,
                             prompt_tokens=total, completion_tokens=len(new_tokens),
                             timings={"time_to_first_token": first - start, "total": end - start})
@@ -251,26 +281,24 @@ def generate_ids(
 def generate(
     model: GritModel,
     messages: Messages,
+    options: GenerationOptions | Mapping[str, Any] | None = None,
     *,
-    max_new_tokens: int = 256,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    stop_words: Sequence[str] | None = None,
     streaming_callback: StreamingCallback | None = None,
-    seed: int | None = None,
+    **generation_kwargs: Any,
 ) -> GenerationResult:
     """Answer a chat.
 
     :param messages: a user message as str, or a list of {"role": "system"|"user"|"assistant", "content"}.
-    :param max_new_tokens: most tokens to generate (also capped by the model's context length).
-    :param temperature: 0 for greedy decoding (deterministic); > 0 samples.
-    :param top_p: nucleus sampling mass when sampling.
-    :param stop_words: strings that end generation; the returned text stops before the first one.
+    :param options: generation parameters, a `GenerationOptions` or a dict: any Hugging Face
+        `GenerationConfig` key (`max_new_tokens`, `temperature`, `top_p`, `repetition_penalty`, ...) plus
+        `stop_words` (the text stops before the first one) and `seed` (reproducible sampling). Greedy by
+        default (`temperature` 0); `max_new_tokens` defaults to 256 and is capped by the context length.
     :param streaming_callback: called with each new piece of text as it is generated.
-    :param seed: seeds sampling for reproducible output when temperature > 0 (an int in [0, 2**64)). The seed
-        drives a random generator of this call only: the same seed gives the same text under concurrent
-        calls, and the process-wide torch generator is neither used nor changed.
+    :param generation_kwargs: the same parameters as keywords; they win over `options`. A `seed` (an int in
+        [0, 2**64)) drives a random generator of this call only: the same seed gives the same text under
+        concurrent calls, and the process-wide torch generator is neither used nor changed (except for beam
+        sampling, `num_beams` > 1, which transformers draws from the process-wide generator).
     :returns: a `GenerationResult` with text, finish reason, token usage and timings.
     """
-    return generate_ids(model, chat_prompt_ids(model, messages), max_new_tokens=max_new_tokens, temperature=temperature,
-                        top_p=top_p, stop_words=stop_words, streaming_callback=streaming_callback, seed=seed)
+    return generate_ids(model, chat_prompt_ids(model, messages), options, streaming_callback=streaming_callback,
+                        **generation_kwargs)

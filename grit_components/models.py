@@ -23,13 +23,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
 import numpy as np
 import torch
 
+from grit_components.options import ChatFormat, LoadingOptions
+
 DEFAULT_MODEL = "grit-smollm2-135m"
-ChatFormat = Literal["auto", "grit", "template"]
 
 
 class ModelNotAvailableError(OSError):
@@ -331,18 +330,23 @@ def _check_decoder(config, spec: str) -> None:
         )
 
 
-def load_weights(
-    spec: str,
-    *,
-    device: str,
-    dtype: torch.dtype,
-    revision: str | None = None,
-    token: str | None = None,
-    trust_remote_code: bool = False,
-):
-    """Resolve `spec` and load (HF model, tokenizer, resolved spec). Use `registry.load_model` instead."""
+def default_dtype(options: LoadingOptions) -> torch.dtype:
+    """The dtype to load in: the one asked for, else float32 on CPU and bfloat16 on an accelerator (a device
+    map counts as an accelerator when one is present)."""
+    device = default_device() if options.device_map is not None else normalize_device(options.device)
+    return normalize_dtype(options.dtype, device)
+
+
+def load_weights(spec: str, options: LoadingOptions | None = None, **loading_kwargs):
+    """Resolve `spec` and load (HF model, tokenizer, resolved spec). Use `registry.load_model` instead.
+
+    Everything in `options` reaches `from_pretrained`: dtype, revision, token, `trust_remote_code`,
+    `model_kwargs` (quantization, attention implementation, ...) and `device_map`; a quantized or mapped
+    model is placed by `from_pretrained` itself, any other one is moved to `options.device` afterwards.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    options = (options or LoadingOptions()).replace(**loading_kwargs)
     resolved = resolve_spec(spec)
     source = resolved.source
     if resolved.kind == "alias":
@@ -351,7 +355,7 @@ def load_weights(
             resolved = ResolvedSpec(resolved.kind, resolved.source, f"{resolved.key}:{Path(source).name}")
     elif resolved.kind == "gguf":
         source = str(convert_gguf(Path(resolved.source), _gguf_cache_name(Path(resolved.source))))
-    hub_kwargs = {"revision": revision, "token": token, "trust_remote_code": trust_remote_code}
+    hub_kwargs = {"revision": options.revision, "token": options.token, "trust_remote_code": options.trust_remote_code}
     try:
         config = AutoConfig.from_pretrained(source, **hub_kwargs)
     except OSError as error:
@@ -365,14 +369,21 @@ def load_weights(
     _check_decoder(config, spec)
     from safetensors import SafetensorError
 
+    model_kwargs = dict(options.model_kwargs)
+    device = None if options.device_map is not None else normalize_device(options.device)
+    if options.device_map is not None:
+        model_kwargs["device_map"] = options.device_map
+    elif model_kwargs.get("quantization_config") is not None:
+        model_kwargs["device_map"] = {"": device}  # a quantized model cannot be moved after loading
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, **hub_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=default_dtype(options),
+                                                     **hub_kwargs, **model_kwargs)
     except (SafetensorError, EOFError, pickle.UnpicklingError) as error:
         raise DamagedModelError(f"model {spec!r}: its weights cannot be read ({error}); a weights file is damaged "
                                 "or incomplete (an interrupted download or copy?): download or save the model "
                                 "again") from error
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs, **options.tokenizer_kwargs)
     except (ValueError, OSError) as error:
         if Path(source).is_dir() and not _has_tokenizer_files(Path(source)):
             # transformers then suggests installing sentencepiece, which cannot help: the files are missing.
@@ -380,7 +391,9 @@ def load_weights(
                                     "or another vocabulary): save the tokenizer next to the weights, e.g. "
                                     "tokenizer.save_pretrained(directory)") from error
         raise
-    return model.to(device).eval(), tokenizer, resolved
+    if "device_map" not in model_kwargs:
+        model = model.to(device)
+    return model.eval(), tokenizer, resolved
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
@@ -397,6 +410,10 @@ def read_metadata(resolved: ResolvedSpec, *, revision: str | None = None, token:
     from grit_components.metadata import METADATA_FILE, ModelMetadata
 
     if resolved.kind == "alias":
+        if resolved.source.lower() in PACKAGED_ADAPTERS:
+            # the packaged adapter folder is the source of truth: a merged copy in the user cache may come from
+            # an earlier release of the same weights with other declarations
+            return ModelMetadata.read(adapter_dir(resolved.source))
         return ModelMetadata.read(packaged_model_dir(resolved.source))
     if resolved.kind == "dir":
         return ModelMetadata.read(resolved.source)
@@ -500,10 +517,9 @@ class GritModel:
 
         return embed(self, texts, **options)
 
-    def generate(self, messages, *, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-                 stop_words=None, streaming_callback=None, seed: int | None = None):
-        """Chat generation; see `grit_components.generation.generate` for every parameter."""
+    def generate(self, messages, options=None, *, streaming_callback=None, **generation_kwargs):
+        """Chat generation: `grit_components.generation.generate(self, messages, ...)`, where every parameter
+        is documented (`options` and `generation_kwargs`: see `grit_components.options.GenerationOptions`)."""
         from grit_components.generation import generate
 
-        return generate(self, messages, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                        stop_words=stop_words, streaming_callback=streaming_callback, seed=seed)
+        return generate(self, messages, options, streaming_callback=streaming_callback, **generation_kwargs)

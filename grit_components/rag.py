@@ -22,17 +22,23 @@ those ids without any cache.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from grit_components import templates
 from grit_components._checks import check_choice, check_str, check_texts
 from grit_components.embedding import build_inputs
-from grit_components.generation import (GenerationResult, StreamingCallback, chat_prompt_ids, check_generation_args,
-                                        generate_ids)
+from grit_components.generation import (
+    GenerationResult,
+    StreamingCallback,
+    chat_prompt_ids,
+    check_streaming_callback,
+    generate_ids,
+)
 from grit_components.kv_cache import SOURCES, DocumentKVCache, KVStore, check_composable, compose, compute_cache
+from grit_components.options import GenerationOptions, as_generation_options
 
 if TYPE_CHECKING:
     from grit_components.models import GritModel
@@ -54,15 +60,16 @@ class CacheMode(str, Enum):
         return self.value
 
 
-def check_mode(mode) -> CacheMode:
+def check_mode(mode, name: str = "mode") -> CacheMode:
+    """`mode` as a `CacheMode`; errors call it `name` (components take it as `cache_mode`)."""
     if isinstance(mode, CacheMode):
         return mode
     if not isinstance(mode, str):
-        raise TypeError(f"mode must be a str or CacheMode, not {type(mode).__name__}")
+        raise TypeError(f"{name} must be a str or CacheMode, not {type(mode).__name__}")
     try:
         return CacheMode(mode)
     except ValueError:
-        raise ValueError(f"mode must be one of {[m.value for m in CacheMode]}, got {mode!r}") from None
+        raise ValueError(f"{name} must be one of {[m.value for m in CacheMode]}, got {mode!r}") from None
 
 
 def cached_text_ids(model: GritModel, text: str) -> list[int]:
@@ -111,22 +118,28 @@ class RagPrompt:
 
 
 def build_prompt(model: GritModel, query: str, documents: Sequence[str], mode: CacheMode | str = "none", *,
-                 order: str = "doc_first") -> RagPrompt:
-    """Split the RAG prompt of `mode` into cached texts and suffix ids (no model call)."""
+                 order: str = "doc_first", user_content: str | None = None) -> RagPrompt:
+    """Split the RAG prompt of `mode` into cached texts and suffix ids (no model call).
+
+    `user_content` replaces the mode's own user turn (`templates.rag_user_content`).
+    """
     mode = check_mode(mode)
     check_str("query", query, allow_empty=False)
     documents = check_texts("documents", documents)
     check_choice("order", order, ORDERS)
+    if user_content is not None:
+        check_str("user_content", user_content, allow_empty=False)
     joined = templates.RAG_DOCUMENT_SEPARATOR.join(documents)
     if mode is CacheMode.NONE:
-        ids = chat_prompt_ids(model, templates.rag_user_content("none", query, joined, order=order))
+        content = user_content or templates.rag_user_content("none", query, joined, order=order)
+        ids = chat_prompt_ids(model, content)
         return RagPrompt(mode, [], [], ids, len(model.bos_ids))
     if not documents:
         raise ValueError(f"mode {mode.value!r} needs at least one document; use mode 'none' for no retrieval")
     cached = {CacheMode.QUERY: [query], CacheMode.DOC: [joined], CacheMode.QUERY_DOC: [query, joined],
               CacheMode.DOC_QUERY: [joined, query], CacheMode.MULTI_DOC: list(documents)}[mode]
     uncached_document = joined if mode is CacheMode.QUERY else ""
-    content = templates.rag_user_content(mode.value, query, uncached_document)
+    content = user_content or templates.rag_user_content(mode.value, query, uncached_document)
     suffix = model.tokenize(templates.RAG_SUFFIX_LEAD + chat_turn_text(model, content))
     return RagPrompt(mode, cached, [cached_text_ids(model, t) for t in cached], suffix, len(model.bos_ids))
 
@@ -189,13 +202,11 @@ def answer(
     mode: CacheMode | str = CacheMode.NONE,
     source: str = "embedding",
     order: str = "doc_first",
-    max_new_tokens: int = 256,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    stop_words: Sequence[str] | None = None,
+    options: GenerationOptions | Mapping[str, Any] | None = None,
     streaming_callback: StreamingCallback | None = None,
-    seed: int | None = None,
     store: KVStore | None = None,
+    user_content: str | None = None,
+    **generation_kwargs: Any,
 ) -> RagResult:
     """Answer `query` from `documents` with the cache mode `mode`.
 
@@ -206,22 +217,22 @@ def answer(
     :param source: where cached states come from: "embedding" (bidirectional embedding pass, as in the
         GRIT paper; approximate) or "causal" (causal prefill; exact). Ignored for mode "none".
     :param order: for mode "none": "doc_first" or "query_first" prompt.
-    :param max_new_tokens: most tokens to generate.
-    :param temperature: 0 for greedy decoding; > 0 samples.
-    :param top_p: nucleus sampling mass when sampling.
-    :param stop_words: strings that end generation.
+    :param options: generation parameters (`GenerationOptions` or a dict: any Hugging Face `GenerationConfig`
+        key, plus `stop_words` and `seed`), as for `generation.generate`.
     :param streaming_callback: called with each new piece of text.
-    :param seed: seeds sampling when temperature > 0.
     :param store: the KV store to use; default: the model's own (`model.kv_store`).
+    :param user_content: the user turn after the cached texts, instead of the mode's own wording
+        (`templates.rag_user_content`); it must contain whatever the mode does not cache.
+    :param generation_kwargs: generation parameters as keywords; they win over `options`.
     :returns: a `RagResult` (text, finish_reason, usage, timings, stats).
     """
     start = time.perf_counter()
     mode = check_mode(mode)
     check_choice("source", source, SOURCES)
-    check_generation_args(max_new_tokens, temperature, top_p, stop_words, seed=seed,
-                          streaming_callback=streaming_callback)  # before any compute
+    check_streaming_callback(streaming_callback)
+    options = as_generation_options(options).merged(generation_kwargs)  # checked before any compute
     store = _resolve_store(model, store)
-    prompt = build_prompt(model, query, documents, mode, order=order)
+    prompt = build_prompt(model, query, documents, mode, order=order, user_content=user_content)
     total_tokens = len(prompt.prompt_ids())
     if total_tokens >= model.context_length:
         raise ValueError(f"the RAG prompt has {total_tokens} tokens; the model's context length is {model.context_length}")
@@ -249,15 +260,14 @@ def answer(
                 stats["cache_hits"] += 1
             entries.append(entry)
         t0 = time.perf_counter()
-        reserve = len(prompt.suffix_ids) + min(max_new_tokens, model.context_length - total_tokens)
+        reserve = len(prompt.suffix_ids) + min(options.max_new_tokens, model.context_length - total_tokens)
         prefix_ids, cache = compose(model, entries, drop_leading=prompt.drop_leading, reserve=reserve)
         timings["compose"] = time.perf_counter() - t0
         stats["cached_tokens"] = len(prefix_ids)
 
     before_generate = time.perf_counter() - start
-    result = generate_ids(model, prompt.suffix_ids, past_key_values=cache, max_new_tokens=max_new_tokens,
-                          temperature=temperature, top_p=top_p, stop_words=stop_words,
-                          streaming_callback=streaming_callback, seed=seed)
+    result = generate_ids(model, prompt.suffix_ids, options, past_key_values=cache,
+                          streaming_callback=streaming_callback)
     timings["generate"] = result.timings["total"]
     timings["time_to_first_token"] = before_generate + result.timings["time_to_first_token"]
     timings["total"] = time.perf_counter() - start

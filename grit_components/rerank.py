@@ -6,7 +6,8 @@ embedded here. Stage 2 (cross-encoder) rescores the stage-1 top hits with the mo
 
 - pointwise (default): the relevance prompt `templates.POINTWISE_RERANK` in the model's chat format;
   score = log p("yes") - log p("no") at the first answer position (a log-odds, so scores of different
-  calls are comparable; `scale_score=True` maps it through a sigmoid to p(yes | yes or no)). Every
+  calls are comparable; `GritReranker` maps it through a sigmoid to p(yes | yes or no) in [0, 1] unless
+  `scale_score=False`). Every
   candidate gets one forward pass, in length-sorted right-padded batches; the logit is read at each
   row's last real token, so a batch gives the same scores as one passage at a time.
 - listwise: a RankGPT-style permutation prompt (`templates.LISTWISE_RERANK`) over a sliding window,
@@ -23,16 +24,18 @@ import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from grit_components import templates
-from grit_components._checks import check_choice, check_float, check_int, check_str, check_unicode
+from grit_components._checks import check_bool, check_choice, check_float, check_int, check_str, check_unicode
 from grit_components.components import ModelComponent
 from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, length_sorted_batches, pad_batch
 from grit_components.generation import chat_prompt_ids, generate_ids
 from grit_components.models import DEFAULT_MODEL, GritModel
+from grit_components.options import LoadingOptions
 from grit_components.registry import ModelRegistry
 
 FIRST_STAGES = ("bi_encoder", "none")
@@ -219,21 +222,23 @@ class GritReranker(ModelComponent):
     :param batch_size: prompts / texts per forward pass.
     :param window_size: listwise: passages per prompt.
     :param step: listwise: how far the window moves towards the front each time.
-    :param scale_score: map scores to [0, 1]: pointwise by a sigmoid (= p(yes) / (p(yes) + p(no))),
-        bi-encoder-only cosine by (1 + cos) / 2; listwise scores (1 / (1 + rank)) are already in (0, 1].
-    :param score_threshold: drop documents whose (scaled, if `scale_score`) score is below this.
-    Loading options (device, dtype, ..., registry) as in `ModelComponent`.
+    :param scale_score: map scores to [0, 1] (default, as stock rankers do): pointwise log-odds by the
+        sigmoid, which gives p(yes) / (p(yes) + p(no)); bi-encoder-only cosine by (1 + cos) / 2; listwise
+        scores (1 / (1 + rank)) are already in (0, 1]. False returns the raw log-odds (or cosine).
+    :param score_threshold: leave out documents whose (scaled, if `scale_score`) score is below this.
+    :param deduplicate: leave out a document whose text repeats an earlier one (off by default: every
+        document is scored and returned, repeated texts are scored once).
+    Loading options (`loading`, `registry`, `device="cpu"`, ...) as in `ModelComponent`.
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, *, top_k: int = 10, first_stage: str = "bi_encoder",
                  first_stage_top_k: int | None = 10, cross_encoder: str | None = None,
                  query_instruction: str | None = None, document_instruction: str = "",
                  embedding_max_length: int = 512, max_passage_tokens: int | None = None, batch_size: int = 8,
-                 window_size: int = 10, step: int = 5, scale_score: bool = False, score_threshold: float | None = None,
-                 device: str | None = None, dtype: str | torch.dtype | None = None, revision: str | None = None,
-                 token: str | None = None, trust_remote_code: bool = False, registry: ModelRegistry | None = None) -> None:
-        super().__init__(model, device=device, dtype=dtype, revision=revision, token=token,
-                         trust_remote_code=trust_remote_code, registry=registry)
+                 window_size: int = 10, step: int = 5, scale_score: bool = True, score_threshold: float | None = None,
+                 deduplicate: bool = False, loading: LoadingOptions | None = None,
+                 registry: ModelRegistry | None = None, **loading_kwargs: Any) -> None:
+        super().__init__(model, loading, registry=registry, **loading_kwargs)
         self.top_k = check_int("top_k", top_k, minimum=1)
         self.first_stage = check_choice("first_stage", first_stage, FIRST_STAGES)
         self.first_stage_top_k = None if first_stage_top_k is None else check_int("first_stage_top_k", first_stage_top_k, minimum=1)
@@ -251,10 +256,9 @@ class GritReranker(ModelComponent):
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.window_size = check_int("window_size", window_size, minimum=2)
         self.step = check_int("step", step, minimum=1, maximum=window_size)
-        if not isinstance(scale_score, bool):
-            raise TypeError(f"scale_score must be a bool, not {type(scale_score).__name__}")
-        self.scale_score = scale_score
+        self.scale_score = check_bool("scale_score", scale_score)
         self.score_threshold = None if score_threshold is None else check_float("score_threshold", score_threshold)
+        self.deduplicate = check_bool("deduplicate", deduplicate)
 
     # -- defaults the model decides -----------------------------------------------------------------
 
@@ -337,14 +341,18 @@ class GritReranker(ModelComponent):
     # -- the public call ---------------------------------------------------------------------------
 
     def rerank(self, query: str, documents: Sequence[str | None], *, top_k: int | None = None,
+               scale_score: bool | None = None, score_threshold: float | None = None,
                query_embedding: Sequence[float] | np.ndarray | None = None,
                document_embeddings: Sequence[Sequence[float] | np.ndarray | None] | None = None) -> list[RankedDocument]:
         """Rank `documents` for `query`, best first.
 
         :param query: the search query.
-        :param documents: document texts. Empty (or None) texts are skipped with a warning; a text seen
-            before is a duplicate and only its first occurrence is ranked.
+        :param documents: document texts. Every one is scored and returned (a text that repeats an earlier
+            one is scored once and both come back; `deduplicate=True` keeps only the first). Empty (or None)
+            texts cannot be scored: they are left out with a warning.
         :param top_k: how many to return (default: the instance's `top_k`); must be > 0.
+        :param scale_score: scale scores to [0, 1] for this call (default: the instance's `scale_score`).
+        :param score_threshold: leave out scores below this for this call (default: the instance's).
         :param query_embedding: the query's embedding from this model, if already computed (skips one embedding).
         :param document_embeddings: stored embeddings, one per document (None entries are embedded here).
         :returns: `RankedDocument`s (index into `documents`, score, first-stage score), best first; equal
@@ -352,21 +360,26 @@ class GritReranker(ModelComponent):
         """
         check_str("query", query, allow_empty=False)
         top_k = self.top_k if top_k is None else check_int("top_k", top_k, minimum=1)
+        scale_score = self.scale_score if scale_score is None else check_bool("scale_score", scale_score)
+        if score_threshold is None:
+            score_threshold = self.score_threshold
+        else:
+            score_threshold = check_float("score_threshold", score_threshold)
         if isinstance(documents, str) or not isinstance(documents, Sequence):
             raise TypeError(f"documents must be a list of str, not {type(documents).__name__}")
         kept: list[int] = []
-        seen: set[str] = set()
+        first_of_text: dict[str, int] = {}
         skipped = []
         for i, text in enumerate(documents):
             if text is not None and not isinstance(text, str):
                 raise TypeError(f"documents[{i}] must be a str, not {type(text).__name__}")
             if text is None or not text.strip():
                 skipped.append(i)
-                continue
-            check_unicode(f"documents[{i}]", text)
-            if text not in seen:
-                seen.add(text)
-                kept.append(i)
+            else:
+                check_unicode(f"documents[{i}]", text)
+                if not (self.deduplicate and text in first_of_text):
+                    first_of_text.setdefault(text, i)
+                    kept.append(i)
         if skipped:
             warnings.warn(f"{len(skipped)} of {len(documents)} documents have no text and were skipped "
                           f"(first: documents[{skipped[0]}])", UserWarning, stacklevel=2)
@@ -389,20 +402,27 @@ class GritReranker(ModelComponent):
         if self.cross_encoder == "none":
             scores = [float(first[j]) for j in order]
         else:
-            scores = [float(s) for s in self.cross_encoder_scores(query, [texts[j] for j in order])]
+            scores = self._cross_encoder_scores_once(query, [texts[j] for j in order])
         ranked = sorted(range(len(order)), key=lambda r: -scores[r])
         results = []
         for r in ranked:
-            score = self._scale(scores[r])
-            if self.score_threshold is not None and score < self.score_threshold:
+            score = self._scale(scores[r]) if scale_score else scores[r]
+            if score_threshold is not None and score < score_threshold:
                 continue
             j = order[r]
             results.append(RankedDocument(index=kept[j], score=score,
                                           first_stage_score=None if first is None else float(first[j])))
         return results[:top_k]
 
+    def _cross_encoder_scores_once(self, query: str, texts: list[str]) -> list[float]:
+        """Cross-encoder scores of `texts`, each distinct text scored once (a repeated text gets its first
+        occurrence's score; listwise ranks the distinct texts, so a copy cannot take two ranks)."""
+        distinct = list(dict.fromkeys(texts))
+        scores = dict(zip(distinct, (float(s) for s in self.cross_encoder_scores(query, distinct))))
+        return [scores[text] for text in texts]
+
     def _scale(self, score: float) -> float:
-        if not self.scale_score or self.cross_encoder == "listwise":
+        if self.cross_encoder == "listwise":
             return score
         if self.cross_encoder == "none":
             return (1.0 + score) / 2.0

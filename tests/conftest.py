@@ -50,6 +50,14 @@ def smol():
 
 
 @pytest.fixture(scope="session")
+def grit_smol():
+    """The shipped GRIT-trained default (LoRA adapter merged into the packaged SmolLM2)."""
+    from grit_components import load_model
+
+    return load_model("grit-smollm2-135m")
+
+
+@pytest.fixture(scope="session")
 def wikidesc_dir() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"WikiDesc data not found at {SHARED_DATA}")

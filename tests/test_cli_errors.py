@@ -136,16 +136,16 @@ def _bounds(command: str) -> dict[str, tuple]:
 def test_chat_option_bounds_equal_the_cores():
     """Every value at a bound the CLI declares is accepted by the core, and the next value out is rejected
     by both; top_p (0, 1] is open at 0, which the parser cannot express: the core checks it before loading."""
-    from grit_components.generation import check_generation_args
+    from grit_components.options import GenerationOptions
 
     bounds = _bounds("chat")
     defaults = {"max_new_tokens": 1, "temperature": 0.0, "top_p": 1.0}
     for name, step in (("max_new_tokens", 1), ("temperature", 1e-6)):
         low, high = bounds[name]
         assert low is not None and high is None
-        check_generation_args(**{**defaults, name: low}, stop_words=None)
+        GenerationOptions(**{**defaults, name: low})
         with pytest.raises(ValueError, match=name):
-            check_generation_args(**{**defaults, name: low - step}, stop_words=None)
+            GenerationOptions(**{**defaults, name: low - step})
     assert bounds["top_p"] == (None, None)
     for value in (0.0, 1.0 + 1e-6):
         _user_error(runner.invoke(app, ["chat", "hi", "--top-p", str(value), "--model", NO_MODEL]), "top_p")

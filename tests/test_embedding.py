@@ -132,6 +132,19 @@ def test_very_long_and_unicode_texts(tiny_model):
     assert np.isfinite(vectors).all()
 
 
+def test_empty_texts_are_embedded_without_content_when_allowed(tiny_model):
+    from grit_components.embedding import EmptyTextWarning
+
+    with pytest.warns(EmptyTextWarning, match=r"2 of 3 texts are empty \(first: texts\[0\]\)"):
+        vectors = tiny_model.embed(["", "Paris is the capital of France.", ""], allow_empty=True)
+    assert vectors.shape == (3, tiny_model.embedding_dim) and np.isfinite(vectors).all()
+    np.testing.assert_allclose(vectors[0], vectors[2])  # every empty text alike
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # the batch around an empty text is embedded as without it
+    np.testing.assert_allclose(vectors[1], tiny_model.embed(["Paris is the capital of France."])[0], atol=1e-5)
+    assert not np.allclose(vectors[0], vectors[1])
+
+
 def test_empty_list_returns_empty_array(tiny_model):
     out = tiny_model.embed([])
     assert out.shape == (0, tiny_model.embedding_dim) and out.dtype == np.float32

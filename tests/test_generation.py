@@ -75,6 +75,15 @@ def test_seeded_sampling_does_not_depend_on_the_global_generator(tiny_model):
     assert tiny_model.generate("Hello", max_new_tokens=12, temperature=0.8, top_p=0.95, seed=7).text == first
 
 
+def test_seeded_sampling_applies_every_sampling_option(tiny_model):
+    """The call's own sampler keeps transformers' sampling options (here top_k and min_p): top_k=1 leaves
+    one token per step, so seeded sampling gives the greedy text; without it the seeds' texts differ."""
+    greedy = tiny_model.generate("Hello", max_new_tokens=12).text
+    for seed in (1, 2):
+        assert tiny_model.generate("Hello", max_new_tokens=12, temperature=1.0, top_k=1, seed=seed).text == greedy
+        assert tiny_model.generate("Hello", max_new_tokens=12, temperature=1.0, min_p=1.0, seed=seed).text == greedy
+
+
 def test_bad_streaming_callback_fails_before_generating(tiny_model, monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError("generate ran with a non-callable streaming_callback")
@@ -104,10 +113,14 @@ def test_cut_at_stop_words():
         ("hi", {"top_p": 0}, ValueError, "top_p"),
         ("hi", {"top_p": 1.5}, ValueError, "top_p"),
         ("hi", {"stop_words": "stop"}, TypeError, "stop_words"),
-        ("hi", {"stop_words": [""]}, ValueError, r"stop_words\[0\]"),
+        ("hi", {"stop_words": [""]}, ValueError, r"stop_words'\]\[0\]"),
+        ("hi", {"max_tokens": 5}, ValueError, "unknown generation_kwargs.*valid keys.*repetition_penalty"),
+        ("hi", {"repetition_penalty": 0}, ValueError, "repetition_penalty"),
+        ("hi", {"num_return_sequences": 2}, ValueError, "num_return_sequences"),
         ("hi", {"temperature": 1.0, "seed": "a"}, TypeError, "seed"),
         ("hi", {"temperature": 1.0, "seed": 1.5}, TypeError, "seed"),
         ("hi", {"temperature": 1.0, "seed": -1}, ValueError, "seed"),
+        ("hi", {"temperature": 1.0, "seed": 2**64}, ValueError, "seed"),
         ("hi", {"seed": "a"}, TypeError, "seed"),  # greedy ignores the seed, but a wrong one is still an error
         ("hi", {"streaming_callback": "print"}, TypeError, "streaming_callback"),
         ("caf\udce9", {}, ValueError, "messages contains an unpaired surrogate"),
@@ -137,3 +150,32 @@ def test_smollm2_answers_and_stops(smol):
                             streaming_callback=pieces.append)
     assert "5" not in stopped.text and "4" in stopped.text and stopped.finish_reason == "stop"
     assert "".join(pieces) == stopped.text
+
+
+def _new_token_ids(model, monkeypatch) -> list[list[int]]:
+    """Record the new token ids of every `model.generate` call on the Hugging Face model."""
+    calls: list[list[int]] = []
+    real = model.model.generate
+
+    def spy(*args, **kwargs):
+        output = real(*args, **kwargs)
+        calls.append(output[0, kwargs["input_ids"].shape[1]:].tolist())
+        return output
+
+    monkeypatch.setattr(model.model, "generate", spy)
+    return calls
+
+
+def test_any_generation_config_key_reaches_generate(tiny_model, monkeypatch):
+    calls = _new_token_ids(tiny_model, monkeypatch)
+    plain = tiny_model.generate("Hello there", max_new_tokens=12)
+    assert len(set(calls[-1])) < len(calls[-1])  # the random tiny model repeats itself
+    shaped = tiny_model.generate("Hello there", max_new_tokens=12, no_repeat_ngram_size=1, repetition_penalty=1.5)
+    assert len(set(calls[-1])) == len(calls[-1]) == 12 and shaped.text != plain.text
+
+
+def test_beam_search_runs_without_streaming(tiny_model):
+    result = tiny_model.generate("Hello there", max_new_tokens=6, num_beams=2)
+    assert result.completion_tokens <= 6 and isinstance(result.text, str)
+    with pytest.raises(ValueError, match="num_beams=1"):
+        tiny_model.generate("Hello there", max_new_tokens=6, num_beams=2, streaming_callback=print)

@@ -116,6 +116,16 @@ def test_adapter_alias_merges_once_and_changes_the_fingerprint(adapter_alias, ti
     assert ModelRegistry().acquire("tiny-adapter").fingerprint != merged.fingerprint
 
 
+def test_an_alias_declares_what_its_packaged_adapter_declares_now(adapter_alias):
+    """The merged copy in the user cache is made once; the adapter folder's grit_model.json stays the truth."""
+    assert ModelRegistry().acquire("tiny-adapter").metadata.declares("pointwise_rerank")
+    path = adapter_alias / "grit_model.json"
+    data = json.loads(path.read_text())
+    data["capabilities"] = ["embedding", "generation"]
+    path.write_text(json.dumps(data))
+    assert not ModelRegistry().acquire("tiny-adapter").metadata.declares("pointwise_rerank")
+
+
 def test_a_damaged_or_missing_adapter_file_is_a_clear_error(adapter_alias):
     weights = adapter_alias / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"12345678")  # same size, other bytes
@@ -137,6 +147,9 @@ def test_the_shipped_default_model_loads_offline_and_declares_its_training():
     model = load_model(DEFAULT_MODEL)
     base = load_model("smollm2-135m-instruct")
     assert model.fingerprint != base.fingerprint
-    assert model.metadata.declares("pointwise_rerank") and model.metadata.declares("embedding")
+    # it declares what it was trained for and can do; its relevance judgement did not learn (docs/training.md),
+    # so it does not declare pointwise_rerank and GritReranker defaults to its embeddings alone
+    assert model.metadata.declares("embedding") and model.metadata.declares("rag_cache_formats")
+    assert not model.metadata.declares("pointwise_rerank")
     assert model.metadata.query_instruction
     assert model.generate("What is the capital of France?", max_new_tokens=12).text.strip()

@@ -76,7 +76,7 @@ def test_smollm2_embedder_fills_the_cache_the_generator_uses(smol):
     assert embedder.model is smol  # one shared model, one shared store
     doc = ["The Eiffel Tower is a wrought-iron lattice tower in Paris, France, completed in 1889."]
     embedder.embed_documents(doc, store_kv_cache=True)
-    result = GritGenerator("smollm2-135m-instruct", cache_mode="doc", max_new_tokens=4).answer(
+    result = GritGenerator("smollm2-135m-instruct", cache_mode="doc", generation_kwargs={"max_new_tokens": 4}).answer(
         "In which city is the Eiffel Tower?", doc)
     assert result.stats["source"] == "embedding" and result.stats["cache_hits"] == 1
     assert result.stats["cache_misses"] == 0 and result.completion_tokens > 0
@@ -194,7 +194,8 @@ def test_bad_arguments(tiny_model):
 
 
 def test_generator_answer_uses_defaults_and_overrides(tiny_llama_dir):
-    generator = GritGenerator(str(tiny_llama_dir), cache_mode="doc", cache_source="causal", max_new_tokens=3)
+    generator = GritGenerator(str(tiny_llama_dir), cache_mode="doc", cache_source="causal",
+                              generation_kwargs={"max_new_tokens": 3})
     generator.model.kv_store.clear()
     first = generator.answer("Who?", ["Alice did it."])
     assert first.stats["mode"] == "doc" and first.stats["source"] == "causal" and first.completion_tokens <= 3
@@ -202,7 +203,7 @@ def test_generator_answer_uses_defaults_and_overrides(tiny_llama_dir):
     assert second.stats["mode"] == "multi_doc" and second.stats["cache_hits"] == 1 and second.completion_tokens == 1
     plain = generator.answer("Who?", ["Alice did it."], mode="none", order="query_first")
     assert plain.stats["cache_hits"] == plain.stats["cache_misses"] == 0
-    with pytest.raises(ValueError, match="unknown generation kwargs"):
+    with pytest.raises(ValueError, match="unknown generation_kwargs"):
         generator.answer("Who?", ["x"], beams=2)
     with pytest.raises(ValueError, match="mode"):
         GritGenerator(str(tiny_llama_dir), cache_mode="everything")

@@ -183,17 +183,33 @@ def test_stored_embeddings_are_reused(tiny_llama_dir, registry):
     np.testing.assert_allclose(flipped, -ranker.first_stage_scores("capital of France", DOCS), atol=1e-5)
 
 
-def test_scale_score_and_threshold(tiny_llama_dir, registry):
-    raw = reranker(tiny_llama_dir, registry, first_stage="none").rerank("capital of France", DOCS)
-    scaled = reranker(tiny_llama_dir, registry, first_stage="none", scale_score=True).rerank("capital of France", DOCS)
+def test_scores_are_scaled_by_default_and_per_call(tiny_llama_dir, registry):
+    ranker = reranker(tiny_llama_dir, registry, first_stage="none", cross_encoder="pointwise")
+    assert ranker.scale_score is True
+    scaled = ranker.rerank("capital of France", DOCS)
+    raw = ranker.rerank("capital of France", DOCS, scale_score=False)
+    assert raw == reranker(tiny_llama_dir, registry, first_stage="none", cross_encoder="pointwise",
+                           scale_score=False).rerank("capital of France", DOCS)
     assert [r.index for r in raw] == [r.index for r in scaled]
     for a, b in zip(raw, scaled):
-        assert b.score == pytest.approx(1 / (1 + np.exp(-a.score)))
-        assert a.first_stage_score is None
+        assert b.score == pytest.approx(1 / (1 + np.exp(-a.score)))  # sigmoid of the log-odds
+        assert 0.0 < b.score < 1.0 and a.first_stage_score is None
+
+
+def test_score_threshold_at_init_and_per_call(tiny_llama_dir, registry):
+    scaled = reranker(tiny_llama_dir, registry, first_stage="none", cross_encoder="pointwise").rerank(
+        "capital of France", DOCS)
     threshold = scaled[1].score
-    kept = reranker(tiny_llama_dir, registry, first_stage="none", scale_score=True,
+    kept = reranker(tiny_llama_dir, registry, first_stage="none", cross_encoder="pointwise",
                     score_threshold=threshold).rerank("capital of France", DOCS)
     assert [r.index for r in kept] == [r.index for r in scaled[:2]]
+    ranker = reranker(tiny_llama_dir, registry, first_stage="none", cross_encoder="pointwise")
+    assert ranker.rerank("capital of France", DOCS, score_threshold=threshold) == kept
+    assert ranker.rerank("capital of France", DOCS, score_threshold=threshold, top_k=1) == kept[:1]
+    with pytest.raises(TypeError, match="score_threshold"):
+        ranker.rerank("q", DOCS, score_threshold="high")
+    with pytest.raises(TypeError, match="scale_score"):
+        ranker.rerank("q", DOCS, scale_score=1)
 
 
 def test_ties_keep_first_stage_order(tiny_llama_dir, registry, monkeypatch):
@@ -210,7 +226,7 @@ def test_empty_documents_give_empty_result(tiny_llama_dir, registry):
 
 
 def test_documents_without_content_are_skipped_with_warning(tiny_llama_dir, registry):
-    ranker = reranker(tiny_llama_dir, registry, first_stage="none")
+    ranker = reranker(tiny_llama_dir, registry, first_stage="none", cross_encoder="pointwise")
     with pytest.warns(UserWarning, match="2 of 4 documents have no text"):
         result = ranker.rerank("q", ["first", "", None, "second"])
     assert sorted(r.index for r in result) == [0, 3]
@@ -218,13 +234,27 @@ def test_documents_without_content_are_skipped_with_warning(tiny_llama_dir, regi
         assert ranker.rerank("q", ["   "]) == []
 
 
-def test_duplicates_are_removed(tiny_llama_dir, registry):
-    ranker = reranker(tiny_llama_dir, registry, first_stage="none")
+def test_every_document_is_kept_and_a_repeated_text_is_scored_once(tiny_llama_dir, registry, monkeypatch):
+    ranker = reranker(tiny_llama_dir, registry, first_stage="none", cross_encoder="pointwise")
+    scored: list[list[str]] = []
+    real = GritReranker.cross_encoder_scores
+    monkeypatch.setattr(GritReranker, "cross_encoder_scores",
+                        lambda self, q, docs: scored.append(list(docs)) or real(self, q, docs))
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        warnings.simplefilter("ignore", rr.UntrainedCrossEncoderWarning)  # random tiny model, expected
+        warnings.simplefilter("error")  # nothing is dropped, so nothing is warned about
+        warnings.filterwarnings("ignore", category=rr.UntrainedCrossEncoderWarning)
         result = ranker.rerank("q", ["same text", "other", "same text"])
-    assert sorted(r.index for r in result) == [0, 1]
+    assert sorted(r.index for r in result) == [0, 1, 2]
+    assert scored == [["same text", "other"]]
+    by_index = {r.index: r.score for r in result}
+    assert by_index[0] == by_index[2]
+
+
+def test_deduplicate_keeps_the_first_of_a_repeated_text(tiny_llama_dir, registry):
+    ranker = reranker(tiny_llama_dir, registry, first_stage="none", cross_encoder="pointwise", deduplicate=True)
+    assert sorted(r.index for r in ranker.rerank("q", ["same text", "other", "same text"])) == [0, 1]
+    with pytest.raises(TypeError, match="deduplicate"):
+        reranker(tiny_llama_dir, registry, deduplicate="yes")
 
 
 def test_bad_top_k(tiny_llama_dir, registry):
@@ -280,15 +310,29 @@ PLANTED = [
 ]
 
 
+def _planted_wins(model) -> int:
+    passages = [p for _, p in PLANTED]
+    wins = 0
+    for i, (query, _) in enumerate(PLANTED):
+        scores = rr.pointwise_scores(model, query, passages, batch_size=10)
+        wins += int(np.argmax(scores)) == i
+    return wins
+
+
+@pytest.mark.integration
+@pytest.mark.xfail(strict=True, reason=(
+    "the shipped grit-smollm2-135m did not learn the pointwise judgement (dev AUC 0.58, docs/training.md) and "
+    "does not declare it; when a retrained adapter does, this passes and the marker goes"))
+def test_planted_passage_moves_to_rank_one_with_the_shipped_grit_model(grit_smol):
+    """Each query's passage among the 9 other queries' passages: the GRIT-trained default puts it first."""
+    wins = _planted_wins(grit_smol)
+    assert wins >= 8, f"planted passage ranked first for {wins}/10 queries"
+
+
 @pytest.mark.integration
 @pytest.mark.xfail(strict=True, reason=(
     "SmolLM2-135M-Instruct is not GRIT-trained and too small to judge relevance: with the reference pointwise "
     "prompt its yes/no margin depends mostly on the passage, not on the query (see docs/reranking.md)"))
-def test_planted_passage_moves_to_rank_one_with_smollm2(smol):
-    """Each query's passage among the 9 other queries' passages: pointwise reranking puts it first."""
-    passages = [p for _, p in PLANTED]
-    wins = 0
-    for i, (query, _) in enumerate(PLANTED):
-        scores = rr.pointwise_scores(smol, query, passages, batch_size=10)
-        wins += int(np.argmax(scores)) == i
+def test_planted_passage_moves_to_rank_one_with_untrained_smollm2(smol):
+    wins = _planted_wins(smol)
     assert wins >= 8, f"planted passage ranked first for {wins}/10 queries"

@@ -270,7 +270,7 @@ def test_lora_run_saves_and_loads_in_every_component(tmp_path, tiny_llama_dir, f
     embedder = GritEmbedder(str(out), registry=registry)
     np.testing.assert_allclose(embedder.embed_documents(["It is 3."]), expected, atol=1e-4)
     assert not np.allclose(expected, fresh_tiny.embed(["It is 3."]), atol=1e-4)  # the LoRA weights were merged
-    generator = GritGenerator(str(out), max_new_tokens=4, registry=registry)
+    generator = GritGenerator(str(out), generation_kwargs={"max_new_tokens": 4}, registry=registry)
     assert isinstance(generator.generate("What is 3?").text, str)
 
     # the adapter reloads with peft on top of the base model and gives the same embeddings
@@ -432,6 +432,38 @@ def test_grit_train_command_runs_a_config_with_jsonl_sources(tmp_path, tiny_llam
     trained = registry.acquire(str(tmp_path / "run"))
     assert trained.embed(["hello"]).shape == (1, 64)
     registry.release(trained)
+
+
+def test_second_stage_keeps_training_the_first_stage_adapter(tmp_path, tiny_llama_dir):
+    """lora.init_adapter: stage 2 starts from stage 1's adapter (same LoRA, still one adapter over the base)."""
+    records = toy_records(16)
+    chats = [ChatRecord(({"role": "user", "content": f"What is {i}?"}, {"role": "assistant", "content": f"It is {i}."}))
+             for i in range(8)]
+    from grit_components.training.run import load_training_model
+
+    first = config(tmp_path, tiny_llama_dir, lora={"enabled": True, "r": 4, "alpha": 8},
+                   training={"max_steps": 2, "batch_size": 4})
+    model, grit = load_training_model(first)
+    trainer = build_trainer(first, model=model, grit=grit, records=(records, chats))
+    trainer.train()
+    trainer.save_model(str(tmp_path / "stage1"))
+    stage1 = {k: v.clone() for k, v in model.state_dict().items() if "lora_" in k}
+
+    second = config(tmp_path, tiny_llama_dir, lora={"enabled": True, "init_adapter": str(tmp_path / "stage1" / "adapter")},
+                    training={"max_steps": 2, "batch_size": 4})
+    model2, grit2 = load_training_model(second)
+    loaded = {k: v for k, v in model2.state_dict().items() if "lora_" in k}
+    assert loaded.keys() == stage1.keys() and all(torch.equal(loaded[k], stage1[k]) for k in stage1)
+    assert model2.peft_config["default"].r == 4  # from the adapter, not the settings' default 16
+    assert any(p.requires_grad for n, p in model2.named_parameters() if "lora_" in n)
+    trainer2 = build_trainer(second, model=model2, grit=grit2, records=(records, chats))
+    trainer2.train()
+    changed = {k: v for k, v in model2.state_dict().items() if "lora_" in k}
+    assert any(not torch.equal(changed[k], stage1[k]) for k in stage1)
+
+    missing = config(tmp_path, tiny_llama_dir, lora={"enabled": True, "init_adapter": str(tmp_path / "nowhere")})
+    with pytest.raises(FileNotFoundError, match="init_adapter"):
+        load_training_model(missing)
 
 
 @pytest.mark.parametrize("lora", [False, True])

@@ -64,16 +64,16 @@ def chat(
     dtype: DtypeOption = None,
 ) -> None:
     """Chat with the model (streams the answer)."""
-    from grit_components.generation import check_generation_args
+    from grit_components.options import GenerationOptions
 
-    check_generation_args(max_new_tokens, temperature, top_p, None)  # the core's bounds, before loading
+    # The core's bounds, checked before loading.
+    options = GenerationOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, name="options")
     grit = load(model, device, dtype)
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
 
     def ask(text: str) -> None:
         history.append({"role": "user", "content": text})
-        result = grit.generate(history, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                               streaming_callback=lambda piece: print(piece, end="", flush=True))
+        result = grit.generate(history, options, streaming_callback=lambda piece: print(piece, end="", flush=True))
         print()
         history.append({"role": "assistant", "content": result.text})
         console.print(f"[dim]{result.completion_tokens} tokens, {result.finish_reason}, "

@@ -111,6 +111,10 @@ class LoraSettings:
     dropout: float = 0.05
     target_modules: Any = "all-linear"  # "all-linear" or a list of module names
     merge_on_save: bool = True  # checkpoints are full models (loadable by every component); adapter kept in adapter/
+    # Keep training this adapter (a folder with adapter_config.json, e.g. an earlier stage's output_dir/adapter)
+    # instead of starting a new one: r, alpha and target_modules then come from it. One adapter over the base
+    # model, so a multi-stage recipe still ships a single LoRA.
+    init_adapter: Optional[str] = None
 
 
 @dataclass
@@ -274,4 +278,5 @@ def load_config(path: str | Path, *, overrides: dict[str, Any] | None = None) ->
     for source in [*config.data.embedding, *config.data.generative]:
         source.path, source.beir = resolve(source.path), resolve(source.beir)
     config.eval.beir = resolve(config.eval.beir)
+    config.lora.init_adapter = resolve(config.lora.init_adapter)
     return config

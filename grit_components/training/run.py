@@ -35,7 +35,15 @@ def load_training_model(config: TrainConfig):
     dtype = normalize_dtype(config.training.dtype, device)
     # The Trainer (accelerate) places the model; load on CPU so a multi-GPU launch does not fill GPU 0.
     model, tokenizer, resolved = load_weights(config.model, device="cpu", dtype=dtype)
-    if config.lora.enabled:
+    if config.lora.enabled and config.lora.init_adapter:
+        from peft import PeftModel
+
+        adapter = Path(config.lora.init_adapter).expanduser()
+        if not (adapter / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"lora.init_adapter={str(adapter)!r} has no adapter_config.json; give the folder "
+                                    "of an earlier stage's adapter (its output_dir/adapter)")
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+    elif config.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha,

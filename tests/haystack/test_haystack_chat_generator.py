@@ -6,11 +6,13 @@ import asyncio
 import copy
 
 import pytest
+import torch
 from haystack import Document
 from haystack.dataclasses import ChatMessage, StreamingChunk
 from haystack.components.generators.utils import print_streaming_chunk
 from haystack.utils import ComponentDevice, Secret
 
+from grit_components import DEFAULT_MODEL
 from haystack_integrations.components.generators.grit import GritChatGenerator
 
 TOKEN_DICT = {"type": "env_var", "env_vars": ["HF_API_TOKEN", "HF_TOKEN"], "strict": False}
@@ -21,46 +23,54 @@ SHORT = {"max_new_tokens": 4}
 
 def test_init_defaults():
     generator = GritChatGenerator()
-    assert generator.model == "grit-smollm2-135m"
+    assert generator.model == DEFAULT_MODEL
     assert generator.generation_kwargs == {} and generator.streaming_callback is None
     assert generator.cache_mode == "none" and generator.cache_source == "embedding"
-    assert generator.kv_cache_directory is None and generator._generator is None
+    assert generator.kv_cache_directory is None and generator._core is None
 
 
 def test_to_dict_defaults():
     assert GritChatGenerator().to_dict() == {
         "type": TYPE,
         "init_parameters": {
-            "model": "grit-smollm2-135m",
+            "model": DEFAULT_MODEL,
             "generation_kwargs": {},
             "streaming_callback": None,
             "cache_mode": "none",
             "cache_source": "embedding",
             "kv_cache_directory": None,
+            "kv_cache_max_bytes": None,
             "device": None,
-            "dtype": None,
-            "revision": None,
             "token": TOKEN_DICT,
-            "trust_remote_code": False,
+            "model_kwargs": None,
+            "tokenizer_kwargs": None,
         },
     }
 
 
 def test_from_dict_round_trip(tiny):
-    generator = GritChatGenerator(tiny, generation_kwargs={"max_new_tokens": 8, "temperature": 0.5, "seed": 1},
+    generator = GritChatGenerator(tiny, generation_kwargs={"max_new_tokens": 8, "temperature": 0.5, "seed": 1,
+                                                           "repetition_penalty": 1.2, "stop_words": ["\n"]},
                                   streaming_callback=print_streaming_chunk, cache_mode="multi_doc", cache_source="causal",
-                                  kv_cache_directory="/tmp/kv", device=ComponentDevice.from_str("cpu"),
-                                  dtype="float32", revision="v1", token=Secret.from_env_var("MY_TOKEN", strict=False))
+                                  kv_cache_directory="/tmp/kv", kv_cache_max_bytes=2**20,
+                                  device=ComponentDevice.from_str("cpu"),
+                                  token=Secret.from_env_var("MY_TOKEN", strict=False),
+                                  model_kwargs={"torch_dtype": torch.float32, "attn_implementation": "eager"})
     data = generator.to_dict()
     assert data["init_parameters"]["streaming_callback"] == "haystack.components.generators.utils.print_streaming_chunk"
     restored = GritChatGenerator.from_dict(copy.deepcopy(data))
     assert restored.to_dict() == data
     assert restored.streaming_callback is print_streaming_chunk
-    assert restored.generation_kwargs == {"max_new_tokens": 8, "temperature": 0.5, "seed": 1}
+    assert restored.generation_kwargs == {"max_new_tokens": 8, "temperature": 0.5, "seed": 1,
+                                          "repetition_penalty": 1.2, "stop_words": ["\n"]}
+    assert restored.model_kwargs == {"torch_dtype": torch.float32, "attn_implementation": "eager"}
+    assert restored._get_telemetry_data() == {"model": tiny}
 
 
 @pytest.mark.parametrize(("kwargs", "error"), [
     ({"generation_kwargs": {"max_tokens": 3}}, ValueError), ({"generation_kwargs": [1]}, TypeError),
+    ({"generation_kwargs": {"repetition_penalty": -1}}, ValueError),
+    ({"generation_kwargs": {"num_return_sequences": 2}}, ValueError), ({"kv_cache_max_bytes": -1}, ValueError),
     ({"cache_mode": "everything"}, ValueError), ({"cache_mode": 1}, TypeError), ({"cache_source": "disk"}, ValueError),
     ({"streaming_callback": "print"}, TypeError), ({"device": "cpu"}, TypeError),
 ])
@@ -84,8 +94,27 @@ def test_generation_kwargs_override(tiny):
     generator = GritChatGenerator(tiny, generation_kwargs={"max_new_tokens": 8})
     reply = generator.run("Hi?", generation_kwargs={"max_new_tokens": 2})["replies"][0]
     assert reply.meta["usage"]["completion_tokens"] <= 2
-    with pytest.raises(ValueError, match="unknown generation_kwargs"):
+    with pytest.raises(ValueError, match="unknown generation_kwargs.*valid keys.*repetition_penalty"):
         generator.run("Hi?", generation_kwargs={"max_tokens": 2})
+
+
+def test_any_generation_config_key_passes_through(tiny):
+    generator = GritChatGenerator(tiny, generation_kwargs={"max_new_tokens": 12})
+    plain = generator.run("Hi?")["replies"][0]
+    shaped = generator.run("Hi?", generation_kwargs={"no_repeat_ngram_size": 1, "repetition_penalty": 1.3})["replies"][0]
+    assert shaped.text != plain.text
+    assert shaped.meta["usage"]["completion_tokens"] <= 12
+
+
+def test_device_map_from_component_device(tiny):
+    from haystack.utils.device import Device, DeviceMap
+
+    device = ComponentDevice.from_multiple(DeviceMap({"model": Device.cpu(), "lm_head": Device.cpu()}))
+    generator = GritChatGenerator(tiny, generation_kwargs=SHORT, device=device)
+    assert generator.loading_options().device_map == {"model": "cpu", "lm_head": "cpu"}
+    restored = GritChatGenerator.from_dict(generator.to_dict())
+    assert restored.device == device
+    assert restored.run("Hi?")["replies"][0].meta["usage"]["completion_tokens"] <= 4  # it loads and runs
 
 
 def test_streaming(tiny):

@@ -10,6 +10,7 @@ import pytest
 from haystack import Document
 from haystack.utils import ComponentDevice, Secret
 
+from grit_components import DEFAULT_MODEL
 from haystack_integrations.components.embedders.grit import GritDocumentEmbedder, GritTextEmbedder
 
 TOKEN_DICT = {"type": "env_var", "env_vars": ["HF_API_TOKEN", "HF_TOKEN"], "strict": False}
@@ -19,18 +20,18 @@ TYPE = "haystack_integrations.components.embedders.grit.document_embedder.GritDo
 
 def test_init_defaults():
     embedder = GritDocumentEmbedder()
-    assert embedder.model == "grit-smollm2-135m"
+    assert embedder.model == DEFAULT_MODEL
     assert embedder.instruction == "" and embedder.batch_size == 32 and embedder.progress_bar is True
     assert embedder.meta_fields_to_embed == [] and embedder.embedding_separator == "\n"
     assert embedder.store_kv_cache is False and embedder.kv_cache_directory is None
-    assert embedder._embedder is None
+    assert embedder._core is None
 
 
 def test_to_dict_defaults():
     assert GritDocumentEmbedder().to_dict() == {
         "type": TYPE,
         "init_parameters": {
-            "model": "grit-smollm2-135m",
+            "model": DEFAULT_MODEL,
             "instruction": "",
             "batch_size": 32,
             "progress_bar": True,
@@ -41,11 +42,11 @@ def test_to_dict_defaults():
             "truncation": "warn",
             "store_kv_cache": False,
             "kv_cache_directory": None,
+            "kv_cache_max_bytes": None,
             "device": None,
-            "dtype": None,
-            "revision": None,
             "token": TOKEN_DICT,
-            "trust_remote_code": False,
+            "model_kwargs": None,
+            "tokenizer_kwargs": None,
         },
     }
 
@@ -54,13 +55,17 @@ def test_from_dict_round_trip(tiny, tmp_path):
     embedder = GritDocumentEmbedder(tiny, batch_size=4, progress_bar=False, meta_fields_to_embed=["title"],
                                     embedding_separator=" | ", max_length=128, normalize_embeddings=False,
                                     truncation="error", store_kv_cache=True, kv_cache_directory=str(tmp_path),
-                                    device=ComponentDevice.from_str("cpu"), dtype="float32", revision="v1",
-                                    token=Secret.from_env_var("MY_TOKEN", strict=False), trust_remote_code=True)
+                                    kv_cache_max_bytes=2**20, device=ComponentDevice.from_str("cpu"),
+                                    token=Secret.from_env_var("MY_TOKEN", strict=False),
+                                    model_kwargs={"attn_implementation": "eager", "revision": "v1"},
+                                    tokenizer_kwargs={"use_fast": True})
     data = embedder.to_dict()
     restored = GritDocumentEmbedder.from_dict(copy.deepcopy(data))
     assert restored.to_dict() == data
     assert restored.meta_fields_to_embed == ["title"] and restored.store_kv_cache is True
     assert restored.device == ComponentDevice.from_str("cpu")
+    assert restored.loading_options().kv_cache_max_bytes == 2**20
+    assert restored.loading_options().revision == "v1"
 
 
 @pytest.mark.parametrize(("kwargs", "error"), [
@@ -104,8 +109,20 @@ def test_run_empty_and_wrong_inputs(tiny):
         embedder.run("a string")
     with pytest.raises(TypeError):
         embedder.run([Document(content="ok"), "not a document"])
-    with pytest.raises(ValueError, match="no content"):
-        embedder.run([Document(content="")])
+
+
+def test_documents_without_content_pass_without_embedding_and_never_stop_the_batch(tiny, caplog):
+    embedder = GritDocumentEmbedder(tiny, progress_bar=False)
+    docs = [Document(content="Paris is in France."), Document(content=""), Document(content=None),
+            Document(content="   "), Document(content="Bananas are yellow.")]
+    with caplog.at_level("WARNING"):
+        out = embedder.run(docs)["documents"]
+    assert [d.id for d in out] == [d.id for d in docs]
+    assert [d.embedding is None for d in out] == [False, True, True, True, False]
+    alone = embedder.run([docs[4]])["documents"][0].embedding
+    assert np.allclose(out[4].embedding, alone, atol=1e-5)  # the others did not change its embedding
+    assert "3 Documents have no content to embed" in caplog.text and docs[1].id in caplog.text
+    assert embedder.run([Document(content="")])["documents"][0].embedding is None
 
 
 def test_store_kv_cache_writes_to_the_model_store(tiny, tmp_path):

@@ -41,7 +41,7 @@ def test_non_callable_streaming_callback_fails_before_generating(tiny, monkeypat
 
 def test_bad_seed_and_surrogate_name_the_parameter(tiny):
     generator = GritChatGenerator(tiny, generation_kwargs={"max_new_tokens": 4, "temperature": 1.0})
-    with pytest.raises(TypeError, match="seed must be an int"):
+    with pytest.raises(TypeError, match=r"generation_kwargs\['seed'\] must be an int"):
         generator.run("Hi?", generation_kwargs={"seed": "a"})
     with pytest.raises(ValueError, match="unpaired surrogate"):
         generator.run("caf\udce9?")

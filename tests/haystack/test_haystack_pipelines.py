@@ -8,7 +8,8 @@ import sys
 
 import pytest
 import yaml
-from haystack import Pipeline
+from haystack import Pipeline, tracing
+from haystack.tracing.tracer import NullTracer
 from typer.testing import CliRunner
 
 from haystack_integrations.common.grit import pipelines as hp
@@ -34,18 +35,42 @@ def test_yaml_loads_dumps_loads_equal(path):
             assert sys.modules[module].__dict__[name].__module__ == module  # the defining module
 
 
-def test_configure_rewrites_stores_models_and_paths(tmp_path):
-    data = yaml.safe_load((hp.pipelines_dir() / "rag_doc_cache.yaml").read_text())
-    served = hp.configure(data, qdrant_url="http://qdrant:6333", model="GritLM/GritLM-7B", instruction="Find")
-    store = served["components"]["retriever"]["init_parameters"]["document_store"]["init_parameters"]
-    assert store["url"] == "http://qdrant:6333" and "path" not in store
-    assert served["components"]["llm"]["init_parameters"]["model"] == "GritLM/GritLM-7B"
-    assert served["components"]["query_embedder"]["init_parameters"]["instruction"] == "Find"
-    assert data["components"]["llm"]["init_parameters"]["model"] == "grit-smollm2-135m"  # input untouched
-    moved = hp.configure(data, data_dir=tmp_path)
-    store = moved["components"]["retriever"]["init_parameters"]["document_store"]["init_parameters"]
-    assert store["path"] == str(tmp_path / "qdrant")
-    assert moved["components"]["llm"]["init_parameters"]["kv_cache_directory"] == str(tmp_path / "kv")
+def test_deployment_callbacks_rewrite_stores_models_and_paths(tmp_path):
+    text = (hp.pipelines_dir() / "rag_doc_cache.yaml").read_text()
+    callbacks = hp.deployment_callbacks(qdrant_url="http://qdrant:6333", model="GritLM/GritLM-7B", instruction="Find")
+    served = Pipeline.loads(text, callbacks=callbacks)
+    (store,) = hp.document_stores(served)
+    assert store.url == "http://qdrant:6333" and store.path is None
+    assert served.get_component("llm").model == "GritLM/GritLM-7B"
+    assert served.get_component("query_embedder").instruction == "Find"
+    assert Pipeline.loads(text).get_component("llm").model == "grit-smollm2-135m"  # the YAML is untouched
+    moved = Pipeline.loads(text, callbacks=hp.deployment_callbacks(data_dir=tmp_path))
+    (store,) = hp.document_stores(moved)
+    assert store.path == str(tmp_path / "qdrant")
+    assert moved.get_component("llm").kv_cache_directory == str(tmp_path / "kv")
+
+
+def test_yaml_with_any_generation_key_and_model_kwargs_loads_and_runs(tiny):
+    text = f"""
+components:
+  llm:
+    type: haystack_integrations.components.generators.grit.chat_generator.GritChatGenerator
+    init_parameters:
+      model: {tiny}
+      generation_kwargs: {{max_new_tokens: 6, repetition_penalty: 1.2, no_repeat_ngram_size: 2}}
+      model_kwargs: {{torch_dtype: float32, attn_implementation: eager}}
+      tokenizer_kwargs: {{model_max_length: 2048}}
+connections: []
+"""
+    pipeline = Pipeline.loads(text)
+    llm = pipeline.get_component("llm")
+    reply = pipeline.run({"llm": {"messages": "Who was Diogenes?"}})["llm"]["replies"][0]
+    assert reply.meta["usage"]["completion_tokens"] <= 6
+    assert llm.generator.model.model.config._attn_implementation == "eager"
+    assert llm.generator.model.tokenizer.model_max_length == 2048
+    assert Pipeline.loads(pipeline.dumps()) == pipeline
+    with pytest.raises(Exception, match="repetition_penalty"):
+        Pipeline.loads(text.replace("repetition_penalty: 1.2", "repetition_penalty: -1"))
 
 
 def test_qdrant_url_from_environment(monkeypatch):
@@ -234,8 +259,7 @@ def test_component_timings_are_per_request_under_concurrency():
     import threading
     import time
 
-    from haystack import component, tracing
-    from haystack.tracing.tracer import NullTracer
+    from haystack import component
 
     @component
     class Sleeper:
@@ -272,17 +296,6 @@ def test_component_timings_are_per_request_under_concurrency():
     assert all(0.05 <= v < 0.3 for v in results["fast"].values()) and all(v >= 0.3 for v in results["slow"].values())
 
     # a tracer the user installed before (e.g. OpenTelemetry) keeps receiving every span
-    class Recorder(tracing.Tracer):
-        def __init__(self) -> None:
-            self.operations: list[str] = []
-
-        def trace(self, operation_name, tags=None, parent_span=None):
-            self.operations.append(operation_name)
-            return NullTracer().trace(operation_name, tags, parent_span)
-
-        def current_span(self):
-            return None
-
     previous = tracing.tracer.actual_tracer
     recorder = Recorder()
     tracing.enable_tracing(recorder)
@@ -293,4 +306,102 @@ def test_component_timings_are_per_request_under_concurrency():
         assert recorder.operations.count("haystack.component.run") == 2
         assert tracing.tracer.actual_tracer.inner is recorder
     finally:
-        tracing.enable_tracing(previous) if previous is not None else tracing.disable_tracing()
+        tracing.enable_tracing(previous)
+
+
+class Recorder(tracing.Tracer):
+    """A user's own tracer (as Langfuse or OpenTelemetry would be): records the operations it sees."""
+
+    def __init__(self) -> None:
+        self.operations: list[str] = []
+
+    def trace(self, operation_name, tags=None, parent_span=None):
+        self.operations.append(operation_name)
+        return NullTracer().trace(operation_name, tags, parent_span)
+
+    def current_span(self):
+        return None
+
+
+def _two_step_pipeline() -> Pipeline:
+    from haystack import component
+
+    @component
+    class AddOne:
+        @component.output_types(value=int)
+        def run(self, value: int) -> dict:
+            return {"value": value + 1}
+
+    p = Pipeline()
+    p.add_component("first", AddOne())
+    p.add_component("second", AddOne())
+    p.connect("first.value", "second.value")
+    return p
+
+
+def test_timings_survive_a_tracer_enabled_later_and_it_sees_every_span():
+    previous = tracing.tracer.actual_tracer
+    try:
+        with hp.component_timings() as before:
+            _two_step_pipeline().run({"first": {"value": 0}})
+        assert set(before) == {"first", "second"}
+        langfuse_like = Recorder()
+        tracing.enable_tracing(langfuse_like)  # replaces the global tracer, the timing wrapper included
+        with hp.component_timings() as after:
+            _two_step_pipeline().run({"first": {"value": 0}})
+        assert set(after) == {"first", "second"}
+        assert langfuse_like.operations == ["haystack.pipeline.run", "haystack.component.run",
+                                            "haystack.component.run"]
+        # runs outside a block are traced as usual and time nothing
+        _two_step_pipeline().run({"first": {"value": 0}})
+        assert langfuse_like.operations.count("haystack.pipeline.run") == 2
+    finally:
+        tracing.enable_tracing(previous)
+
+
+def test_timings_work_with_hayhooks_traces_without_stacking_wrappers():
+    from hayhooks.server.tracing import _enable_live_buffer_span_capture
+    from hayhooks.server.utils.live_trace_buffer import clear_live_traces, get_recent_traces
+
+    previous = tracing.tracer.actual_tracer
+    tracing.disable_tracing()
+    clear_live_traces()
+    try:
+        for _ in range(3):  # hayhooks and the timings both (re)install their tracer on every request
+            _enable_live_buffer_span_capture()
+            with hp.component_timings() as timings:
+                _two_step_pipeline().run({"first": {"value": 0}})
+            assert set(timings) == {"first", "second"}
+        chain = list(hp._wrapped_tracers(tracing.tracer.actual_tracer))
+        assert sum(isinstance(t, hp.ComponentTimingTracer) for t in chain) == 1 and len(chain) == 2
+        assert not tracing.is_tracing_enabled()  # no real tracer was enabled, and Haystack still says so
+        traces = get_recent_traces(limit=10)
+        assert len(traces) == 3  # hayhooks recorded each pipeline run once
+    finally:
+        clear_live_traces()
+        tracing.enable_tracing(previous)
+
+
+def test_timings_with_haystacks_own_logging_tracer_and_content_tracing(caplog):
+    import logging
+
+    from haystack.tracing.logging_tracer import RESET_COLOR, LoggingTracer
+
+    previous, content = tracing.tracer.actual_tracer, tracing.tracer.is_content_tracing_enabled
+    tracing.enable_tracing(LoggingTracer())  # the user's tracer, enabled first, with component inputs/outputs
+    tracing.tracer.is_content_tracing_enabled = True
+    caplog.set_level(logging.DEBUG, logger="haystack.tracing.logging_tracer")
+    try:
+        with hp.component_timings() as timings:
+            _two_step_pipeline().run({"first": {"value": 0}})
+        assert set(timings) == {"first", "second"} and all(seconds > 0 for seconds in timings.values())
+        assert tracing.is_tracing_enabled()  # still the user's tracing, wrapped
+        logged = [record.getMessage() for record in caplog.records]
+        assert logged.count("Operation: haystack.component.run") == 2
+        assert logged.count("Operation: haystack.pipeline.run") == 1
+        # the tags the pipeline sets on each span (content included) reach the user's tracer
+        tags = [message.removesuffix(RESET_COLOR) for message in logged]
+        assert "haystack.component.name=second" in tags and 'haystack.component.output={"value": 2}' in tags
+    finally:
+        tracing.tracer.is_content_tracing_enabled = content
+        tracing.enable_tracing(previous)

@@ -6,10 +6,11 @@ import asyncio
 import copy
 
 import pytest
+import torch
 from haystack import Document
 from haystack.utils import ComponentDevice, Secret
 
-from grit_components import DEFAULT_QUERY_INSTRUCTION, default_registry
+from grit_components import DEFAULT_MODEL, LoadingOptions, default_registry
 from haystack_integrations.components.embedders.grit import GritTextEmbedder
 
 TOKEN_DICT = {"type": "env_var", "env_vars": ["HF_API_TOKEN", "HF_TOKEN"], "strict": False}
@@ -19,59 +20,71 @@ TYPE = "haystack_integrations.components.embedders.grit.text_embedder.GritTextEm
 
 def test_init_defaults():
     embedder = GritTextEmbedder()
-    assert embedder.model == "grit-smollm2-135m"
-    assert embedder.instruction is None  # None: the model's own (grit_model.json), else DEFAULT_QUERY_INSTRUCTION
+    assert embedder.model == DEFAULT_MODEL
+    assert embedder.instruction is None  # the model's own, decided when it is loaded
     assert embedder.max_length == 512
     assert embedder.normalize_embeddings is True
     assert embedder.truncation == "warn"
-    assert embedder.device is None and embedder.dtype is None and embedder.revision is None
+    assert embedder.device is None
+    assert embedder.model_kwargs is None and embedder.tokenizer_kwargs is None
+    assert embedder.loading_options() == LoadingOptions()
     assert embedder.token == Secret.from_env_var(["HF_API_TOKEN", "HF_TOKEN"], strict=False)
-    assert embedder._embedder is None  # nothing loaded in __init__
+    assert embedder._core is None  # nothing loaded in __init__
 
 
 def test_init_with_parameters(tiny):
     embedder = GritTextEmbedder(tiny, instruction="Find it", max_length=64, normalize_embeddings=False,
-                                truncation="error", device=ComponentDevice.from_str("cpu"), dtype="float32",
-                                revision="main", token=None, trust_remote_code=True)
+                                truncation="error", device=ComponentDevice.from_str("cpu"), token=None,
+                                model_kwargs={"torch_dtype": "float32", "revision": "main", "trust_remote_code": True},
+                                tokenizer_kwargs={"model_max_length": 64})
     assert (embedder.model, embedder.instruction, embedder.max_length) == (tiny, "Find it", 64)
     assert embedder.normalize_embeddings is False and embedder.truncation == "error"
     assert embedder.device == ComponentDevice.from_str("cpu") and embedder.token is None
+    assert embedder.loading_options() == LoadingOptions(device="cpu", dtype="float32", revision="main",
+                                                        trust_remote_code=True,
+                                                        tokenizer_kwargs={"model_max_length": 64})
+    assert embedder._get_telemetry_data() == {"model": tiny}
 
 
 def test_to_dict_defaults():
     assert GritTextEmbedder().to_dict() == {
         "type": TYPE,
         "init_parameters": {
-            "model": "grit-smollm2-135m",
+            "model": DEFAULT_MODEL,
             "instruction": None,
             "max_length": 512,
             "normalize_embeddings": True,
             "truncation": "warn",
             "device": None,
-            "dtype": None,
-            "revision": None,
             "token": TOKEN_DICT,
-            "trust_remote_code": False,
+            "model_kwargs": None,
+            "tokenizer_kwargs": None,
         },
     }
 
 
 def test_from_dict_round_trip(tiny):
     embedder = GritTextEmbedder(tiny, instruction="Find it", max_length=64, normalize_embeddings=False,
-                                truncation="error", device=ComponentDevice.from_str("cpu"), dtype="bfloat16",
-                                revision="v1", token=Secret.from_env_var("MY_TOKEN", strict=False))
+                                truncation="error", device=ComponentDevice.from_str("cpu"),
+                                token=Secret.from_env_var("MY_TOKEN", strict=False),
+                                model_kwargs={"torch_dtype": torch.bfloat16, "attn_implementation": "eager"},
+                                tokenizer_kwargs={"model_max_length": 64})
     data = embedder.to_dict()
     assert data["init_parameters"]["device"] == {"type": "single", "device": "cpu"}
+    assert data["init_parameters"]["model_kwargs"] == {"torch_dtype": "torch.bfloat16", "attn_implementation": "eager"}
     restored = GritTextEmbedder.from_dict(copy.deepcopy(data))
     assert restored.to_dict() == data
     assert restored.device == ComponentDevice.from_str("cpu")
     assert restored.token == Secret.from_env_var("MY_TOKEN", strict=False)
+    assert restored.model_kwargs["torch_dtype"] is torch.bfloat16
+    assert embedder.model_kwargs["torch_dtype"] is torch.bfloat16  # serialising did not change the component
 
 
 @pytest.mark.parametrize(("kwargs", "error"), [
     ({"model": 3}, TypeError), ({"instruction": 3}, TypeError), ({"max_length": "64"}, TypeError),
     ({"max_length": 1}, ValueError), ({"normalize_embeddings": "yes"}, TypeError),
-    ({"truncation": "drop"}, ValueError), ({"device": "cpu"}, TypeError),
+    ({"truncation": "drop"}, ValueError), ({"device": "cpu"}, TypeError), ({"token": "hf_x"}, TypeError),
+    ({"model_kwargs": "eager"}, TypeError), ({"model_kwargs": {"dtype": "float16", "torch_dtype": "float32"}}, ValueError),
 ])
 def test_init_rejects_bad_values(kwargs, error):
     with pytest.raises(error):

@@ -22,14 +22,16 @@ def test_class():
 def test_init_is_lazy_and_serialises(tiny_grit_dir):
     registry = ModelRegistry()
     embedding = GritEmbedding(tiny_grit_dir, query_instruction="Find it", text_instruction="Doc", embed_batch_size=4,
-                              max_length=128, normalize=False, device="cpu", registry=registry)
+                              max_length=128, normalize=False, device="cpu", model_kwargs={"attn_implementation": "eager"},
+                              registry=registry)
     assert registry.loads == 0  # nothing loaded before first use
     data = embedding.to_dict()
     assert data["class_name"] == "GritEmbedding"
     assert {k: data[k] for k in ("model_name", "query_instruction", "text_instruction", "embed_batch_size",
-                                 "max_length", "normalize", "device")} == {
+                                 "max_length", "normalize", "device", "model_kwargs")} == {
         "model_name": tiny_grit_dir, "query_instruction": "Find it", "text_instruction": "Doc", "embed_batch_size": 4,
-        "max_length": 128, "normalize": False, "device": "cpu"}
+        "max_length": 128, "normalize": False, "device": "cpu", "model_kwargs": {"attn_implementation": "eager"}}
+    assert embedding.embedder.loading.model_kwargs == {"attn_implementation": "eager"}
     again = GritEmbedding.from_dict(data)
     assert again.to_dict() == data
     assert GritEmbedding.from_json(embedding.to_json()).to_dict() == data
@@ -65,6 +67,22 @@ def test_async_parity(tiny_grit_dir):
     np.testing.assert_allclose(query, embedding.get_query_embedding("a temple"), atol=1e-6)
     np.testing.assert_allclose(text, embedding.get_text_embedding(TEXTS[0]), atol=1e-6)
     np.testing.assert_allclose(batch, embedding.get_text_embedding_batch(TEXTS), atol=1e-6)
+
+
+def test_an_empty_node_is_embedded_and_never_stops_the_batch(tiny_grit_dir):
+    from llama_index.core.ingestion import IngestionPipeline
+    from llama_index.core.schema import TextNode
+
+    from grit_components.embedding import EmptyTextWarning
+
+    embedding = GritEmbedding(tiny_grit_dir)
+    nodes = [TextNode(text=TEXTS[0]), TextNode(text=""), TextNode(text=TEXTS[1])]
+    with pytest.warns(EmptyTextWarning):  # an ingestion pipeline embeds every node, empty ones too
+        embedded = IngestionPipeline(transformations=[embedding]).run(nodes=nodes)
+    assert [node.text for node in embedded] == [TEXTS[0], "", TEXTS[1]]
+    assert all(node.embedding is not None and np.isfinite(node.embedding).all() for node in embedded)
+    np.testing.assert_allclose([embedded[0].embedding, embedded[2].embedding],
+                               embedding.get_text_embedding_batch([TEXTS[0], TEXTS[1]]), atol=1e-5)
 
 
 def test_empty_query_is_a_value_error(tiny_grit_dir):

@@ -23,22 +23,32 @@ def test_class():
 
 def test_serialises_without_loading(tiny_grit_dir):
     registry = ModelRegistry()
-    llm = GritLLM(tiny_grit_dir, max_new_tokens=7, temperature=0.5, top_p=0.9, stop_words=["\n\n"],
-                  generate_kwargs={"seed": 3}, chat_format="grit", context_window=1024, registry=registry)
+    generate_kwargs = {"temperature": 0.5, "top_p": 0.9, "stop_words": ["\n\n"], "seed": 3, "repetition_penalty": 1.1}
+    llm = GritLLM(tiny_grit_dir, max_new_tokens=7, generate_kwargs=generate_kwargs, chat_format="grit",
+                  context_window=1024, dtype="float32", model_kwargs={"attn_implementation": "eager"},
+                  tokenizer_kwargs={"model_max_length": 512}, kv_cache_max_bytes=2**20, registry=registry)
     data = llm.to_dict()
     assert registry.loads == 0
-    assert {k: data[k] for k in ("class_name", "model_name", "max_new_tokens", "temperature", "top_p", "stop_words",
-                                 "generate_kwargs", "chat_format", "context_window")} == {
-        "class_name": "GritLLM", "model_name": tiny_grit_dir, "max_new_tokens": 7, "temperature": 0.5, "top_p": 0.9,
-        "stop_words": ["\n\n"], "generate_kwargs": {"seed": 3}, "chat_format": "grit", "context_window": 1024}
+    assert {k: data[k] for k in ("class_name", "model_name", "max_new_tokens", "generate_kwargs", "chat_format",
+                                 "context_window", "dtype", "model_kwargs", "tokenizer_kwargs",
+                                 "kv_cache_max_bytes")} == {
+        "class_name": "GritLLM", "model_name": tiny_grit_dir, "max_new_tokens": 7, "generate_kwargs": generate_kwargs,
+        "chat_format": "grit", "context_window": 1024, "dtype": "float32", "model_kwargs": {"attn_implementation": "eager"},
+        "tokenizer_kwargs": {"model_max_length": 512}, "kv_cache_max_bytes": 2**20}
     assert GritLLM.from_dict(data).to_dict() == data
+    assert llm.generator.loading.model_kwargs == {"attn_implementation": "eager"}
+    assert llm.generator.loading.chat_format == "grit" and llm.generator.loading.dtype == "float32"
 
 
 def test_bad_settings(tiny_grit_dir):
     with pytest.raises(ValueError):
         GritLLM(tiny_grit_dir, max_new_tokens=0)
-    with pytest.raises(ValueError, match="unknown generation kwargs"):
+    with pytest.raises(ValueError, match=r"unknown generate_kwargs \['beams'\]; valid keys .*num_beams"):
         GritLLM(tiny_grit_dir, generate_kwargs={"beams": 2})
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        GritLLM(tiny_grit_dir, generate_kwargs={"repetition_penalty": 0})
+    with pytest.raises(ValueError, match="its own field"):
+        GritLLM(tiny_grit_dir, generate_kwargs={"max_new_tokens": 3})
     llm = GritLLM(tiny_grit_dir, max_new_tokens=4)
     with pytest.raises(ValueError):
         llm.complete("")
@@ -56,11 +66,11 @@ def test_metadata_from_model_config(tiny_grit_dir):
 
 def test_complete_and_chat_equal_the_core(tiny_template_dir):
     llm = GritLLM(tiny_template_dir, max_new_tokens=12)
-    core = GritGenerator(tiny_template_dir, max_new_tokens=12)
+    core = GritGenerator(tiny_template_dir, generation_kwargs={"max_new_tokens": 12})
     completion = llm.complete("Name a prime number.")
     expected = core.generate("Name a prime number.")
     assert completion.text == expected.text and completion.text.strip()
-    assert completion.additional_kwargs["usage"] == expected.usage
+    assert completion.raw["usage"] == completion.additional_kwargs["usage"] == expected.usage
     chat = llm.chat([SYSTEM, USER])
     assert chat.message.role == "assistant"
     assert chat.message.content == core.generate([{"role": "system", "content": SYSTEM.content},
@@ -76,9 +86,9 @@ def test_grit_format_folds_system_messages(tiny_grit_dir, monkeypatch):
     prompts = []
     real = core_generation.generate_ids
 
-    def spy(model, prompt_ids, **kwargs):
+    def spy(model, prompt_ids, *args, **kwargs):
         prompts.append(list(prompt_ids))
-        return real(model, prompt_ids, **kwargs)
+        return real(model, prompt_ids, *args, **kwargs)
 
     monkeypatch.setattr(core_generation, "generate_ids", spy)
     with_system = llm.chat([SYSTEM, USER]).message.content
@@ -153,3 +163,26 @@ def test_closing_a_stream_stops_generation(tiny_grit_dir):
     assert first.delta
     full = llm.complete("Tell me about the Parthenon.", max_new_tokens=8).text
     assert "".join(c.delta for c in llm.stream_complete("Tell me about the Parthenon.", max_new_tokens=8)) == full
+
+
+def test_complete_honours_system_prompt(tiny_template_dir):
+    plain = GritLLM(tiny_template_dir, max_new_tokens=12)
+    with_system = GritLLM(tiny_template_dir, max_new_tokens=12, system_prompt=SYSTEM.content)
+    expected = plain.chat([SYSTEM, USER]).message.content
+    assert with_system.complete(USER.content).text == expected
+    assert with_system.complete(USER.content).text != plain.complete(USER.content).text
+    assert "".join(c.delta for c in with_system.stream_complete(USER.content)) == expected
+    # an already formatted prompt is sent as it is
+    assert with_system.complete(USER.content, formatted=True).text == plain.complete(USER.content).text
+
+
+def test_token_counting_reads_the_model_usage(tiny_template_dir):
+    from llama_index.core.callbacks import CallbackManager, TokenCountingHandler
+
+    counter = TokenCountingHandler(tokenizer=lambda text: text.split())
+    llm = GritLLM(tiny_template_dir, max_new_tokens=5, callback_manager=CallbackManager([counter]))
+    response = llm.complete("Name a prime number.")
+    assert counter.prompt_llm_token_count == response.raw["usage"]["prompt_tokens"]
+    assert counter.completion_llm_token_count == response.raw["usage"]["completion_tokens"]
+    asyncio.run(llm.acomplete("Name a prime number."))
+    assert len(counter.llm_token_counts) == 2  # the async call is counted once, not twice

@@ -29,13 +29,16 @@ def test_class_and_serialisation(tiny_grit_dir):
     assert GritRerank.class_name() == "GritRerank"
     registry = ModelRegistry()
     rerank = GritRerank(tiny_grit_dir, top_n=2, first_stage_top_n=4, mode="listwise", keep_retrieval_score=True,
-                        query_instruction="Find it", registry=registry)
+                        query_instruction="Find it", scale_score=False, deduplicate=True,
+                        model_kwargs={"attn_implementation": "eager"}, registry=registry)
     data = rerank.to_dict()
     assert registry.loads == 0
     assert {k: data[k] for k in ("class_name", "model", "top_n", "first_stage_top_n", "mode", "keep_retrieval_score",
-                                 "query_instruction")} == {
+                                 "query_instruction", "scale_score", "deduplicate", "model_kwargs")} == {
         "class_name": "GritRerank", "model": tiny_grit_dir, "top_n": 2, "first_stage_top_n": 4, "mode": "listwise",
-        "keep_retrieval_score": True, "query_instruction": "Find it"}
+        "keep_retrieval_score": True, "query_instruction": "Find it", "scale_score": False, "deduplicate": True,
+        "model_kwargs": {"attn_implementation": "eager"}}
+    assert GritRerank(tiny_grit_dir).scale_score is True
     assert GritRerank.from_dict(data).to_dict() == data
 
 
@@ -58,7 +61,7 @@ def test_bad_queries(tiny_grit_dir):
 @pytest.mark.parametrize("mode", ["pointwise", "listwise"])
 def test_order_equals_the_core(tiny_grit_dir, mode):
     rerank = GritRerank(tiny_grit_dir, top_n=3, first_stage_top_n=4, mode=mode)
-    core = GritReranker(tiny_grit_dir, top_k=3, first_stage_top_k=4, cross_encoder=mode)
+    core = GritReranker(tiny_grit_dir, top_k=3, first_stage_top_k=4, cross_encoder=mode)  # scaled by default too
     nodes = rerank.postprocess_nodes(make_nodes(), query_str=QUERY)
     expected = core.rerank(QUERY, TEXTS)
     assert [n.node.get_content() for n in nodes] == [TEXTS[r.index] for r in expected]
@@ -109,3 +112,25 @@ def test_emits_rerank_events_and_async_parity(tiny_grit_dir):
     assert "ReRankStartEvent" in seen and "ReRankEndEvent" in seen
     asynchronous = asyncio.run(rerank.apostprocess_nodes(make_nodes(), query_str=QUERY))
     assert [n.node.get_content() for n in asynchronous] == [n.node.get_content() for n in sync]
+
+
+def test_scores_in_0_1_by_default_and_raw_on_request(tiny_grit_dir):
+    scaled = GritRerank(tiny_grit_dir, top_n=5, first_stage="retriever", mode="pointwise").postprocess_nodes(
+        make_nodes(), query_str=QUERY)
+    raw = GritRerank(tiny_grit_dir, top_n=5, first_stage="retriever", mode="pointwise",
+                     scale_score=False).postprocess_nodes(make_nodes(), query_str=QUERY)
+    assert all(0 < n.score < 1 for n in scaled)
+    np.testing.assert_allclose([n.score for n in scaled], [1 / (1 + np.exp(-n.score)) for n in raw], rtol=1e-6)
+
+
+def test_every_node_is_kept_and_deduplicate_is_by_node_id(tiny_grit_dir):
+    same_text = [NodeWithScore(node=TextNode(text=TEXTS[1], id_="a"), score=0.5),
+                 NodeWithScore(node=TextNode(text=TEXTS[1], id_="b"), score=0.4)]
+    out = GritRerank(tiny_grit_dir, top_n=5, mode="none").postprocess_nodes(same_text + make_nodes()[:1],
+                                                                            query_str=QUERY)
+    assert {n.node.node_id for n in out} >= {"a", "b"} and len(out) == 3  # same text, two nodes: both kept
+    repeated = [NodeWithScore(node=TextNode(text=TEXTS[1], id_="a"), score=0.2),
+                NodeWithScore(node=TextNode(text=TEXTS[1], id_="a"), score=0.9)]
+    rerank = GritRerank(tiny_grit_dir, top_n=5, mode="none", deduplicate=True, keep_retrieval_score=True)
+    out = rerank.postprocess_nodes(repeated, query_str=QUERY)
+    assert len(out) == 1 and out[0].node.metadata["retrieval_score"] == 0.9

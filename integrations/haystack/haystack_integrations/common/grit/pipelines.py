@@ -1,8 +1,12 @@
+# SPDX-FileCopyrightText: 2026-present grit-components developers
+#
+# SPDX-License-Identifier: Apache-2.0
 """Load, configure and run the GRIT Haystack YAML pipelines (what `grit index/ask/run/demo` and the hayhooks
 deployment use). The YAML files (`pipelines/` in the source tree) ship beside this module.
 
 The YAML files stay plain Haystack: `Pipeline.loads` reads them without this module. What this module
-adds is the deployment knobs a YAML file cannot express, applied to the parsed YAML before it is built:
+adds is the deployment knobs a YAML file cannot express, applied while Haystack builds the pipeline
+(`deployment_callbacks`, Haystack's `DeserializationCallbacks`):
 
 - the data directory: every embedded Qdrant store (`path: .grit/qdrant`) and KV cache folder
   (`kv_cache_directory: .grit/kv`) moves under `data_dir` (`--data-dir`, or `GRIT_DATA_DIR`);
@@ -12,12 +16,14 @@ adds is the deployment knobs a YAML file cannot express, applied to the parsed Y
 - the store's `embedding_dim`, set from the loaded model, and checked against an existing collection
   before anything is written (`EmbeddingDimensionError`).
 
+It also times each component of a run (`component_timings`) from Haystack's tracing spans, next to
+whatever tracer is enabled (OpenTelemetry, Langfuse, hayhooks' trace buffer), which keeps every span.
+
 Imports Haystack: import this module only where Haystack is installed.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import threading
@@ -30,12 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from haystack import Document, Pipeline, tracing
+from haystack import Document, Pipeline, logging, tracing
+from haystack.core.serialization import DeserializationCallbacks
 from haystack.dataclasses import ChatMessage
+from haystack.tracing.tracer import NullTracer
 
-QDRANT_STORE = "haystack_integrations.document_stores.qdrant.document_store.QdrantDocumentStore"
-GRIT_PREFIX = "haystack_integrations.components."
-QUERY_EMBEDDER = "haystack_integrations.components.embedders.grit.text_embedder.GritTextEmbedder"
+from haystack_integrations.common.grit.component import GritModelComponent
+
+logger = logging.getLogger(__name__)
 BUILTIN_PIPELINES = ("indexing", "indexing_doc_cache", "rag", "rag_rerank", "rag_doc_cache")
 FILE_SUFFIXES = (".txt", ".md", ".markdown", ".pdf")
 QUESTION_INPUTS = ("text", "query", "question")
@@ -79,41 +87,42 @@ def pipeline_path(name_or_path: str | os.PathLike) -> Path:
     return pipelines_dir() / f"{name_or_path}.yaml"
 
 
-def _walk(node: Any) -> Iterator[dict]:
-    """Every dict in a parsed YAML tree (component and nested document store definitions)."""
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk(value)
+def _moved_store(store: Any, *, data_dir: str | os.PathLike | None, qdrant_url: str | None) -> Any:
+    """`store` again, on the Qdrant server `qdrant_url`, or with its embedded folder under `data_dir`."""
+    data = store.to_dict()
+    params = data["init_parameters"]
+    if qdrant_url:
+        for key in ("path", "location", "host"):
+            params.pop(key, None)
+        params["url"] = qdrant_url
+    elif data_dir is not None and params.get("path"):
+        params["path"] = str(Path(data_dir) / "qdrant")
+    else:
+        return store
+    return type(store).from_dict(data)  # its client opens on first use: nothing was opened yet
 
 
-def configure(data: dict, *, data_dir: str | os.PathLike | None = None, qdrant_url: str | None = None,
-              model: str | None = None, instruction: str | None = None) -> dict:
-    """A copy of a parsed pipeline YAML with the deployment knobs applied (see the module docstring)."""
-    data = copy.deepcopy(data)
-    for node in _walk(data):
-        params = node.get("init_parameters")
-        kind = node.get("type")
-        if not isinstance(params, dict) or not isinstance(kind, str):
-            continue
-        if kind == QDRANT_STORE:
-            if qdrant_url:
-                for key in ("path", "location", "host"):
-                    params.pop(key, None)
-                params["url"] = qdrant_url
-            elif data_dir is not None and params.get("path"):
-                params["path"] = str(Path(data_dir) / "qdrant")
-        elif kind.startswith(GRIT_PREFIX) and ".grit." in kind:
-            if model is not None:
-                params["model"] = model
-            if data_dir is not None and params.get("kv_cache_directory"):
-                params["kv_cache_directory"] = str(Path(data_dir) / "kv")
-            if instruction is not None and kind == QUERY_EMBEDDER:
-                params["instruction"] = instruction
-    return data
+def deployment_callbacks(*, data_dir: str | os.PathLike | None = None, qdrant_url: str | None = None,
+                         model: str | None = None, instruction: str | None = None) -> DeserializationCallbacks:
+    """Haystack deserialization callbacks applying the deployment knobs (see the module docstring) to every
+    component as `Pipeline.from_dict`/`loads` builds it: `Pipeline.loads(text, callbacks=...)`."""
+    from haystack_integrations.components.embedders.grit import GritTextEmbedder
+    from haystack_integrations.document_stores.qdrant import QdrantDocumentStore
+
+    def component_pre_init(name: str, component_class: type, init_params: dict[str, Any]) -> None:
+        for key, value in init_params.items():
+            if isinstance(value, QdrantDocumentStore):
+                init_params[key] = _moved_store(value, data_dir=data_dir, qdrant_url=qdrant_url)
+        if not issubclass(component_class, GritModelComponent):
+            return
+        if model is not None:
+            init_params["model"] = model
+        if data_dir is not None and init_params.get("kv_cache_directory"):
+            init_params["kv_cache_directory"] = str(Path(data_dir) / "kv")
+        if instruction is not None and issubclass(component_class, GritTextEmbedder):
+            init_params["instruction"] = instruction
+
+    return DeserializationCallbacks(component_pre_init=component_pre_init)
 
 
 def load_pipeline(name_or_path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
@@ -137,8 +146,8 @@ def load_pipeline(name_or_path: str | os.PathLike, *, data_dir: str | os.PathLik
     check_definition(data, path)
     if data_dir is not None:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
-    pipeline = _build(configure(data, data_dir=data_dir, qdrant_url=qdrant_url, model=model,
-                                instruction=instruction), path)
+    pipeline = _build(data, path, deployment_callbacks(data_dir=data_dir, qdrant_url=qdrant_url, model=model,
+                                                       instruction=instruction))
     try:
         prepare(pipeline)
     except BaseException:
@@ -172,13 +181,13 @@ def check_definition(data: Any, path: str | os.PathLike = "the pipeline") -> Non
         raise PipelineSetupError(f"{path}: `connections` must be a list of sender/receiver pairs")
 
 
-def _build(data: dict, path: Path) -> Pipeline:
+def _build(data: dict, path: Path, callbacks: DeserializationCallbacks | None = None) -> Pipeline:
     """`Pipeline.from_dict`, with a definition error or a component's rejected setting as a `PipelineSetupError`
     naming the file (a component's own bug keeps its traceback)."""
     from haystack.core.errors import DeserializationError, PipelineError
 
     try:
-        return Pipeline.from_dict(data)
+        return Pipeline.from_dict(data, callbacks=callbacks)
     except PipelineError as error:
         raise PipelineSetupError(f"{path}: {error}") from error
     except DeserializationError as error:
@@ -209,8 +218,7 @@ def run(pipeline: Pipeline, data: dict[str, Any], **kwargs: Any) -> dict[str, An
 
 
 def grit_components(pipeline: Pipeline) -> list[tuple[str, Any]]:
-    return [(name, instance) for name, instance in pipeline.walk()
-            if type(instance).__module__.startswith(GRIT_PREFIX) and ".grit." in type(instance).__module__]
+    return [(name, instance) for name, instance in pipeline.walk() if isinstance(instance, GritModelComponent)]
 
 
 def document_stores(pipeline: Pipeline) -> list[Any]:
@@ -331,67 +339,72 @@ _TIMINGS: ContextVar[dict[str, float] | None] = ContextVar("grit_component_timin
 _TRACER_LOCK = threading.Lock()
 
 
-class _TimingTracer(tracing.Tracer):
+class ComponentTimingTracer(tracing.Tracer):
     """Adds the wall time of every component run to the current `component_timings()` block's dict.
 
-    Installed once as Haystack's tracer, wrapping the one that was there (spans still reach it, e.g.
-    OpenTelemetry). Timings go to a context variable, so concurrent requests (threads, asyncio tasks)
-    each get their own, and runs outside a `component_timings()` block record nothing.
+    It wraps the tracer that was enabled (a user's OpenTelemetry or Langfuse tracer, hayhooks' trace
+    buffer, or Haystack's no-op tracer) and hands it every span unchanged, so tracing works as without
+    it. Timings go to a context variable, so concurrent requests (threads, asyncio tasks) each get their
+    own, and runs outside a `component_timings()` block record nothing.
     """
 
-    class _Span(tracing.Span):
-        def __init__(self, tags: dict[str, Any]) -> None:
-            self.tags = dict(tags)
-
-        def set_tag(self, key: str, value: Any) -> None:
-            self.tags[key] = value
-
-    def __init__(self, inner: tracing.Tracer | None) -> None:
+    def __init__(self, inner: tracing.Tracer) -> None:
         self.inner = inner
-        self._spans: ContextVar[tuple[tracing.Span, ...]] = ContextVar("grit_spans", default=())
 
     @contextmanager
     def trace(self, operation_name: str, tags: dict[str, Any] | None = None,
               parent_span: tracing.Span | None = None) -> Iterator[tracing.Span]:
-        tags = tags or {}
         timings = _TIMINGS.get()
         start = time.perf_counter()
         try:
-            if self.inner is not None:
-                with self.inner.trace(operation_name, tags, parent_span) as span:
-                    yield span
-            else:
-                span = self._Span(tags)
-                token = self._spans.set((*self._spans.get(), span))
-                try:
-                    yield span
-                finally:
-                    self._spans.reset(token)
+            with self.inner.trace(operation_name, tags, parent_span) as span:
+                yield span
         finally:
-            name = tags.get("haystack.component.name")
+            name = (tags or {}).get("haystack.component.name")
             if timings is not None and operation_name == "haystack.component.run" and name:
                 timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
     def current_span(self) -> tracing.Span | None:
-        if self.inner is not None:
-            return self.inner.current_span()
-        spans = self._spans.get()
-        return spans[-1] if spans else None
+        return self.inner.current_span()
 
 
-def _install_timing_tracer() -> None:
+class _TimingOnlyTracer(ComponentTimingTracer, NullTracer):
+    """The timing tracer around Haystack's no-op tracer. It is a `NullTracer`, so `tracing.is_tracing_enabled()`
+    stays False and code that sets up tracing only when none is enabled (hayhooks, for one) still does."""
+
+
+def _wrapped_tracers(tracer: tracing.Tracer) -> Iterator[tracing.Tracer]:
+    """`tracer` and the tracers it delegates to (wrappers such as hayhooks' keep theirs in an attribute)."""
+    seen: set[int] = set()
+    while isinstance(tracer, tracing.Tracer) and id(tracer) not in seen:
+        seen.add(id(tracer))
+        yield tracer
+        tracer = next((value for value in getattr(tracer, "__dict__", {}).values()
+                       if isinstance(value, tracing.Tracer)), None)
+
+
+def _ensure_timing_tracer() -> None:
+    """Put a `ComponentTimingTracer` around the enabled tracer unless one is already in its chain.
+
+    Checked at every `component_timings()` block, so a tracer enabled later (which replaces the global
+    one, ours included) is wrapped again at the next block instead of silently ending the timings.
+    """
     with _TRACER_LOCK:
-        if not isinstance(tracing.tracer.actual_tracer, _TimingTracer):
-            tracing.enable_tracing(_TimingTracer(tracing.tracer.actual_tracer))
+        actual = tracing.tracer.actual_tracer
+        if not any(isinstance(t, ComponentTimingTracer) for t in _wrapped_tracers(actual)):
+            wrapper = _TimingOnlyTracer if isinstance(actual, NullTracer) else ComponentTimingTracer
+            tracing.enable_tracing(wrapper(actual))
+            logger.debug("Component timings: wrapping the enabled tracer {tracer}", tracer=type(actual).__name__)
 
 
 @contextmanager
 def component_timings() -> Iterator[dict[str, float]]:
     """Within the block, pipeline runs record {component name: seconds} into the yielded dict.
 
-    Safe to use from several threads or tasks at once: each block gets only its own runs' timings.
+    Safe to use from several threads or tasks at once: each block gets only its own runs' timings. Works
+    with any tracer you enable (before or after): it keeps receiving every span.
     """
-    _install_timing_tracer()
+    _ensure_timing_tracer()
     timings: dict[str, float] = {}
     token = _TIMINGS.set(timings)
     try:

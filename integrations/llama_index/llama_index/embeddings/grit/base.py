@@ -6,14 +6,15 @@ import asyncio
 from typing import Any, List, Optional
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import Field
 
 from grit_components.components import GritEmbedder
 from grit_components.models import DEFAULT_MODEL
 from grit_components.registry import ModelRegistry
+from llama_index.utils.grit import GritModelFields
 
 
-class GritEmbedding(BaseEmbedding):
+class GritEmbedding(GritModelFields, BaseEmbedding):
     """Embeddings from a GRIT model (GritLM): bidirectional attention, mean pooling over the text tokens.
 
     Queries get `query_instruction`, documents (node text) get `text_instruction` (none by default, as in
@@ -40,14 +41,12 @@ class GritEmbedding(BaseEmbedding):
     :param max_length: longest input in tokens, instruction included; longer texts are cut with a warning.
     :param normalize: L2-normalise embeddings (cosine similarity = dot product).
     :param store_kv_cache: also keep each document's KV states from the embedding pass in the model's KV
-        store, so a `GritQueryEngine` with `cache_source="embedding"` reuses them. Needs `text_instruction=""`;
-        documents cut at `max_length` are not cached.
-    :param device: "cpu", "cuda", "mps"...; default: an accelerator if present.
-    :param dtype: "float32", "bfloat16" or "float16"; default: float32 on CPU, bfloat16 elsewhere.
-    :param revision: hub revision.
-    :param trust_remote_code: allow model code from the hub repository.
+        store, so a `GritCacheSynthesizer` with `cache_source="embedding"` reuses them. Needs
+        `text_instruction=""`; documents cut at `max_length` are not cached.
     :param token: hub token for private models (not serialised).
     :param registry: a `grit_components.ModelRegistry` other than the default one (not serialised).
+    Model loading fields (`device`, `device_map`, `dtype`, `revision`, `trust_remote_code`, `model_kwargs`,
+    `tokenizer_kwargs`, `kv_cache_directory`, `kv_cache_max_bytes`): see `llama_index.utils.grit.GritModelFields`.
     """
 
     model_name: str = Field(default=DEFAULT_MODEL, description="Hub id, local directory, GGUF file or packaged alias.")
@@ -59,41 +58,26 @@ class GritEmbedding(BaseEmbedding):
     store_kv_cache: bool = Field(
         default=False, description="Keep document KV states from the embedding pass for cache-aware generation."
     )
-    device: Optional[str] = Field(default=None, description="Torch device; default: accelerator if present.")
-    dtype: Optional[str] = Field(default=None, description="float32, bfloat16 or float16; default by device.")
-    revision: Optional[str] = Field(default=None, description="Hub revision (branch, tag or commit).")
-    trust_remote_code: bool = Field(default=False, description="Allow model code from the hub repository.")
-
-    _embedder: GritEmbedder = PrivateAttr()
 
     def __init__(self, model_name: str = DEFAULT_MODEL, *, token: Optional[str] = None,
                  registry: Optional[ModelRegistry] = None, **kwargs: Any) -> None:
         super().__init__(model_name=model_name, **kwargs)
-        self._embedder = GritEmbedder(
+        self._core = GritEmbedder(
             self.model_name, query_instruction=self.query_instruction, document_instruction=self.text_instruction,
             batch_size=self.embed_batch_size, max_length=self.max_length, normalize=self.normalize,
-            device=self.device, dtype=self.dtype, revision=self.revision, token=token,
-            trust_remote_code=self.trust_remote_code, registry=registry)
+            loading=self._loading_options(token), registry=registry)
+
+    @property
+    def embedder(self) -> GritEmbedder:
+        """The core `GritEmbedder` this class wraps."""
+        return self._core
 
     @classmethod
     def class_name(cls) -> str:
         return "GritEmbedding"
 
-    @property
-    def embedder(self) -> GritEmbedder:
-        """The core `GritEmbedder` this class wraps."""
-        return self._embedder
-
-    def warm_up(self) -> None:
-        """Load (or attach to) the shared model now instead of on first use."""
-        self._embedder.warm_up()
-
-    def close(self) -> None:
-        """Release this object's reference to the shared model."""
-        self._embedder.close()
-
     def _get_query_embedding(self, query: str) -> Embedding:
-        return self._embedder.embed_query(query).tolist()
+        return self.embedder.embed_query(query).tolist()
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
         return await asyncio.to_thread(self._get_query_embedding, query)
@@ -108,9 +92,9 @@ class GritEmbedding(BaseEmbedding):
         if not texts:
             return []
         if self.store_kv_cache:
-            vectors = self._embedder.embed_documents(texts, store_kv_cache=True)
+            vectors = self.embedder.embed_documents(texts, store_kv_cache=True)
         else:
-            vectors = self._embedder.embed_documents(texts)
+            vectors = self.embedder.embed_documents(texts)
         return vectors.tolist()
 
     async def _aget_text_embeddings(self, texts: List[str]) -> List[Embedding]:

@@ -1,6 +1,6 @@
-"""GRIT (GritLM) LLM and cache-aware RAG query engine for LlamaIndex."""
+"""GRIT (GritLM) LLM and cache-aware response synthesizer for LlamaIndex."""
 
 from llama_index.llms.grit.base import GritLLM
-from llama_index.llms.grit.query_engine import GritQueryEngine
+from llama_index.llms.grit.synthesizer import GritCacheSynthesizer
 
-__all__ = ["GritLLM", "GritQueryEngine"]
+__all__ = ["GritCacheSynthesizer", "GritLLM"]

@@ -19,14 +19,16 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
 )
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import Field
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
 from grit_components.components import GritGenerator
 from grit_components.generation import GenerationResult
 from grit_components.models import DEFAULT_MODEL
-from grit_components.registry import ModelHandle, ModelRegistry
+from grit_components.options import GenerationOptions
+from grit_components.registry import ModelRegistry
+from llama_index.utils.grit import GritModelFields
 
 # LlamaIndex roles the core understands; "developer" is OpenAI's newer name for a system message.
 _ROLES = {MessageRole.SYSTEM: "system", MessageRole.DEVELOPER: "system", MessageRole.USER: "user",
@@ -43,10 +45,6 @@ def to_core_messages(messages: Sequence[ChatMessage]) -> List[Dict[str, str]]:
             raise ValueError(f"messages[{i}] has role {message.role.value!r}; GritLLM supports system, user and assistant")
         converted.append({"role": role, "content": message.content or ""})
     return converted
-
-
-def _usage(result: GenerationResult) -> Dict[str, Any]:
-    return {"finish_reason": result.finish_reason, "usage": result.usage, "timings": dict(result.timings)}
 
 
 class _StreamClosed(Exception):
@@ -94,20 +92,24 @@ def stream_in_thread(run: Callable[[Callable[[str], None]], Any]) -> Iterator[tu
         worker.join()
 
 
-class GritLLM(CustomLLM):
-    """A GRIT model (GritLM) as a LlamaIndex LLM: complete, chat, streaming and async variants.
+class GritLLM(GritModelFields, CustomLLM):
+    """A GRIT model (GritLM) as a LlamaIndex LLM: complete, chat, streaming and async variants, plus
+    cache-aware answering from retrieved documents (`answer`, used by `GritCacheSynthesizer`).
 
     GritLM models get the GRIT chat format, which has no system role: system messages are folded into the
     next user turn. Other models (e.g. SmolLM2) get their tokenizer's chat template. `complete(prompt)`
-    sends the prompt as one user turn of that chat format. The model is shared, through the
-    `grit_components` registry, with every `GritEmbedding` and `GritRerank` naming the same model.
+    sends `system_prompt` (if set) and the prompt as one user turn of that chat format. The model is
+    shared, through the `grit_components` registry, with every `GritEmbedding` and `GritRerank` naming the
+    same model with the same loading fields. Responses carry the token usage in `raw["usage"]`, where
+    LlamaIndex's token counting reads it.
 
     Examples:
         ```python
         from llama_index.core.llms import ChatMessage
         from llama_index.llms.grit import GritLLM
 
-        llm = GritLLM(model_name="smollm2-135m-instruct", max_new_tokens=32)
+        llm = GritLLM(model_name="smollm2-135m-instruct", max_new_tokens=32,
+                      generate_kwargs={"repetition_penalty": 1.1})
         print(llm.complete("What is the capital of France?").text)
         for chunk in llm.stream_chat([ChatMessage(role="system", content="Answer briefly."),
                                       ChatMessage(role="user", content="Name a prime number.")]):
@@ -116,171 +118,191 @@ class GritLLM(CustomLLM):
 
     :param model_name: hub id, local directory, GGUF file or packaged alias.
     :param context_window: tokens the model can attend to; default: from the model config.
-    :param max_new_tokens: most tokens to generate per call.
-    :param temperature: 0 = greedy (deterministic); > 0 samples.
-    :param top_p: nucleus sampling mass when sampling.
-    :param stop_words: strings that end generation.
-    :param generate_kwargs: further defaults for every call (e.g. `{"seed": 0}`); per-call kwargs win.
+    :param max_new_tokens: most tokens to generate per call (`metadata.num_output`).
+    :param generate_kwargs: further generation defaults: any Hugging Face `GenerationConfig` key
+        (`temperature`, `top_p`, `repetition_penalty`, ...) plus `stop_words` and `seed`; greedy unless a
+        `temperature` > 0 is given. Keywords given to a call win.
     :param chat_format: "auto" (GRIT format for GritLM models, else the tokenizer's template), "grit" or
-        "template". Applies when this object is the first to load the model (the registry keeps one copy).
-    :param device: "cpu", "cuda", "mps"...; default: an accelerator if present.
-    :param dtype: "float32", "bfloat16" or "float16"; default: float32 on CPU, bfloat16 elsewhere.
-    :param revision: hub revision.
-    :param trust_remote_code: allow model code from the hub repository.
+        "template". It belongs to the shared model, so objects on one model must agree.
     :param token: hub token for private models (not serialised).
     :param registry: a `grit_components.ModelRegistry` other than the default one (not serialised).
+    Model loading fields (`device`, `dtype`, `model_kwargs`, ...): see `llama_index.utils.grit.GritModelFields`.
     """
 
     model_name: str = Field(default=DEFAULT_MODEL, description="Hub id, local directory, GGUF file or packaged alias.")
     context_window: Optional[int] = Field(default=None, gt=0, description="Context window; default from the model.")
     max_new_tokens: int = Field(default=256, gt=0, description="Most tokens to generate per call.")
-    temperature: float = Field(default=0.0, ge=0.0, description="0 = greedy decoding; > 0 samples.")
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass when sampling.")
-    stop_words: List[str] = Field(default_factory=list, description="Strings that end generation.")
-    generate_kwargs: Dict[str, Any] = Field(default_factory=dict, description="Further generation defaults.")
+    generate_kwargs: Dict[str, Any] = Field(
+        default_factory=dict, description="Further generation defaults: any GenerationConfig key, stop_words, seed.")
     chat_format: Literal["auto", "grit", "template"] = Field(default="auto", description="Chat prompt format.")
-    device: Optional[str] = Field(default=None, description="Torch device; default: accelerator if present.")
-    dtype: Optional[str] = Field(default=None, description="float32, bfloat16 or float16; default by device.")
-    revision: Optional[str] = Field(default=None, description="Hub revision (branch, tag or commit).")
-    trust_remote_code: bool = Field(default=False, description="Allow model code from the hub repository.")
-
-    _generator: GritGenerator = PrivateAttr()
 
     def __init__(self, model_name: str = DEFAULT_MODEL, *, token: Optional[str] = None,
                  registry: Optional[ModelRegistry] = None, **kwargs: Any) -> None:
         super().__init__(model_name=model_name, **kwargs)
-        self._generator = GritGenerator(
-            self.model_name, max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
-            stop_words=self.stop_words, device=self.device, dtype=self.dtype, revision=self.revision, token=token,
-            trust_remote_code=self.trust_remote_code, registry=registry)
-        if self.chat_format != "auto":
-            # The core components take the chat format only through the handle: give it one that asks for it.
-            self._generator.handle = ModelHandle(
-                self.model_name, device=self.device, dtype=self.dtype, revision=self.revision, token=token,
-                trust_remote_code=self.trust_remote_code, chat_format=self.chat_format, registry=registry)
-        self._generator.generation_kwargs(self.generate_kwargs)  # unknown keys fail here, not on first call
+        if "max_new_tokens" in self.generate_kwargs:
+            raise ValueError("give max_new_tokens as its own field (LlamaIndex reads it as metadata.num_output), "
+                             "not in generate_kwargs")
+        defaults = GenerationOptions(self.generate_kwargs, name="generate_kwargs").merged(
+            max_new_tokens=self.max_new_tokens)
+        self._core = GritGenerator(self.model_name, generation_kwargs=defaults, registry=registry,
+                                   loading=self._loading_options(token, chat_format=self.chat_format))
+
+    @property
+    def generator(self) -> GritGenerator:
+        """The core `GritGenerator` this class wraps."""
+        return self._core
 
     @classmethod
     def class_name(cls) -> str:
         return "GritLLM"
 
     @property
-    def generator(self) -> GritGenerator:
-        """The core `GritGenerator` this class wraps."""
-        return self._generator
-
-    @property
     def metadata(self) -> LLMMetadata:
-        context_window = self.context_window or self._generator.model.context_length
+        context_window = self.context_window or self.generator.model.context_length
         return LLMMetadata(context_window=context_window, num_output=self.max_new_tokens, is_chat_model=True,
                            model_name=self.model_name)
 
-    def warm_up(self) -> None:
-        """Load (or attach to) the shared model now instead of on first use."""
-        self._generator.warm_up()
-
-    def close(self) -> None:
-        """Release this object's reference to the shared model."""
-        self._generator.close()
-
-    # -- core calls ---------------------------------------------------------------------------------------
-
-    def _kwargs(self, kwargs: Dict[str, Any]) -> Dict[str, Any]:
-        return {**self.generate_kwargs, **kwargs}
+    # -- core calls (no callbacks: the public methods below emit LlamaIndex's events once) ----------------
 
     def _prompt_messages(self, prompt: str, formatted: bool) -> List[Dict[str, str]]:
         if not isinstance(prompt, str) or not prompt:
             raise ValueError("prompt must be a non-empty str")
-        if not formatted:
-            prompt = self.completion_to_prompt(prompt)
-        return [{"role": "user", "content": prompt}]
+        if formatted:
+            return [{"role": "user", "content": prompt}]
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return [*system, {"role": "user", "content": self.completion_to_prompt(prompt)}]
 
-    def _generate(self, messages: List[Dict[str, str]], kwargs: Dict[str, Any],
-                  callback: Optional[Callable[[str], None]] = None) -> GenerationResult:
-        return self._generator.generate(messages, streaming_callback=callback, **self._kwargs(kwargs))
+    def _run(self, call: Callable[..., GenerationResult], kwargs: Dict[str, Any], **arguments: Any) -> GenerationResult:
+        return call(**arguments, **kwargs)
 
-    def _stream(self, messages: List[Dict[str, str]], kwargs: Dict[str, Any]) -> Iterator[tuple[str, Any]]:
-        kwargs = self._kwargs(kwargs)
-        self._generator.generation_kwargs(kwargs)  # validate before the thread starts
-        return stream_in_thread(lambda callback: self._generator.generate(messages, streaming_callback=callback,
-                                                                          **kwargs))
+    def _stream(self, call: Callable[..., GenerationResult], kwargs: Dict[str, Any],
+                **arguments: Any) -> Iterator[tuple[str, Any]]:
+        self.generator.options(kwargs)  # bad keys fail here, before the thread starts
+        return stream_in_thread(lambda callback: call(**arguments, streaming_callback=callback, **kwargs))
 
-    # -- RAG answers from cached key/value states (used by GritQueryEngine) ----------------------------
+    def _complete(self, prompt: str, formatted: bool, kwargs: Dict[str, Any]) -> CompletionResponse:
+        return _completion(self._run(self.generator.generate, kwargs,
+                                     messages=self._prompt_messages(prompt, formatted)))
 
-    def answer(self, query: str, documents: Sequence[str], *, mode: str = "none", source: str = "embedding",
-               order: str = "doc_first", streaming_callback: Optional[Callable[[str], None]] = None,
-               **kwargs: Any) -> Any:
-        """Answer `query` from `documents` with a GRIT cache mode; returns the core's `RagResult`.
+    def _chat(self, messages: Sequence[ChatMessage], kwargs: Dict[str, Any]) -> ChatResponse:
+        result = self._run(self.generator.generate, kwargs, messages=to_core_messages(messages))
+        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=result.text),
+                            raw=_raw(result), additional_kwargs=_raw(result))
 
+    # -- cache-aware answering (what GritCacheSynthesizer calls) ---------------------------------------------
+
+    def _answer_arguments(self, prompt: str, query: str, documents: Sequence[str], mode: str, source: str,
+                          order: str) -> Dict[str, Any]:
+        return {"query": query, "documents": list(documents), "mode": mode, "source": source, "order": order,
+                "user_content": prompt}
+
+    @llm_completion_callback()
+    def answer(self, prompt: str, *, query: str, documents: Sequence[str], mode: str = "doc",
+               source: str = "embedding", order: str = "doc_first", **kwargs: Any) -> CompletionResponse:
+        """Answer from retrieved `documents` with a GRIT cache mode, reusing their cached key/value states.
+
+        Emits LlamaIndex's LLM events like `complete`, with `prompt` as the prompt.
+
+        :param prompt: the user turn after the cached texts (it holds what the mode does not cache; see
+            `grit_components.templates.rag_user_content` for each mode's own wording).
+        :param query: the question (cached in the modes "query", "query_doc", "doc_query").
+        :param documents: the retrieved texts, best first.
         :param mode: "none", "query", "doc", "query_doc", "doc_query" or "multi_doc" (see `grit_components.rag`).
         :param source: "embedding" (states of the embedding pass, as in the GRIT paper) or "causal" (exact).
         :param order: prompt order of mode "none": "doc_first" or "query_first".
         :param kwargs: generation overrides, as for `complete`.
+        :returns: a `CompletionResponse`; `raw` holds `usage`, `finish_reason`, `timings` and `cache` statistics.
         """
-        return self._generator.answer(query, list(documents), mode=mode, source=source, order=order,
-                                      streaming_callback=streaming_callback, **self._kwargs(kwargs))
+        return _completion(self._run(self.generator.answer, kwargs,
+                                     **self._answer_arguments(prompt, query, documents, mode, source, order)))
+
+    @llm_completion_callback()
+    def stream_answer(self, prompt: str, *, query: str, documents: Sequence[str], mode: str = "doc",
+                      source: str = "embedding", order: str = "doc_first", **kwargs: Any) -> CompletionResponseGen:
+        """`answer`, streamed: each `CompletionResponse` has the new `delta`; the last one carries `raw`."""
+        return _completion_stream(self._stream(self.generator.answer, kwargs,
+                                               **self._answer_arguments(prompt, query, documents, mode, source,
+                                                                        order)))
+
+    @llm_completion_callback()
+    async def aanswer(self, prompt: str, *, query: str, documents: Sequence[str], mode: str = "doc",
+                      source: str = "embedding", order: str = "doc_first", **kwargs: Any) -> CompletionResponse:
+        """`answer` in a worker thread."""
+        arguments = self._answer_arguments(prompt, query, documents, mode, source, order)
+        return _completion(await asyncio.to_thread(self._run, self.generator.answer, kwargs, **arguments))
 
     # -- completion ---------------------------------------------------------------------------------------
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        result = self._generate(self._prompt_messages(prompt, formatted), kwargs)
-        return CompletionResponse(text=result.text, raw=result, additional_kwargs=_usage(result))
+        return self._complete(prompt, formatted, kwargs)
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        events = self._stream(self._prompt_messages(prompt, formatted), kwargs)
-
-        def gen() -> CompletionResponseGen:
-            text = ""
-            for kind, value in events:
-                if kind == "delta":
-                    text += value
-                    yield CompletionResponse(text=text, delta=value)
-                else:
-                    yield CompletionResponse(text=text, delta="", raw=value, additional_kwargs=_usage(value))
-
-        return gen()
+        return _completion_stream(self._stream(self.generator.generate, kwargs,
+                                               messages=self._prompt_messages(prompt, formatted)))
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return await asyncio.to_thread(self.complete, prompt, formatted, **kwargs)
+        return await asyncio.to_thread(self._complete, prompt, formatted, kwargs)
 
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
-        return _to_async(self.stream_complete(prompt, formatted, **kwargs))
+        return _to_async(_completion_stream(self._stream(self.generator.generate, kwargs,
+                                                         messages=self._prompt_messages(prompt, formatted))))
 
     # -- chat -----------------------------------------------------------------------------------------------
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        result = self._generate(to_core_messages(messages), kwargs)
-        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=result.text), raw=result,
-                            additional_kwargs=_usage(result))
+        return self._chat(messages, kwargs)
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        events = self._stream(to_core_messages(messages), kwargs)
-
-        def gen() -> ChatResponseGen:
-            text = ""
-            for kind, value in events:
-                if kind == "delta":
-                    text += value
-                    yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=value)
-                else:
-                    yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta="",
-                                       raw=value, additional_kwargs=_usage(value))
-
-        return gen()
+        return _chat_stream(self._stream(self.generator.generate, kwargs, messages=to_core_messages(messages)))
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return await asyncio.to_thread(self.chat, messages, **kwargs)
+        return await asyncio.to_thread(self._chat, messages, kwargs)
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        return _to_async(self.stream_chat(messages, **kwargs))
+        return _to_async(_chat_stream(self._stream(self.generator.generate, kwargs,
+                                                   messages=to_core_messages(messages))))
+
+
+def _raw(result: GenerationResult) -> Dict[str, Any]:
+    """What a response reports of a core result; `usage` is where LlamaIndex's token counting looks."""
+    raw: Dict[str, Any] = {"finish_reason": result.finish_reason, "usage": dict(result.usage),
+                           "timings": dict(result.timings)}
+    if getattr(result, "stats", None):
+        raw["cache"] = dict(result.stats)
+    return raw
+
+
+def _completion(result: GenerationResult) -> CompletionResponse:
+    return CompletionResponse(text=result.text, raw=_raw(result), additional_kwargs=_raw(result))
+
+
+def _completion_stream(events: Iterator[tuple[str, Any]]) -> CompletionResponseGen:
+    text = ""
+    for kind, value in events:
+        if kind == "delta":
+            text += value
+            yield CompletionResponse(text=text, delta=value)
+        else:
+            yield CompletionResponse(text=text, delta="", raw=_raw(value), additional_kwargs=_raw(value))
+
+
+def _chat_stream(events: Iterator[tuple[str, Any]]) -> ChatResponseGen:
+    text = ""
+    for kind, value in events:
+        if kind == "delta":
+            text += value
+            yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=value)
+        else:
+            yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta="",
+                               raw=_raw(value), additional_kwargs=_raw(value))
 
 
 async def _to_async(iterator: Iterator[Any]):

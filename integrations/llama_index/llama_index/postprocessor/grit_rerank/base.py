@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
-from typing import Any, List, Literal, Optional
+import logging
+from typing import Any, Dict, List, Literal, Optional
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import Field
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
@@ -15,18 +15,21 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from grit_components.models import DEFAULT_MODEL
 from grit_components.registry import ModelRegistry
 from grit_components.rerank import GritReranker
+from llama_index.utils.grit import GritModelFields
 
 dispatcher = get_dispatcher(__name__)
+logger = logging.getLogger(__name__)
 
 
-class GritRerank(BaseNodePostprocessor):
+class GritRerank(GritModelFields, BaseNodePostprocessor):
     """Rerank retrieved nodes with a GRIT model: bi-encoder, then the same model as a cross-encoder.
 
     Stage 1 orders the nodes by GRIT embedding similarity, reusing the query embedding the retriever
     already put in `query_bundle.embedding` (and node embeddings, when the vector store returns them)
     whenever their dimension matches the model's; `first_stage_top_n` of them go to stage 2, where the
-    model judges each passage ("pointwise": log-odds of "yes") or ranks them in one prompt ("listwise").
-    Nodes without text are skipped. The model is shared, through the `grit_components` registry, with
+    model judges each passage ("pointwise": the probability of "yes", from its log-odds) or ranks them in
+    one prompt ("listwise"). Every node with text is scored and returned (up to `top_n`); nodes without
+    text are left out. The model is shared, through the `grit_components` registry, with
     every `GritEmbedding` and `GritLLM` naming the same model.
 
     Examples:
@@ -45,17 +48,17 @@ class GritRerank(BaseNodePostprocessor):
         "pointwise" for a model that declares it was trained to judge relevance, else "none".
     :param keep_retrieval_score: keep each node's incoming score in `node.metadata["retrieval_score"]`.
     :param query_instruction: instruction for embedding the query in stage 1 (None: the model's own).
-    :param scale_score: map scores to [0, 1] (pointwise: p(yes) / (p(yes) + p(no))).
-    :param score_threshold: drop nodes whose (scaled, if `scale_score`) score is below this.
+    :param scale_score: scores in [0, 1] (default): pointwise, the sigmoid of the yes/no log-odds, which is
+        p(yes) / (p(yes) + p(no)); bi-encoder only, (1 + cosine) / 2. False gives the raw log-odds.
+    :param score_threshold: return only nodes whose (scaled, if `scale_score`) score is at least this.
+    :param deduplicate: rerank each node id once, keeping the node with the highest incoming score. Off by
+        default: every node is scored and returned (nodes with the same text are scored once).
     :param max_passage_tokens: passages are cut to this many tokens in cross-encoder prompts (None = core default).
     :param batch_size: prompts per forward pass.
     :param metadata_mode: node content that is scored.
-    :param device: "cpu", "cuda", "mps"...; default: an accelerator if present.
-    :param dtype: "float32", "bfloat16" or "float16"; default: float32 on CPU, bfloat16 elsewhere.
-    :param revision: hub revision.
-    :param trust_remote_code: allow model code from the hub repository.
     :param token: hub token for private models (not serialised).
     :param registry: a `grit_components.ModelRegistry` other than the default one (not serialised).
+    Model loading fields (`device`, `dtype`, `model_kwargs`, ...): see `llama_index.utils.grit.GritModelFields`.
     """
 
     model: str = Field(default=DEFAULT_MODEL, description="Hub id, local directory, GGUF file or packaged alias.")
@@ -68,48 +71,32 @@ class GritRerank(BaseNodePostprocessor):
         default=None, description="Cross-encoder kind; None = pointwise for a model trained to judge relevance, else none.")
     keep_retrieval_score: bool = Field(default=False, description="Keep the incoming score in node metadata.")
     query_instruction: Optional[str] = Field(default=None, description="Query instruction for stage 1 (None: the model's own).")
-    scale_score: bool = Field(default=False, description="Map scores to [0, 1].")
-    score_threshold: Optional[float] = Field(default=None, description="Drop nodes scoring below this.")
+    scale_score: bool = Field(default=True, description="Scores in [0, 1] (sigmoid of the pointwise log-odds).")
+    score_threshold: Optional[float] = Field(default=None, description="Return only nodes scoring at least this.")
+    deduplicate: bool = Field(default=False, description="Rerank each node id once (keeping the best incoming score).")
     max_passage_tokens: Optional[int] = Field(default=None, gt=0, description="Passage cut in cross-encoder prompts.")
     batch_size: int = Field(default=8, gt=0, description="Prompts per forward pass.")
     metadata_mode: MetadataMode = Field(default=MetadataMode.EMBED, description="Node content that is scored.")
-    device: Optional[str] = Field(default=None, description="Torch device; default: accelerator if present.")
-    dtype: Optional[str] = Field(default=None, description="float32, bfloat16 or float16; default by device.")
-    revision: Optional[str] = Field(default=None, description="Hub revision (branch, tag or commit).")
-    trust_remote_code: bool = Field(default=False, description="Allow model code from the hub repository.")
-
-    _reranker: GritReranker = PrivateAttr()
 
     def __init__(self, model: str = DEFAULT_MODEL, *, token: Optional[str] = None,
                  registry: Optional[ModelRegistry] = None, **kwargs: Any) -> None:
         super().__init__(model=model, **kwargs)
         if self.first_stage == "retriever" and self.mode == "none":
             raise ValueError("first_stage='retriever' with mode='none' would not score the nodes at all")
-        self._reranker = GritReranker(
-            self.model, top_k=self.top_n,
-            first_stage="bi_encoder" if self.first_stage == "bi_encoder" else "none",
-            first_stage_top_k=self.first_stage_top_n, cross_encoder=self.mode,
-            query_instruction=self.query_instruction, max_passage_tokens=self.max_passage_tokens,
-            batch_size=self.batch_size, scale_score=self.scale_score, score_threshold=self.score_threshold,
-            device=self.device, dtype=self.dtype, revision=self.revision, token=token,
-            trust_remote_code=self.trust_remote_code, registry=registry)
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "GritRerank"
+        self._core = GritReranker(
+            self.model, top_k=self.top_n, first_stage="bi_encoder" if self.first_stage == "bi_encoder" else "none",
+            first_stage_top_k=self.first_stage_top_n, cross_encoder=self.mode, query_instruction=self.query_instruction,
+            max_passage_tokens=self.max_passage_tokens, batch_size=self.batch_size, scale_score=self.scale_score,
+            score_threshold=self.score_threshold, loading=self._loading_options(token), registry=registry)
 
     @property
     def reranker(self) -> GritReranker:
         """The core `GritReranker` this class wraps."""
-        return self._reranker
+        return self._core
 
-    def warm_up(self) -> None:
-        """Load (or attach to) the shared model now instead of on first use."""
-        self._reranker.warm_up()
-
-    def close(self) -> None:
-        """Release this object's reference to the shared model."""
-        self._reranker.close()
+    @classmethod
+    def class_name(cls) -> str:
+        return "GritRerank"
 
     def _postprocess_nodes(self, nodes: List[NodeWithScore],
                            query_bundle: Optional[QueryBundle] = None) -> List[NodeWithScore]:
@@ -118,23 +105,26 @@ class GritRerank(BaseNodePostprocessor):
         if not query_bundle.query_str or not query_bundle.query_str.strip():
             raise ValueError("query must be a non-empty str")
         dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n, model_name=self.model))
+        if self.deduplicate:
+            nodes = _best_per_node_id(nodes)
+        texts = [node.node.get_content(metadata_mode=self.metadata_mode) for node in nodes]
+        scorable = [i for i, text in enumerate(texts) if text.strip()]
+        if len(scorable) < len(nodes):  # images, empty chunks: nothing to score
+            logger.info("GritRerank leaves out %d nodes without text", len(nodes) - len(scorable))
+        nodes, texts = [nodes[i] for i in scorable], [texts[i] for i in scorable]
         if not nodes:
             dispatcher.event(ReRankEndEvent(nodes=[]))
             return []
 
-        texts = [node.node.get_content(metadata_mode=self.metadata_mode) for node in nodes]
         embeddings = [getattr(node.node, "embedding", None) for node in nodes]
         with self.callback_manager.event(
             CBEventType.RERANKING,
             payload={EventPayload.NODES: nodes, EventPayload.MODEL_NAME: self.model,
                      EventPayload.QUERY_STR: query_bundle.query_str, EventPayload.TOP_K: self.top_n},
         ) as event:
-            with warnings.catch_warnings():
-                # Nodes without text (images, empty chunks) are skipped by design, not worth a warning here.
-                warnings.filterwarnings("ignore", message=r".*documents have no text and were skipped")
-                ranked = self._reranker.rerank(
-                    query_bundle.query_str, texts, query_embedding=query_bundle.embedding,
-                    document_embeddings=embeddings if any(e is not None for e in embeddings) else None)
+            ranked = self.reranker.rerank(
+                query_bundle.query_str, texts, query_embedding=query_bundle.embedding,
+                document_embeddings=embeddings if any(e is not None for e in embeddings) else None)
             new_nodes = []
             for item in ranked:
                 node = nodes[item.index]
@@ -145,3 +135,13 @@ class GritRerank(BaseNodePostprocessor):
 
         dispatcher.event(ReRankEndEvent(nodes=new_nodes))
         return new_nodes
+
+
+def _best_per_node_id(nodes: List[NodeWithScore]) -> List[NodeWithScore]:
+    """One node per node id, the one with the highest incoming score, in first-seen order."""
+    best: Dict[str, NodeWithScore] = {}
+    for node in nodes:
+        kept = best.get(node.node.node_id)
+        if kept is None or (node.score or float("-inf")) > (kept.score or float("-inf")):
+            best[node.node.node_id] = node
+    return list(best.values())

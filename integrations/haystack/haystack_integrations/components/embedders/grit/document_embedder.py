@@ -9,15 +9,18 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
-from haystack import Document, component, default_from_dict, default_to_dict
-from haystack.utils import ComponentDevice, Secret, deserialize_secrets_inplace
+from haystack import Document, component, logging
+from haystack.utils import ComponentDevice, Secret
 
-from grit_components import DEFAULT_MODEL, GritEmbedder
-from grit_components._checks import check_choice, check_int, check_str
+from grit_components import DEFAULT_MODEL, GritEmbedder, LoadingOptions
+from grit_components._checks import check_bool, check_str
+from haystack_integrations.common.grit.component import GritModelComponent, check_meta_fields, text_with_meta
+
+logger = logging.getLogger(__name__)
 
 
 @component
-class GritDocumentEmbedder:
+class GritDocumentEmbedder(GritModelComponent):
     """
     Computes embeddings of Documents with a GRIT model such as GritLM and stores them in `Document.embedding`.
 
@@ -25,7 +28,8 @@ class GritDocumentEmbedder:
     with no instruction by default (as in the GRIT paper). Use `GritTextEmbedder` with the same model for
     queries. With `store_kv_cache=True` the key/value states of each document's embedding pass are also
     kept in the model's KV store, so a `GritChatGenerator` with `cache_mode="doc"` reuses them instead of
-    reading the document again.
+    reading the document again. A Document with no text is passed on without an embedding (and a logged
+    warning), never failing the batch.
 
     ### Usage example
 
@@ -53,17 +57,13 @@ class GritDocumentEmbedder:
         truncation: str = "warn",
         store_kv_cache: bool = False,
         kv_cache_directory: str | None = None,
+        kv_cache_max_bytes: int | None = None,
         device: ComponentDevice | None = None,
-        dtype: str | None = None,
-        revision: str | None = None,
         token: Secret | None = Secret.from_env_var(["HF_API_TOKEN", "HF_TOKEN"], strict=False),
-        trust_remote_code: bool = False,
+        model_kwargs: dict[str, Any] | None = None,
+        tokenizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """
-        Creates a GritDocumentEmbedder. Nothing is loaded until `warm_up` (or the first `run`).
-
-        :param model: Hugging Face hub id (e.g. `GritLM/GritLM-7B`), local model directory, GGUF file or the
-            packaged alias `smollm2-135m-instruct`.
         :param instruction: Instruction put before each document; "" (the default) embeds the text alone.
         :param batch_size: Documents per forward pass (documents are length-sorted into batches).
         :param progress_bar: Show a progress bar while embedding.
@@ -75,119 +75,39 @@ class GritDocumentEmbedder:
         :param truncation: `"warn"` to cut over-long texts with a warning, `"error"` to raise instead.
         :param store_kv_cache: Also keep each document's KV cache in the model's KV store (for doc caching).
             Needs `instruction=""` and documents that fit in `max_length` (longer ones are not cached).
-        :param kv_cache_directory: Folder where the model's KV store also writes caches (safetensors files),
-            so that a separate query process finds them; `None` keeps them in memory only.
-        :param device: The device to load the model on; `None` picks the best available one.
-        :param dtype: `"float32"`, `"bfloat16"` or `"float16"`; `None` means float32 on CPU, bfloat16 elsewhere.
-        :param revision: Hub revision (branch, tag or commit) of the model.
-        :param token: Hugging Face token for private models.
-        :param trust_remote_code: Allow model code from the hub repository.
+        :param kv_cache_directory: Folder where the model's shared KV store also writes caches (safetensors
+            files), so that a separate query process finds them; `None` keeps them in memory only.
+        :param kv_cache_max_bytes: Memory budget of the model's shared KV store (set once per model).
+        :param model, device, token, model_kwargs, tokenizer_kwargs: The model (default `grit-smollm2-135m`) and
+            how to load it: see `GritModelComponent`.
         """
-        self.model = check_str("model", model, allow_empty=False)
-        self.instruction = check_str("instruction", instruction)
-        self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        for name, flag in (("progress_bar", progress_bar), ("normalize_embeddings", normalize_embeddings),
-                           ("store_kv_cache", store_kv_cache)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, not {type(flag).__name__}")
-        self.progress_bar = progress_bar
-        if meta_fields_to_embed is not None and (
-            isinstance(meta_fields_to_embed, str) or not all(isinstance(f, str) for f in meta_fields_to_embed)
-        ):
-            raise TypeError("meta_fields_to_embed must be a list of str")
-        self.meta_fields_to_embed = list(meta_fields_to_embed or [])
+        self.instruction = instruction
+        self.batch_size = batch_size
+        self.progress_bar = check_bool("progress_bar", progress_bar)
+        self.meta_fields_to_embed = check_meta_fields(meta_fields_to_embed)
         self.embedding_separator = check_str("embedding_separator", embedding_separator)
-        self.max_length = check_int("max_length", max_length, minimum=2)
+        self.max_length = max_length
         self.normalize_embeddings = normalize_embeddings
-        self.truncation = check_choice("truncation", truncation, ("warn", "error"))
-        self.store_kv_cache = store_kv_cache
+        self.truncation = truncation
+        self.store_kv_cache = check_bool("store_kv_cache", store_kv_cache)
         if store_kv_cache and instruction:
             raise ValueError("store_kv_cache=True needs instruction='' (cached documents are in GRIT document format)")
-        self.kv_cache_directory = None if kv_cache_directory is None else check_str(
-            "kv_cache_directory", kv_cache_directory, allow_empty=False)
-        if device is not None and not isinstance(device, ComponentDevice):
-            raise TypeError(f"device must be a ComponentDevice or None, not {type(device).__name__}")
-        self.device = device
-        self.dtype = dtype
-        self.revision = revision
-        if token is not None and not isinstance(token, Secret):  # a str would be written out by to_dict
-            raise TypeError(f"token must be a haystack Secret (e.g. Secret.from_env_var('HF_TOKEN')) or None, "
-                            f"not {type(token).__name__}")
-        self.token = token
-        self.trust_remote_code = trust_remote_code
-        self._embedder: GritEmbedder | None = None
+        self.kv_cache_directory = kv_cache_directory
+        self.kv_cache_max_bytes = kv_cache_max_bytes
+        self._set_model_parameters(model, device, token, model_kwargs, tokenizer_kwargs)
 
-    def to_dict(self) -> dict[str, Any]:
-        """
-        Serializes the component to a dictionary.
-
-        :returns: Dictionary with serialized data.
-        """
-        return default_to_dict(
-            self,
-            model=self.model,
-            instruction=self.instruction,
-            batch_size=self.batch_size,
-            progress_bar=self.progress_bar,
-            meta_fields_to_embed=self.meta_fields_to_embed,
-            embedding_separator=self.embedding_separator,
-            max_length=self.max_length,
-            normalize_embeddings=self.normalize_embeddings,
-            truncation=self.truncation,
-            store_kv_cache=self.store_kv_cache,
-            kv_cache_directory=self.kv_cache_directory,
-            device=self.device.to_dict() if self.device is not None else None,
-            dtype=self.dtype,
-            revision=self.revision,
-            token=self.token.to_dict() if self.token is not None else None,
-            trust_remote_code=self.trust_remote_code,
-        )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GritDocumentEmbedder:
-        """
-        Deserializes the component from a dictionary.
-
-        :param data: Dictionary to deserialize from.
-        :returns: Deserialized component.
-        """
-        init_params = data.get("init_parameters", {})
-        if init_params.get("device") is not None:
-            init_params["device"] = ComponentDevice.from_dict(init_params["device"])
-        deserialize_secrets_inplace(init_params, keys=["token"])
-        return default_from_dict(cls, data)
-
-    def warm_up(self) -> None:
-        """Loads the model (or attaches to the copy already loaded by another component). Idempotent."""
-        if self._embedder is None:
-            self._embedder = GritEmbedder(
-                self.model,
-                document_instruction=self.instruction,
-                batch_size=self.batch_size,
-                max_length=self.max_length,
-                normalize=self.normalize_embeddings,
-                truncation=self.truncation,
-                device=self.device.to_torch_str() if self.device is not None else None,
-                dtype=self.dtype,
-                revision=self.revision,
-                token=self.token.resolve_value() if self.token is not None else None,
-                trust_remote_code=self.trust_remote_code,
-            )
-        self._embedder.warm_up()
-        if self.kv_cache_directory is not None:
-            self._embedder.model.kv_store.configure(directory=self.kv_cache_directory)
+    def _build_core(self, loading: LoadingOptions) -> GritEmbedder:
+        return GritEmbedder(self.model, document_instruction=self.instruction, batch_size=self.batch_size,
+                            max_length=self.max_length, normalize=self.normalize_embeddings,
+                            truncation=self.truncation, loading=loading)
 
     @property
     def embedder(self) -> GritEmbedder:
-        """The core embedder this component wraps (available after `warm_up`)."""
-        self.warm_up()
-        assert self._embedder is not None
-        return self._embedder
+        """The core embedder this component wraps (loaded on first access)."""
+        return self._warm_core()
 
     def _text_to_embed(self, document: Document) -> str:
-        meta_values = [str(document.meta[key]) for key in self.meta_fields_to_embed
-                       if document.meta.get(key) is not None]
-        return self.embedding_separator.join([*meta_values, document.content or ""])
+        return text_with_meta(document, self.meta_fields_to_embed, self.embedding_separator)
 
     @component.output_types(documents=list[Document])
     def run(self, documents: list[Document]) -> dict[str, list[Document]]:
@@ -196,24 +116,29 @@ class GritDocumentEmbedder:
 
         :param documents: Documents to embed.
         :returns: A dictionary with the key `documents`: new Documents (same ids, content and meta) with
-            `embedding` set.
+            `embedding` set. A Document with nothing to embed (no content and no embedded meta field) is
+            returned as it is, without an embedding, and a warning is logged: it never stops the batch.
         :raises TypeError: If the input is not a list of Documents.
-        :raises ValueError: If a Document has nothing to embed (no content and no embedded meta field).
         """
         if not isinstance(documents, list) or not all(isinstance(doc, Document) for doc in documents):
             raise TypeError(
                 "GritDocumentEmbedder expects a list of Documents as input. "
                 "To embed a string, use the GritTextEmbedder."
             )
-        if not documents:
-            return {"documents": []}
         texts = [self._text_to_embed(doc) for doc in documents]
-        for doc, text in zip(documents, texts):
-            if not text:
-                raise ValueError(f"Document {doc.id} has no content to embed")
-        vectors = self.embedder.embed_documents(texts, progress_bar=self.progress_bar,
+        embeddable = [i for i, text in enumerate(texts) if text.strip()]
+        if len(embeddable) < len(documents):
+            skipped = [documents[i].id for i in range(len(documents)) if i not in set(embeddable)]
+            logger.warning("{count} Documents have no content to embed and are returned without an embedding: "
+                           "{document_ids}", count=len(skipped), document_ids=skipped)
+        if not embeddable:
+            return {"documents": list(documents)}
+        vectors = self.embedder.embed_documents([texts[i] for i in embeddable], progress_bar=self.progress_bar,
                                                 store_kv_cache=self.store_kv_cache)
-        return {"documents": [replace(doc, embedding=vector.tolist()) for doc, vector in zip(documents, vectors)]}
+        out = list(documents)
+        for i, vector in zip(embeddable, vectors):
+            out[i] = replace(documents[i], embedding=vector.tolist())
+        return {"documents": out}
 
     @component.output_types(documents=list[Document])
     async def run_async(self, documents: list[Document]) -> dict[str, list[Document]]:

@@ -9,30 +9,17 @@ import asyncio
 import inspect
 from typing import Any
 
-from haystack import Document, component, default_from_dict, default_to_dict
+from haystack import Document, component
 from haystack.dataclasses import ChatMessage, ComponentInfo, StreamingChunk
 from haystack.dataclasses.streaming_chunk import StreamingCallbackT, select_streaming_callback
-from haystack.utils import (
-    ComponentDevice,
-    Secret,
-    deserialize_callable,
-    deserialize_secrets_inplace,
-    serialize_callable,
-)
+from haystack.utils import ComponentDevice, Secret
 
-from grit_components import DEFAULT_MODEL, GritGenerator
-from grit_components._checks import check_choice, check_str
-from grit_components.kv_cache import SOURCES
-from grit_components.rag import CacheMode
-
-# The core owns the lists of modes and sources; the component only validates against them.
-CACHE_MODES = tuple(mode.value for mode in CacheMode)
-CACHE_SOURCES = SOURCES
-GENERATION_KWARGS = ("max_new_tokens", "temperature", "top_p", "stop_words", "seed")
+from grit_components import DEFAULT_MODEL, GenerationOptions, GritGenerator, LoadingOptions
+from haystack_integrations.common.grit.component import GritModelComponent
 
 
 @component
-class GritChatGenerator:
+class GritChatGenerator(GritModelComponent):
     """
     Generates chat replies with a GRIT model such as GritLM (Haystack 3.x chat generator contract).
 
@@ -61,127 +48,50 @@ class GritChatGenerator:
         *,
         generation_kwargs: dict[str, Any] | None = None,
         streaming_callback: StreamingCallbackT | None = None,
+        kv_cache_directory: str | None = None,
+        kv_cache_max_bytes: int | None = None,
         cache_mode: str = "none",
         cache_source: str = "embedding",
-        kv_cache_directory: str | None = None,
         device: ComponentDevice | None = None,
-        dtype: str | None = None,
-        revision: str | None = None,
         token: Secret | None = Secret.from_env_var(["HF_API_TOKEN", "HF_TOKEN"], strict=False),
-        trust_remote_code: bool = False,
+        model_kwargs: dict[str, Any] | None = None,
+        tokenizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """
-        Creates a GritChatGenerator. Nothing is loaded until `warm_up` (or the first `run`).
-
-        :param model: Hugging Face hub id (e.g. `GritLM/GritLM-7B`), local model directory, GGUF file or the
-            packaged alias `smollm2-135m-instruct`.
-        :param generation_kwargs: Defaults for every call: `max_new_tokens` (256), `temperature` (0.0 =
-            greedy), `top_p` (1.0), `stop_words` (none) and `seed`. `run` may override them.
+        :param generation_kwargs: Defaults for every call: any Hugging Face `GenerationConfig` key
+            (`max_new_tokens`, `temperature`, `top_p`, `repetition_penalty`, ...; see
+            [GenerationConfig](https://huggingface.co/docs/transformers/main_classes/text_generation)), plus
+            `stop_words` (the reply ends before the first one) and `seed`. Greedy (`temperature` 0) and
+            `max_new_tokens` 256 unless given; `run` may override them. An unknown key is a `ValueError`.
         :param streaming_callback: Called with a `StreamingChunk` for each piece of generated text.
+        :param kv_cache_directory: Folder of the model's KV store on disk (the one `GritDocumentEmbedder` wrote
+            with `store_kv_cache=True`); `None` uses the in-memory store only.
+        :param kv_cache_max_bytes: Memory budget of the model's shared KV store (set once per model).
         :param cache_mode: `"none"`, or the RAG KV caching mode: `"query"`, `"doc"`, `"query_doc"`,
             `"doc_query"` or `"multi_doc"`.
         :param cache_source: Where reused caches come from: `"embedding"` (the embedding pass) or `"causal"`.
-        :param kv_cache_directory: Folder of the model's KV store on disk (the one `GritDocumentEmbedder` wrote
-            with `store_kv_cache=True`); `None` uses the in-memory store only.
-        :param device: The device to load the model on; `None` picks the best available one.
-        :param dtype: `"float32"`, `"bfloat16"` or `"float16"`; `None` means float32 on CPU, bfloat16 elsewhere.
-        :param revision: Hub revision (branch, tag or commit) of the model.
-        :param token: Hugging Face token for private models.
-        :param trust_remote_code: Allow model code from the hub repository.
+        :param model, device, token, model_kwargs, tokenizer_kwargs: The model (default `grit-smollm2-135m`) and
+            how to load it: see `GritModelComponent`.
         """
-        self.model = check_str("model", model, allow_empty=False)
-        self.generation_kwargs = self._check_generation_kwargs(generation_kwargs)
+        self.generation_kwargs = generation_kwargs or {}
         if streaming_callback is not None and not callable(streaming_callback):
             raise TypeError(f"streaming_callback must be callable, not {type(streaming_callback).__name__}")
         self.streaming_callback = streaming_callback
-        self.cache_mode = check_choice("cache_mode", cache_mode, CACHE_MODES)
-        self.cache_source = check_choice("cache_source", cache_source, CACHE_SOURCES)
-        self.kv_cache_directory = None if kv_cache_directory is None else check_str(
-            "kv_cache_directory", kv_cache_directory, allow_empty=False)
-        if device is not None and not isinstance(device, ComponentDevice):
-            raise TypeError(f"device must be a ComponentDevice or None, not {type(device).__name__}")
-        self.device = device
-        self.dtype = dtype
-        self.revision = revision
-        if token is not None and not isinstance(token, Secret):  # a str would be written out by to_dict
-            raise TypeError(f"token must be a haystack Secret (e.g. Secret.from_env_var('HF_TOKEN')) or None, "
-                            f"not {type(token).__name__}")
-        self.token = token
-        self.trust_remote_code = trust_remote_code
-        self._generator: GritGenerator | None = None
+        self.kv_cache_directory = kv_cache_directory
+        self.kv_cache_max_bytes = kv_cache_max_bytes
+        self.cache_mode = cache_mode
+        self.cache_source = cache_source
+        self._set_model_parameters(model, device, token, model_kwargs, tokenizer_kwargs)
 
-    @staticmethod
-    def _check_generation_kwargs(kwargs: dict[str, Any] | None) -> dict[str, Any]:
-        if kwargs is None:
-            return {}
-        if not isinstance(kwargs, dict):
-            raise TypeError(f"generation_kwargs must be a dict, not {type(kwargs).__name__}")
-        unknown = sorted(set(kwargs) - set(GENERATION_KWARGS))
-        if unknown:
-            raise ValueError(f"unknown generation_kwargs {unknown}; supported: {list(GENERATION_KWARGS)}")
-        return dict(kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        """
-        Serializes the component to a dictionary.
-
-        :returns: Dictionary with serialized data.
-        """
-        callback = serialize_callable(self.streaming_callback) if self.streaming_callback is not None else None
-        return default_to_dict(
-            self,
-            model=self.model,
-            generation_kwargs=self.generation_kwargs,
-            streaming_callback=callback,
-            cache_mode=self.cache_mode,
-            cache_source=self.cache_source,
-            kv_cache_directory=self.kv_cache_directory,
-            device=self.device.to_dict() if self.device is not None else None,
-            dtype=self.dtype,
-            revision=self.revision,
-            token=self.token.to_dict() if self.token is not None else None,
-            trust_remote_code=self.trust_remote_code,
-        )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GritChatGenerator:
-        """
-        Deserializes the component from a dictionary.
-
-        :param data: Dictionary to deserialize from.
-        :returns: Deserialized component.
-        """
-        init_params = data.get("init_parameters", {})
-        if init_params.get("device") is not None:
-            init_params["device"] = ComponentDevice.from_dict(init_params["device"])
-        if init_params.get("streaming_callback"):
-            init_params["streaming_callback"] = deserialize_callable(init_params["streaming_callback"])
-        deserialize_secrets_inplace(init_params, keys=["token"])
-        return default_from_dict(cls, data)
-
-    def warm_up(self) -> None:
-        """Loads the model (or attaches to the copy already loaded by another component). Idempotent."""
-        if self._generator is None:
-            self._generator = GritGenerator(
-                self.model,
-                cache_mode=self.cache_mode,
-                cache_source=self.cache_source,
-                device=self.device.to_torch_str() if self.device is not None else None,
-                dtype=self.dtype,
-                revision=self.revision,
-                token=self.token.resolve_value() if self.token is not None else None,
-                trust_remote_code=self.trust_remote_code,
-            )
-        self._generator.warm_up()
-        if self.kv_cache_directory is not None:
-            self._generator.model.kv_store.configure(directory=self.kv_cache_directory)
+    def _build_core(self, loading: LoadingOptions) -> GritGenerator:
+        return GritGenerator(self.model, generation_kwargs=self.generation_kwargs,
+                             cache_mode=self.cache_mode, cache_source=self.cache_source,
+                             loading=loading)
 
     @property
     def generator(self) -> GritGenerator:
-        """The core generator this component wraps (available after `warm_up`)."""
-        self.warm_up()
-        assert self._generator is not None
-        return self._generator
+        """The core generator this component wraps (loaded on first access)."""
+        return self._warm_core()
 
     @staticmethod
     def _to_core_messages(messages: list[ChatMessage] | str) -> str | list[dict[str, str]]:
@@ -198,7 +108,8 @@ class GritChatGenerator:
         return converted
 
     def _prepare(self, messages, generation_kwargs, documents, query):
-        kwargs = {**self.generation_kwargs, **self._check_generation_kwargs(generation_kwargs)}
+        # Checked here, before anything runs; the core merges them over the init defaults.
+        kwargs = GenerationOptions(generation_kwargs).to_dict()
         if documents is not None and (
             not isinstance(documents, list) or not all(isinstance(d, Document) for d in documents)
         ):

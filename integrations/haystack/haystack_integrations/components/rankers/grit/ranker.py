@@ -9,16 +9,20 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
-from haystack import Document, component, default_from_dict, default_to_dict
-from haystack.utils import ComponentDevice, Secret, deserialize_secrets_inplace
+from haystack import Document, component, logging
+from haystack.utils import ComponentDevice, Secret
+from haystack.utils.misc import _deduplicate_documents
 
-from grit_components import DEFAULT_MODEL
-from grit_components._checks import check_choice, check_int, check_str
-from grit_components.rerank import CROSS_ENCODERS, FIRST_STAGES, GritReranker
+from grit_components import DEFAULT_MODEL, LoadingOptions
+from grit_components._checks import check_bool, check_int, check_str
+from grit_components.rerank import GritReranker
+from haystack_integrations.common.grit.component import GritModelComponent, check_meta_fields, text_with_meta
+
+logger = logging.getLogger(__name__)
 
 
 @component
-class GritRanker:
+class GritRanker(GritModelComponent):
     """
     Ranks Documents by relevance to a query with a GRIT model, in two stages.
 
@@ -26,7 +30,9 @@ class GritRanker:
     documents' stored embeddings are reused when they come from the same model); stage two
     (`cross_encoder="pointwise"` or `"listwise"`) asks the same model to judge the top
     `first_stage_top_k` hits. After a `QdrantEmbeddingRetriever` that already ranked by GRIT embeddings,
-    use `first_stage="none"`: the retriever's order is then the first stage.
+    use `first_stage="none"`: the retriever's order is then the first stage. Scores are in [0, 1] by
+    default (`scale_score=True`, the sigmoid of the pointwise log-odds), and every Document is ranked:
+    Documents with the same text are not dropped (`deduplicate=True` ranks each id once).
 
     ### Usage example
 
@@ -54,21 +60,17 @@ class GritRanker:
         meta_fields_to_embed: list[str] | None = None,
         embedding_separator: str = "\n",
         max_passage_tokens: int | None = None,
-        batch_size: int = 8,
-        scale_score: bool = False,
+        scale_score: bool = True,
         score_threshold: float | None = None,
+        deduplicate: bool = False,
+        batch_size: int = 8,
         device: ComponentDevice | None = None,
-        dtype: str | None = None,
-        revision: str | None = None,
         token: Secret | None = Secret.from_env_var(["HF_API_TOKEN", "HF_TOKEN"], strict=False),
-        trust_remote_code: bool = False,
+        model_kwargs: dict[str, Any] | None = None,
+        tokenizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """
-        Creates a GritRanker. Nothing is loaded until `warm_up` (or the first `run`).
-
-        :param model: Hugging Face hub id (e.g. `GritLM/GritLM-7B`), local model directory, GGUF file or the
-            packaged alias `smollm2-135m-instruct`.
-        :param top_k: How many Documents to return.
+        :param top_k: The maximum number of Documents to return.
         :param first_stage: `"bi_encoder"` (cosine similarity of GRIT embeddings) or `"none"` (the input order
             is the first-stage ranking).
         :param first_stage_top_k: How many first-stage hits the cross-encoder judges (`None` = all). Only those
@@ -80,133 +82,44 @@ class GritRanker:
             model's own.
         :param meta_fields_to_embed: Meta fields whose values are put before the content when ranking.
         :param embedding_separator: Separator between those meta values and the content.
-        :param max_passage_tokens: Passages are cut to this many tokens in cross-encoder prompts (`None` = 256
-            pointwise, 128 listwise).
+        :param max_passage_tokens: Passages are cut to this many tokens in cross-encoder prompts (`None` = what
+            the model was trained with, else 256 pointwise, 128 listwise).
+        :param scale_score: Scores in [0, 1] (default): pointwise, the sigmoid of the yes/no log-odds, which is
+            p(yes) / (p(yes) + p(no)); bi-encoder only, (1 + cosine) / 2. `False` gives the raw log-odds.
+        :param score_threshold: Return only Documents with a (scaled, if `scale_score`) score of at least this.
+        :param deduplicate: Rank Documents with the same id once, keeping the one with the highest incoming
+            score, as Haystack's rankers do. Off by default: every Document is ranked and returned (two
+            Documents with the same text but another id, e.g. from two files, both come back).
         :param batch_size: Prompts or texts per forward pass.
-        :param scale_score: Map scores to [0, 1] (pointwise: probability of "yes").
-        :param score_threshold: Drop Documents whose (scaled, if `scale_score`) score is below this.
-        :param device: The device to load the model on; `None` picks the best available one.
-        :param dtype: `"float32"`, `"bfloat16"` or `"float16"`; `None` means float32 on CPU, bfloat16 elsewhere.
-        :param revision: Hub revision (branch, tag or commit) of the model.
-        :param token: Hugging Face token for private models.
-        :param trust_remote_code: Allow model code from the hub repository.
+        :param model, device, token, model_kwargs, tokenizer_kwargs: The model (default `grit-smollm2-135m`) and
+            how to load it: see `GritModelComponent`.
         :raises ValueError: If `top_k` or `first_stage_top_k` is not positive, or both stages are `"none"`.
         """
-        self.model = check_str("model", model, allow_empty=False)
-        self.top_k = check_int("top_k", top_k, minimum=1)
-        self.first_stage = check_choice("first_stage", first_stage, FIRST_STAGES)
-        self.first_stage_top_k = (None if first_stage_top_k is None
-                                  else check_int("first_stage_top_k", first_stage_top_k, minimum=1))
-        self.cross_encoder = None if cross_encoder is None else check_choice("cross_encoder", cross_encoder,
-                                                                             CROSS_ENCODERS)
-        if first_stage == "none" and cross_encoder == "none":
-            raise ValueError("first_stage and cross_encoder cannot both be 'none': nothing would score the documents")
-        self.query_instruction = None if query_instruction is None else check_str("query_instruction",
-                                                                                   query_instruction)
-        if meta_fields_to_embed is not None and (
-            isinstance(meta_fields_to_embed, str) or not all(isinstance(f, str) for f in meta_fields_to_embed)
-        ):
-            raise TypeError("meta_fields_to_embed must be a list of str")
-        self.meta_fields_to_embed = list(meta_fields_to_embed or [])
+        self.top_k = top_k
+        self.first_stage = first_stage
+        self.first_stage_top_k = first_stage_top_k
+        self.cross_encoder = cross_encoder
+        self.query_instruction = query_instruction
+        self.meta_fields_to_embed = check_meta_fields(meta_fields_to_embed)
         self.embedding_separator = check_str("embedding_separator", embedding_separator)
-        self.max_passage_tokens = (None if max_passage_tokens is None
-                                   else check_int("max_passage_tokens", max_passage_tokens, minimum=1))
-        self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        if not isinstance(scale_score, bool):
-            raise TypeError(f"scale_score must be a bool, not {type(scale_score).__name__}")
+        self.max_passage_tokens = max_passage_tokens
         self.scale_score = scale_score
-        if score_threshold is not None and (isinstance(score_threshold, bool)
-                                            or not isinstance(score_threshold, (int, float))):
-            raise TypeError(f"score_threshold must be a number or None, not {type(score_threshold).__name__}")
         self.score_threshold = score_threshold
-        if device is not None and not isinstance(device, ComponentDevice):
-            raise TypeError(f"device must be a ComponentDevice or None, not {type(device).__name__}")
-        self.device = device
-        self.dtype = dtype
-        self.revision = revision
-        if token is not None and not isinstance(token, Secret):  # a str would be written out by to_dict
-            raise TypeError(f"token must be a haystack Secret (e.g. Secret.from_env_var('HF_TOKEN')) or None, "
-                            f"not {type(token).__name__}")
-        self.token = token
-        self.trust_remote_code = trust_remote_code
-        self._reranker: GritReranker | None = None
+        self.deduplicate = check_bool("deduplicate", deduplicate)
+        self.batch_size = batch_size
+        self._set_model_parameters(model, device, token, model_kwargs, tokenizer_kwargs)
 
-    def to_dict(self) -> dict[str, Any]:
-        """
-        Serializes the component to a dictionary.
-
-        :returns: Dictionary with serialized data.
-        """
-        return default_to_dict(
-            self,
-            model=self.model,
-            top_k=self.top_k,
-            first_stage=self.first_stage,
-            first_stage_top_k=self.first_stage_top_k,
-            cross_encoder=self.cross_encoder,
-            query_instruction=self.query_instruction,
-            meta_fields_to_embed=self.meta_fields_to_embed,
-            embedding_separator=self.embedding_separator,
-            max_passage_tokens=self.max_passage_tokens,
-            batch_size=self.batch_size,
-            scale_score=self.scale_score,
-            score_threshold=self.score_threshold,
-            device=self.device.to_dict() if self.device is not None else None,
-            dtype=self.dtype,
-            revision=self.revision,
-            token=self.token.to_dict() if self.token is not None else None,
-            trust_remote_code=self.trust_remote_code,
-        )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GritRanker:
-        """
-        Deserializes the component from a dictionary.
-
-        :param data: Dictionary to deserialize from.
-        :returns: Deserialized component.
-        """
-        init_params = data.get("init_parameters", {})
-        if init_params.get("device") is not None:
-            init_params["device"] = ComponentDevice.from_dict(init_params["device"])
-        deserialize_secrets_inplace(init_params, keys=["token"])
-        return default_from_dict(cls, data)
-
-    def warm_up(self) -> None:
-        """Loads the model (or attaches to the copy already loaded by another component). Idempotent."""
-        if self._reranker is None:
-            self._reranker = GritReranker(
-                self.model,
-                top_k=self.top_k,
-                first_stage=self.first_stage,
-                first_stage_top_k=self.first_stage_top_k,
-                cross_encoder=self.cross_encoder,
-                query_instruction=self.query_instruction,
-                max_passage_tokens=self.max_passage_tokens,
-                batch_size=self.batch_size,
-                scale_score=self.scale_score,
-                score_threshold=self.score_threshold,
-                device=self.device.to_torch_str() if self.device is not None else None,
-                dtype=self.dtype,
-                revision=self.revision,
-                token=self.token.resolve_value() if self.token is not None else None,
-                trust_remote_code=self.trust_remote_code,
-            )
-        self._reranker.warm_up()
+    def _build_core(self, loading: LoadingOptions) -> GritReranker:
+        return GritReranker(self.model, top_k=self.top_k, first_stage=self.first_stage,
+                            first_stage_top_k=self.first_stage_top_k, cross_encoder=self.cross_encoder,
+                            query_instruction=self.query_instruction, max_passage_tokens=self.max_passage_tokens,
+                            batch_size=self.batch_size, scale_score=self.scale_score,
+                            score_threshold=self.score_threshold, loading=loading)
 
     @property
     def reranker(self) -> GritReranker:
-        """The core reranker this component wraps (available after `warm_up`)."""
-        self.warm_up()
-        assert self._reranker is not None
-        return self._reranker
-
-    def _text_to_rank(self, document: Document) -> str | None:
-        meta_values = [str(document.meta[key]) for key in self.meta_fields_to_embed
-                       if document.meta.get(key) is not None]
-        if not meta_values:
-            return document.content
-        return self.embedding_separator.join([*meta_values, document.content or ""])
+        """The core reranker this component wraps (loaded on first access)."""
+        return self._warm_core()
 
     @component.output_types(documents=list[Document])
     def run(
@@ -214,6 +127,8 @@ class GritRanker:
         query: str,
         documents: list[Document],
         top_k: int | None = None,
+        scale_score: bool | None = None,
+        score_threshold: float | None = None,
         query_embedding: list[float] | None = None,
     ) -> dict[str, list[Document]]:
         """
@@ -221,9 +136,11 @@ class GritRanker:
 
         :param query: The query.
         :param documents: Documents to rank. Their `embedding` is reused by the bi-encoder stage when it has
-            the model's dimension; Documents without content are skipped (with a warning), duplicates of a
-            content seen before are dropped.
-        :param top_k: How many Documents to return (default: the init `top_k`).
+            the model's dimension. Every Document is ranked (with `deduplicate=True`, once per id); a Document
+            with no text to rank is left out, with a logged warning.
+        :param top_k: The maximum number of Documents to return (default: the init `top_k`).
+        :param scale_score: Scale scores to [0, 1] for this call (default: the init `scale_score`).
+        :param score_threshold: Return only Documents with a score of at least this (default: the init value).
         :param query_embedding: The query's embedding from the same model and instruction, if already computed.
         :returns: A dictionary with the key `documents`: new Documents with `score` set to the ranking score
             (and `meta["first_stage_score"]` with the bi-encoder score when that stage ran).
@@ -236,16 +153,21 @@ class GritRanker:
             raise TypeError("GritRanker expects a list of Documents as input")
         if top_k is not None:
             check_int("top_k", top_k, minimum=1)
+        if self.deduplicate:
+            documents = _deduplicate_documents(documents)
+        texts = [text_with_meta(doc, self.meta_fields_to_embed, self.embedding_separator) for doc in documents]
+        unrankable = [doc.id for doc, text in zip(documents, texts) if not text.strip()]
+        if unrankable:
+            logger.warning("{count} Documents have no text to rank and are left out: {document_ids}",
+                           count=len(unrankable), document_ids=unrankable)
+            documents = [doc for doc, text in zip(documents, texts) if text.strip()]
+            texts = [text for text in texts if text.strip()]
         if not documents:
             return {"documents": []}
         embeddings = [doc.embedding for doc in documents]
-        ranked = self.reranker.rerank(
-            query,
-            [self._text_to_rank(doc) for doc in documents],
-            top_k=top_k,
-            query_embedding=query_embedding,
-            document_embeddings=embeddings if any(e is not None for e in embeddings) else None,
-        )
+        ranked = self.reranker.rerank(query, texts, top_k=top_k, scale_score=scale_score,
+                                      score_threshold=score_threshold, query_embedding=query_embedding,
+                                      document_embeddings=embeddings if any(e is not None for e in embeddings) else None)
         out = []
         for item in ranked:
             doc = documents[item.index]
@@ -261,6 +183,8 @@ class GritRanker:
         query: str,
         documents: list[Document],
         top_k: int | None = None,
+        scale_score: bool | None = None,
+        score_threshold: float | None = None,
         query_embedding: list[float] | None = None,
     ) -> dict[str, list[Document]]:
         """
@@ -268,8 +192,11 @@ class GritRanker:
 
         :param query: The query.
         :param documents: Documents to rank.
-        :param top_k: How many Documents to return.
+        :param top_k: The maximum number of Documents to return.
+        :param scale_score: Scale scores to [0, 1] for this call.
+        :param score_threshold: Return only Documents with a score of at least this.
         :param query_embedding: The query's embedding, if already computed.
         :returns: A dictionary with the key `documents`.
         """
-        return await asyncio.to_thread(self.run, query, documents, top_k, query_embedding)
+        return await asyncio.to_thread(self.run, query, documents, top_k, scale_score, score_threshold,
+                                       query_embedding)
