@@ -2,6 +2,8 @@
 
     python benchmarks/rag_latency.py                      # SmolLM2-135M and a random ~200M Llama
     python benchmarks/rag_latency.py --model random-llama-200m --repeats 2 --lengths 256,1024
+    python benchmarks/rag_latency.py --model smollm2-135m-instruct --kv-dtypes model,bfloat16,int8
+    python benchmarks/rag_latency.py -m smollm2-135m-instruct --lengths 4096 --modes doc   # dtypes only: minutes
 
 Writes benchmarks/results/rag_latency.json and docs/img/rag_latency.png; see docs/kv-caching.md.
 """
@@ -17,7 +19,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` as 
 import torch  # noqa: E402
 import typer  # noqa: E402
 
-from benchmarks.rag_cache import RANDOM_LLAMA, LENGTHS, run_latency  # noqa: E402
+from benchmarks.rag_cache import (  # noqa: E402
+    DEFAULT_KV_DTYPES,
+    KV_DTYPE_CHOICES,
+    LATENCY_MODES,
+    LENGTHS,
+    RANDOM_LLAMA,
+    check_latency_modes,
+    run_latency,
+)
 from grit_components.models import DEFAULT_MODEL  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,11 +40,27 @@ def rag_latency_command(
     output: Annotated[Path, typer.Option(help="JSON results.")] = ROOT / "benchmarks" / "results" / "rag_latency.json",
     plot_path: Annotated[Optional[Path], typer.Option("--plot", help="PNG plot.")] = ROOT / "docs" / "img" / "rag_latency.png",
     threads: Annotated[Optional[int], typer.Option(help="torch threads (default: torch's choice).")] = None,
+    kv_dtypes: Annotated[str, typer.Option(
+        help=f"Comma-separated cache dtypes for doc/multi_doc caching, from {', '.join(KV_DTYPE_CHOICES)} "
+             "('model': the model's own dtype, always run).")] = ",".join(DEFAULT_KV_DTYPES),
+    modes: Annotated[Optional[str], typer.Option(
+        help=f"Comma-separated modes to run (default all): {', '.join(LATENCY_MODES)}; no_retrieval and doc "
+             "always run, multi_doc is the several-documents section.")] = None,
 ) -> None:
     """Latency of every RAG cache mode against document length (16 new tokens, batch 1)."""
     if plot_path is not None and str(plot_path).lower() in ("", ".", "none"):
         plot_path = None
-    run_latency(model or [DEFAULT_MODEL, RANDOM_LLAMA], repeats=repeats,
+    chosen = [d.strip() for d in kv_dtypes.split(",") if d.strip()]
+    unknown = [d for d in chosen if d not in KV_DTYPE_CHOICES]
+    if unknown:
+        raise typer.BadParameter(f"unknown cache dtypes {unknown}; choose from {', '.join(KV_DTYPE_CHOICES)}",
+                                 param_hint="--kv-dtypes")
+    picked = [m.strip() for m in modes.split(",") if m.strip()] if modes else None
+    try:
+        check_latency_modes(picked)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--modes") from error
+    run_latency(model or [DEFAULT_MODEL, RANDOM_LLAMA], repeats=repeats, kv_dtypes=chosen, modes=picked,
                 lengths=[int(x) for x in lengths.split(",")], output=output, plot_path=plot_path, threads=threads)
 
 

@@ -1,6 +1,7 @@
 """Match rate of each RAG cache mode and source on WikiDesc dev questions.
 
     python benchmarks/rag_quality.py --limit 50
+    python benchmarks/rag_quality.py --limit 100 --configs doc/causal --kv-dtypes model,bfloat16,float16,int8
 
 The gold passage is given; question "What is described as '<query>'?"; match = the article title
 appears in the 16-token answer. Writes benchmarks/results/rag_quality.json; see docs/kv-caching.md.
@@ -17,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` as 
 import torch  # noqa: E402
 import typer  # noqa: E402
 
-from benchmarks.rag_cache import check_quality_configs, run_quality  # noqa: E402
+from benchmarks.rag_cache import KV_DTYPE_CHOICES, MODEL_DTYPE, check_quality_configs, run_quality  # noqa: E402
 from grit_components.models import DEFAULT_MODEL  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +32,9 @@ def rag_quality_command(
     threads: Annotated[Optional[int], typer.Option(help="torch threads (default: torch's choice).")] = None,
     configs: Annotated[Optional[str], typer.Option(
         help="Comma-separated configurations to run (default all), e.g. uncached_doc_first,no_retrieval.")] = None,
+    kv_dtypes: Annotated[str, typer.Option(
+        help=f"Comma-separated cache dtypes for the cached configurations, from {', '.join(KV_DTYPE_CHOICES)}; "
+             "each other than 'model' is compared with the model's own dtype (greedy agreement).")] = MODEL_DTYPE,
 ) -> None:
     """Match rate of every RAG cache mode and source on WikiDesc dev questions (gold passage given)."""
     if threads:
@@ -40,7 +44,12 @@ def rag_quality_command(
         check_quality_configs(chosen)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--configs") from error
-    run_quality(model, data, limit=limit, output=output, configs=chosen)
+    dtypes = [d.strip() for d in kv_dtypes.split(",") if d.strip()]
+    unknown = [d for d in dtypes if d not in KV_DTYPE_CHOICES]
+    if unknown:
+        raise typer.BadParameter(f"unknown cache dtypes {unknown}; choose from {', '.join(KV_DTYPE_CHOICES)}",
+                                 param_hint="--kv-dtypes")
+    run_quality(model, data, limit=limit, output=output, configs=chosen, kv_dtypes=dtypes)
 
 
 if __name__ == "__main__":

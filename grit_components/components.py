@@ -29,7 +29,7 @@ class ModelComponent:
     :param model: hub id, local directory, GGUF file or packaged alias.
     :param loading: how to load it: a `grit_components.options.LoadingOptions` (device or device map,
         dtype, revision, token, trust_remote_code, model_kwargs, tokenizer_kwargs, chat_format,
-        kv_cache_directory, kv_cache_max_bytes).
+        kv_cache_directory, kv_cache_max_bytes, kv_cache_dtype).
     :param registry: the registry to share models through (default: the process-wide one).
     :param loading_kwargs: the same loading options as keywords (`device="cpu"`, ...); they win over `loading`.
     """
@@ -179,10 +179,13 @@ class GritGenerator(ModelComponent):
         """The default generation options with per-call `overrides` on top (checked)."""
         return self.generation_options.merged(overrides)
 
-    def generate(self, messages: Messages, *, streaming_callback: StreamingCallback | None = None,
-                 **generation_kwargs: Any) -> GenerationResult:
-        """Answer `messages` (a str or a list of {"role", "content"} dicts); keywords override the defaults."""
-        return self.model.generate(messages, self.options(generation_kwargs), streaming_callback=streaming_callback)
+    def generate(self, messages: Messages, *, tools: Sequence[Mapping[str, Any]] | None = None,
+                 streaming_callback: StreamingCallback | None = None, **generation_kwargs: Any) -> GenerationResult:
+        """Answer `messages` (a str or a list of {"role", "content"} dicts, tool calls and results included);
+        `tools` are tool specs the model may call (read them with `generation.parse_tool_calls`); keywords
+        override the generation defaults."""
+        return self.model.generate(messages, self.options(generation_kwargs), tools=tools,
+                                   streaming_callback=streaming_callback)
 
     def answer(self, query: str, documents: Sequence[str], *, mode: str | None = None, source: str | None = None,
                order: str = "doc_first", user_content: str | None = None,

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from grit_components import templates
 from grit_components._checks import check_choice, check_int, check_str, check_texts
+from grit_components._compat import output_cache
 from grit_components.attention import bidirectional_forward, causal_forward
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ def embed(
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
             result[batch] = pooled.cpu().numpy()
             if kv_callback is not None:
-                layers = out.past_key_values.layers
+                layers = output_cache(out).layers
                 for row, i in enumerate(batch):
                     length = len(inputs[i].ids)  # pad tokens never enter a cache
                     kv = [(layer.keys[row : row + 1, :, :length].clone(), layer.values[row : row + 1, :, :length].clone())

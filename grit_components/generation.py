@@ -7,6 +7,8 @@ entry point the RAG engine uses: prompt token ids, optionally as the suffix afte
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from grit_components import templates
 from grit_components._checks import check_unicode
+from grit_components._compat import cache_argument
 from grit_components.options import GenerationOptions, as_generation_options
 
 if TYPE_CHECKING:
@@ -61,8 +64,28 @@ class GenerationResult:
                 "total_tokens": self.prompt_tokens + self.completion_tokens}
 
 
-def normalize_messages(messages: Messages) -> list[dict[str, str]]:
-    """A str becomes one user message; a list of {"role", "content"} dicts is checked."""
+def _check_tool_calls(i: int, calls: Any) -> list[dict[str, Any]]:
+    if not isinstance(calls, Sequence) or isinstance(calls, str):
+        raise TypeError(f"messages[{i}]['tool_calls'] must be a list of {{'name', 'arguments'}} dicts")
+    checked = []
+    for j, call in enumerate(calls):
+        if not isinstance(call, Mapping) or not isinstance(call.get("name"), str) or not call["name"]:
+            raise TypeError(f"messages[{i}]['tool_calls'][{j}] must be a dict with a non-empty str 'name'")
+        arguments = call.get("arguments", {})
+        if not isinstance(arguments, Mapping):
+            raise TypeError(f"messages[{i}]['tool_calls'][{j}]['arguments'] must be a dict")
+        checked.append({"name": call["name"], "arguments": dict(arguments),
+                        **({"id": call["id"]} if call.get("id") is not None else {})})
+    return checked
+
+
+def normalize_messages(messages: Messages) -> list[dict[str, Any]]:
+    """A str becomes one user message; a list of {"role", "content"} dicts is checked.
+
+    Roles: system, user, assistant and tool. An assistant message may carry `tool_calls` (a list of
+    {"name", "arguments": dict, "id"?}); a tool message's `content` is the tool's result (optional `name`
+    and `tool_call_id` say which call it answers).
+    """
     if isinstance(messages, str):
         if not messages:
             raise ValueError("messages must not be an empty string")
@@ -71,28 +94,186 @@ def normalize_messages(messages: Messages) -> list[dict[str, str]]:
         raise TypeError(f"messages must be a str or a list of {{'role', 'content'}} dicts, not {type(messages).__name__}")
     if not messages:
         raise ValueError("messages must not be empty")
-    checked = []
+    checked: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
-        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str) or not isinstance(message.get("content"), str):
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
             raise TypeError(f"messages[{i}] must be a dict with str 'role' and 'content'")
-        if message["role"] not in ("system", "user", "assistant"):
-            raise ValueError(f"messages[{i}] has role {message['role']!r}; use system, user or assistant")
-        check_unicode(f"messages[{i}]['content']", message["content"])
-        checked.append({"role": message["role"], "content": message["content"]})
+        role = message["role"]
+        if role not in ("system", "user", "assistant", "tool"):
+            raise ValueError(f"messages[{i}] has role {role!r}; use system, user, assistant or tool")
+        content = message.get("content")
+        calls = message.get("tool_calls") if role == "assistant" else None
+        if content is None and calls:
+            content = ""
+        if not isinstance(content, str):
+            raise TypeError(f"messages[{i}] must be a dict with str 'role' and 'content'")
+        check_unicode(f"messages[{i}]['content']", content)
+        entry: dict[str, Any] = {"role": role, "content": content}
+        if calls:
+            entry["tool_calls"] = _check_tool_calls(i, calls)
+        if role == "tool":
+            entry.update({key: message[key] for key in ("name", "tool_call_id") if message.get(key) is not None})
+        checked.append(entry)
     if checked[-1]["role"] == "assistant":
-        raise ValueError("messages must end with a user (or system) message to answer")
+        raise ValueError("messages must end with a user, system or tool message to answer")
     return checked
 
 
-def chat_prompt_ids(model: GritModel, messages: Messages) -> list[int]:
-    """Token ids of the full chat prompt, ending where the assistant's answer starts."""
+def normalize_tools(tools: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    """Tool specs as OpenAI function specs `{"type": "function", "function": {"name", "description", "parameters"}}`;
+    a flat `{"name", "description", "parameters"}` dict is wrapped."""
+    if tools is None:
+        return []
+    if isinstance(tools, (str, Mapping)) or not isinstance(tools, Sequence):
+        raise TypeError("tools must be a list of tool specs ({'name', 'description', 'parameters'} dicts)")
+    specs = []
+    for i, tool in enumerate(tools):
+        function = tool.get("function", tool) if isinstance(tool, Mapping) else None
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str) or not function["name"]:
+            raise TypeError(f"tools[{i}] must be a dict with a non-empty str 'name' (or an OpenAI function spec)")
+        spec = {"name": function["name"], "description": function.get("description") or "",
+                "parameters": dict(function.get("parameters") or {"type": "object", "properties": {}})}
+        specs.append({"type": "function", "function": spec})
+    names = [spec["function"]["name"] for spec in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"tools: duplicate tool names in {names}")
+    return specs
+
+
+def template_supports_tools(tokenizer: Any) -> bool:
+    """Whether the tokenizer's chat template renders a `tools` list (Qwen2.5, Llama 3.1, SmolLM3, ...)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, Mapping):
+        template = template.get("tool_use") or template.get("default")
+    return isinstance(template, str) and "tools" in template
+
+
+def _text_tool_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping]) -> list[dict[str, str]]:
+    """The JSON-in-text tool format (`templates.TOOLS_SYSTEM`): the tool list joins the system text, calls
+    become `<tool_call>` blocks in the assistant turn and consecutive tool results one user turn."""
+    converted: list[dict[str, str]] = []
+    if tools:
+        tool_text = templates.tools_system_text(tools)
+        if messages and messages[0]["role"] == "system":
+            converted.append({"role": "system", "content": f"{messages[0]['content']}\n\n{tool_text}"})
+            messages = messages[1:]
+        else:
+            converted.append({"role": "system", "content": tool_text})
+    results: list[str] = []
+    for message in messages:
+        if message["role"] == "tool":
+            results.append(templates.tool_response_text(message["content"]))
+            continue
+        if results:
+            converted.append({"role": "user", "content": "\n".join(results)})
+            results = []
+        content = message["content"]
+        if message.get("tool_calls"):
+            calls = [templates.tool_call_text(call["name"], call["arguments"]) for call in message["tool_calls"]]
+            content = "\n".join([content, *calls] if content else calls)
+        converted.append({"role": message["role"], "content": content})
+    if results:
+        converted.append({"role": "user", "content": "\n".join(results)})
+    return converted
+
+
+def _template_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Messages as Hugging Face chat templates with tool support take them."""
+    converted = []
+    for message in messages:
+        entry: dict[str, Any] = {"role": message["role"], "content": message["content"]}
+        if message.get("tool_calls"):
+            entry["tool_calls"] = [{"type": "function", "function": {"name": c["name"], "arguments": c["arguments"]},
+                                    **({"id": c["id"]} if "id" in c else {})} for c in message["tool_calls"]]
+        for key in ("name", "tool_call_id"):
+            if key in message:
+                entry[key] = message[key]
+        converted.append(entry)
+    return converted
+
+
+def chat_prompt_ids(model: GritModel, messages: Messages, tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
+    """Token ids of the full chat prompt, ending where the assistant's answer starts.
+
+    `tools` (OpenAI function specs) are rendered by the tokenizer's chat template when it supports them;
+    otherwise, and always with the GRIT chat format, in the JSON-in-text format of `templates.TOOLS_SYSTEM`.
+    """
     messages = normalize_messages(messages)
+    specs = normalize_tools(tools)
+    has_tool_turns = any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
     if model.uses_grit_chat_format:
-        text = templates.grit_chat_prompt(messages, eos_token=model.tokenizer.eos_token or "</s>")
+        text_messages = _text_tool_messages(messages, specs) if specs or has_tool_turns else messages
+        text = templates.grit_chat_prompt(text_messages, eos_token=model.tokenizer.eos_token or "</s>")
         return model.bos_ids + model.tokenize(text)
-    encoded = model.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if (specs or has_tool_turns) and template_supports_tools(model.tokenizer):
+        encoded = model.tokenizer.apply_chat_template(_template_messages(messages), tools=specs or None,
+                                                      add_generation_prompt=True, tokenize=True)
+    else:
+        text_messages = _text_tool_messages(messages, specs) if specs or has_tool_turns else messages
+        encoded = model.tokenizer.apply_chat_template(text_messages, add_generation_prompt=True, tokenize=True)
     ids = encoded["input_ids"] if isinstance(encoded, Mapping) or hasattr(encoded, "keys") else encoded
     return list(ids[0] if ids and isinstance(ids[0], list) else ids)
+
+
+@dataclass
+class ParsedToolCalls:
+    """What `parse_tool_calls` found in a reply: the text around the calls, the calls
+    ({"name", "arguments": dict}) and, for each call that could not be read, a message saying why."""
+
+    text: str
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+_TOOL_CALL_BLOCK = re.compile(re.escape(templates.TOOL_CALL_OPEN) + r"(.*?)(?:" + re.escape(templates.TOOL_CALL_CLOSE)
+                              + r"|$)", re.DOTALL)
+
+
+def _read_call(payload: str) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        data = json.loads(payload)
+    except json.JSONDecodeError as error:
+        return None, f"unparseable tool call {payload.strip()[:200]!r}: {error}"
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"]:
+        return None, f"tool call without a str 'name': {payload.strip()[:200]!r}"
+    arguments = data.get("arguments", data.get("parameters", {}))
+    if isinstance(arguments, str):  # some models write the arguments as a JSON string, as OpenAI's API does
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError as error:
+            return None, f"tool call {data['name']!r}: unparseable arguments {arguments[:200]!r}: {error}"
+    if not isinstance(arguments, dict):
+        return None, f"tool call {data['name']!r}: arguments must be a JSON object, got {arguments!r}"
+    return {"name": data["name"], "arguments": arguments}, None
+
+
+def parse_tool_calls(text: str) -> ParsedToolCalls:
+    """Tool calls in a reply written in the JSON-in-text format (`<tool_call>{"name", "arguments"}</tool_call>`,
+    an unclosed last block included). A reply that is nothing but such a JSON object (or a list of them)
+    counts too: small models often drop the tags. Calls that cannot be read are reported in `errors`,
+    never raised, so a server or agent can tell the model what went wrong."""
+    blocks = list(_TOOL_CALL_BLOCK.finditer(text))
+    if not blocks:
+        stripped = text.strip()
+        if stripped.startswith(("{", "[")) and '"name"' in stripped:
+            try:
+                data = json.loads(stripped)
+            except json.JSONDecodeError:
+                return ParsedToolCalls(text=text)
+            items = data if isinstance(data, list) else [data]
+            if items and all(isinstance(item, dict) and "name" in item for item in items):
+                parsed = [_read_call(json.dumps(item)) for item in items]
+                return ParsedToolCalls(text="", calls=[c for c, _ in parsed if c], errors=[e for _, e in parsed if e])
+        return ParsedToolCalls(text=text)
+    calls, errors = [], []
+    for block in blocks:
+        call, error = _read_call(block.group(1))
+        if call is not None:
+            calls.append(call)
+        else:
+            errors.append(error)
+    remaining = _TOOL_CALL_BLOCK.sub("", text).strip()
+    return ParsedToolCalls(text=remaining, calls=calls, errors=errors)
 
 
 class _CallbackStreamer(BaseStreamer):
@@ -258,7 +439,7 @@ def generate_ids(
     if stop_words:
         kwargs.update(stop_strings=stop_words, tokenizer=model.tokenizer)
     if past_key_values is not None:
-        kwargs["past_key_values"] = past_key_values
+        kwargs[cache_argument(model.model)] = past_key_values
         if capacity is not None:
             kwargs["disable_compile"] = True  # shapes vary per request: compiling would recompile every time
 
@@ -283,16 +464,20 @@ def generate(
     messages: Messages,
     options: GenerationOptions | Mapping[str, Any] | None = None,
     *,
+    tools: Sequence[Mapping[str, Any]] | None = None,
     streaming_callback: StreamingCallback | None = None,
     **generation_kwargs: Any,
 ) -> GenerationResult:
     """Answer a chat.
 
-    :param messages: a user message as str, or a list of {"role": "system"|"user"|"assistant", "content"}.
+    :param messages: a user message as str, or a list of {"role": "system"|"user"|"assistant"|"tool", "content"}
+        (see `normalize_messages` for tool calls and results).
     :param options: generation parameters, a `GenerationOptions` or a dict: any Hugging Face
         `GenerationConfig` key (`max_new_tokens`, `temperature`, `top_p`, `repetition_penalty`, ...) plus
         `stop_words` (the text stops before the first one) and `seed` (reproducible sampling). Greedy by
         default (`temperature` 0); `max_new_tokens` defaults to 256 and is capped by the context length.
+    :param tools: tool specs the model may call (see `chat_prompt_ids`); read the calls from the reply
+        with `parse_tool_calls`.
     :param streaming_callback: called with each new piece of text as it is generated.
     :param generation_kwargs: the same parameters as keywords; they win over `options`. A `seed` (an int in
         [0, 2**64)) drives a random generator of this call only: the same seed gives the same text under
@@ -300,5 +485,5 @@ def generate(
         sampling, `num_beams` > 1, which transformers draws from the process-wide generator).
     :returns: a `GenerationResult` with text, finish reason, token usage and timings.
     """
-    return generate_ids(model, chat_prompt_ids(model, messages), options, streaming_callback=streaming_callback,
+    return generate_ids(model, chat_prompt_ids(model, messages, tools), options, streaming_callback=streaming_callback,
                         **generation_kwargs)

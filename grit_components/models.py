@@ -517,9 +517,10 @@ class GritModel:
 
         return embed(self, texts, **options)
 
-    def generate(self, messages, options=None, *, streaming_callback=None, **generation_kwargs):
+    def generate(self, messages, options=None, *, tools=None, streaming_callback=None, **generation_kwargs):
         """Chat generation: `grit_components.generation.generate(self, messages, ...)`, where every parameter
         is documented (`options` and `generation_kwargs`: see `grit_components.options.GenerationOptions`)."""
         from grit_components.generation import generate
 
-        return generate(self, messages, options, streaming_callback=streaming_callback, **generation_kwargs)
+        return generate(self, messages, options, tools=tools, streaming_callback=streaming_callback,
+                        **generation_kwargs)

@@ -84,6 +84,8 @@ class LoadingOptions:
     :param kv_cache_directory: folder (str or path) where the model's shared KV store also keeps caches (set once
         per model).
     :param kv_cache_max_bytes: memory budget of the model's shared KV store (set once per model).
+    :param kv_cache_dtype: the form the model's shared KV store keeps caches in (set once per model): "bfloat16",
+        "float16", "int8", "float32", a torch float dtype, or None / "model" for the model's own dtype.
     """
 
     device: str | None = None
@@ -97,6 +99,7 @@ class LoadingOptions:
     chat_format: ChatFormat = "auto"
     kv_cache_directory: str | os.PathLike | None = None
     kv_cache_max_bytes: int | None = None
+    kv_cache_dtype: str | torch.dtype | None = None
 
     def __post_init__(self) -> None:
         model_kwargs = _check_kwargs("model_kwargs", self.model_kwargs)
@@ -132,6 +135,9 @@ class LoadingOptions:
             check_int("kv_cache_max_bytes", self.kv_cache_max_bytes, minimum=0)
         if self.kv_cache_directory == "":
             raise ValueError("kv_cache_directory must not be empty (None keeps caches in memory only)")
+        from grit_components.kv_cache import check_kv_dtype  # kv_cache imports transformers: only when used
+
+        object.__setattr__(self, "kv_cache_dtype", check_kv_dtype(self.kv_cache_dtype))
 
     def _lift(self, where: str, option: str, value: Any) -> None:
         default = LOADING_DEFAULTS[option]

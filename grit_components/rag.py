@@ -37,7 +37,8 @@ from grit_components.generation import (
     check_streaming_callback,
     generate_ids,
 )
-from grit_components.kv_cache import SOURCES, DocumentKVCache, KVStore, check_composable, compose, compute_cache
+from grit_components.kv_cache import (SOURCES, CacheLayout, DocumentKVCache, KVStore, check_composable, compose,
+                                      compute_cache)
 from grit_components.options import GenerationOptions, as_generation_options
 
 if TYPE_CHECKING:
@@ -170,12 +171,10 @@ def _resolve_store(model: GritModel, store: KVStore | None) -> KVStore:
 
 def get_or_compute(model: GritModel, token_ids: Sequence[int], source: str, store: KVStore) -> tuple[DocumentKVCache, bool]:
     """The cache of `token_ids` from `store`, computing and storing it on a miss. Returns (cache, hit)."""
-    entry = store.get(model.fingerprint, source, token_ids)
+    entry = store.get(model.fingerprint, source, token_ids, layout=CacheLayout.of(model, store.dtype))
     if entry is not None:
         return entry, True
-    entry = compute_cache(model, token_ids, source)
-    store.put(entry)
-    return entry, False
+    return store.put(compute_cache(model, token_ids, source)), False
 
 
 def cache_documents(model: GritModel, texts: Sequence[str], *, source: str = "embedding",
@@ -245,14 +244,14 @@ def answer(
     cache = None
     if prompt.segments:
         entries = []
+        layout = CacheLayout.of(model, store.dtype)
         for ids in prompt.segments:
             t0 = time.perf_counter()
-            entry = store.get(model.fingerprint, source, ids)
+            entry = store.get(model.fingerprint, source, ids, layout=layout)
             t1 = time.perf_counter()
             timings["cache_lookup"] += t1 - t0
             if entry is None:
-                entry = compute_cache(model, ids, source)
-                store.put(entry)
+                entry = store.put(compute_cache(model, ids, source))  # as stored: the same states as later hits
                 timings["cache_fill"] += time.perf_counter() - t1
                 stats["cache_misses"] += 1
                 stats["prefill_tokens"] += len(ids)

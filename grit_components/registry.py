@@ -8,8 +8,9 @@ is equal (spec, revision, device or device map, dtype, `model_kwargs`, `tokenize
 `trust_remote_code`: `ModelKey`), so a component asking for 4-bit weights never gets another one's
 full-precision copy. Per-model state that must be shared across components (the KV cache store) is
 owned by the registry entry and handed to its `GritModel` (`model.kv_store`), so pipelines need no
-extra wiring. The store's budget and directory come with the loading options (`kv_cache_max_bytes`,
-`kv_cache_directory`) and are set once: a component asking for different settings gets a ValueError.
+extra wiring. The store's budget, directory and dtype come with the loading options (`kv_cache_max_bytes`,
+`kv_cache_directory`, `kv_cache_dtype`) and are set once: a component asking for different settings gets a
+ValueError.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class ModelRegistry:
 
         :param spec: hub id, local directory, GGUF file or packaged alias.
         :param options: how to load it (`LoadingOptions`); keywords (`device="cpu"`, ...) change single options.
-        The chat format and the KV store settings (`kv_cache_directory`, `kv_cache_max_bytes`) belong to the
+        The chat format and the KV store settings (`kv_cache_directory`, `kv_cache_max_bytes`, `kv_cache_dtype`) belong to the
         shared model: a value that differs from an earlier request's is a ValueError.
         """
         options = _options(options, loading_kwargs)
@@ -98,7 +99,8 @@ class ModelRegistry:
                         f"chat_format={options.chat_format!r} conflicts with the already loaded {spec!r}, which uses "
                         f"chat_format={loaded_as!r}; the format belongs to the shared model, so every component "
                         "naming it must agree (or leave chat_format='auto')")
-                entry.kv_store.configure(max_bytes=options.kv_cache_max_bytes, directory=options.kv_cache_directory)
+                entry.kv_store.configure(max_bytes=options.kv_cache_max_bytes, directory=options.kv_cache_directory,
+                                         dtype=options.kv_cache_dtype)
                 return entry.model
         except BaseException:
             self._decrement(key)

@@ -114,3 +114,40 @@ LISTWISE_RERANK = (
 LISTWISE_PASSAGE = "[{number}] {passage}"
 # The answer is started with this text, so even a small model begins with an identifier.
 LISTWISE_ANSWER_PREFIX = "["
+
+
+# Tool calling, JSON in text (the Hermes format Qwen2.5, SmolLM3 and many open models are trained on).
+# Used when the tokenizer's chat template cannot render tools, and always with the GRIT chat format:
+# the tool list goes into the system text, calls are `<tool_call>{json}</tool_call>` in the assistant
+# turn, and tool results come back as a user turn of `<tool_response>` blocks.
+TOOL_CALL_OPEN = "<tool_call>"
+TOOL_CALL_CLOSE = "</tool_call>"
+TOOL_RESPONSE_OPEN = "<tool_response>"
+TOOL_RESPONSE_CLOSE = "</tool_response>"
+TOOLS_SYSTEM = (
+    "You may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n{tools}\n</tools>\n\n"
+    "For each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n<tool_call>\n{{\"name\": <function-name>, \"arguments\": <args-json-object>}}\n"
+    "</tool_call>"
+)
+
+
+def tools_system_text(tools: Sequence[Mapping]) -> str:
+    """The system text listing `tools` (OpenAI function specs: {"type": "function", "function": {...}})."""
+    import json
+
+    return TOOLS_SYSTEM.format(tools="\n".join(json.dumps(tool, ensure_ascii=False) for tool in tools))
+
+
+def tool_call_text(name: str, arguments: Mapping) -> str:
+    """One call as the model writes it: `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`."""
+    import json
+
+    payload = json.dumps({"name": name, "arguments": dict(arguments)}, ensure_ascii=False)
+    return f"{TOOL_CALL_OPEN}\n{payload}\n{TOOL_CALL_CLOSE}"
+
+
+def tool_response_text(content: str) -> str:
+    """One tool result as the model reads it."""
+    return f"{TOOL_RESPONSE_OPEN}\n{content}\n{TOOL_RESPONSE_CLOSE}"

@@ -62,9 +62,9 @@ def test_budget_is_never_exceeded_and_eviction_is_lru():
     assert store.get("fp", "causal", range(499, 507)) is not None
     assert store.get("fp", "causal", range(0, 8)) is None  # evicted long ago despite the early touch
     # an entry larger than the whole budget is refused rather than flushing everything
-    store = KVStore(max_bytes=one // 2)
-    store.put(_entry(1))
-    assert len(store) == 0 and store.stats.rejected == 1
+    small = KVStore(max_bytes=one // 2)
+    small.put(_entry(1))
+    assert len(small) == 0 and small.nbytes == 0 and small.stats.rejected == 1
 
 
 def test_lru_touch_protects_recent_entry():
@@ -363,3 +363,262 @@ def test_sliding_window_model_keeps_a_dynamic_cache(tiny_model_dirs):
     entry = compute_cache(mistral, mistral.tokenizer("some document").input_ids, "causal")
     _, cache = compose(mistral, [entry], reserve=4)
     assert isinstance(cache, DynamicCache)
+
+
+# --- cache dtype (stored form) -------------------------------------------------------------------
+
+from grit_components.kv_cache import KV_DTYPES, CacheLayout, check_kv_dtype, dequantize_int8, quantize_int8  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", KV_DTYPES)
+def test_store_keeps_entries_in_its_dtype_with_bounded_error(dtype):
+    entry = _entry(5, length=32)
+    store = KVStore(dtype=dtype)
+    stored = store.put(entry)
+    assert stored.dtype == dtype and stored.key == entry.key and stored is store.get("fp", "causal", entry.token_ids)
+    expected_bytes = {"float32": 1.0, "bfloat16": 0.5, "float16": 0.5, "int8": (16 + 4) / (16 * 4)}[dtype]
+    assert stored.nbytes == pytest.approx(entry.nbytes * expected_bytes)  # head_dim 16: one float32 scale per 16
+    assert store.nbytes == stored.nbytes
+    # every value within half a step of its form: bf16 keeps 8 significant bits, fp16 11, int8 a 1/127 row step
+    for (k, v), (k0, v0) in zip(stored.layers(torch.float32), entry.layers()):
+        for got, want in ((k, k0), (v, v0)):
+            if dtype == "int8":
+                bound = want.abs().amax(dim=-1, keepdim=True) / 127 / 2 + 1e-7
+            else:
+                bound = want.abs() * {"float32": 0.0, "bfloat16": 2**-8, "float16": 2**-11}[dtype] + 1e-7
+            assert ((got - want).abs() <= bound).all()
+
+
+def test_int8_round_trip_of_extreme_rows():
+    states = torch.tensor([[[[0.0, 0.0, 0.0, 0.0], [1e-30, -2e-30, 0.0, 3e-30], [300.0, -0.5, 0.25, -300.0]]]])
+    quantized, scales = quantize_int8(states)
+    assert quantized.dtype == torch.int8 and scales.shape == (1, 1, 3, 1)
+    restored = dequantize_int8(quantized, scales)
+    assert torch.isfinite(restored).all() and torch.equal(restored[0, 0, 0], states[0, 0, 0])  # all-zero row: zeros
+    assert restored[0, 0, 2, 0] == 300.0 and restored[0, 0, 2, 3] == -300.0  # the row maximum is exact
+
+
+def test_float16_store_refuses_states_beyond_its_range():
+    entry = _entry(2)
+    big = DocumentKVCache(entry.token_ids, tuple(k * 1e5 for k in entry.keys), entry.values, "causal", "fp")
+    with pytest.raises(ValueError, match="bfloat16"):
+        KVStore(dtype="float16").put(big)
+    assert KVStore(dtype="bfloat16").put(big).dtype == "bfloat16"
+
+
+def test_kv_dtype_is_checked_and_set_once():
+    assert check_kv_dtype(None) is None and check_kv_dtype("model") is None
+    assert check_kv_dtype(torch.bfloat16) == "bfloat16" and check_kv_dtype("torch.float16") == "float16"
+    with pytest.raises(ValueError, match="kv_cache_dtype"):
+        check_kv_dtype("int4")
+    with pytest.raises(ValueError, match="kv_cache_dtype"):
+        check_kv_dtype(torch.int8)
+    with pytest.raises(TypeError, match="kv_cache_dtype"):
+        check_kv_dtype(8)
+    with pytest.raises(TypeError, match="dtype"):
+        KVStore(dtype=8)
+    store = KVStore()
+    store.put(_entry(1))
+    store.configure(dtype="bfloat16")  # unset until now: entries in memory are converted
+    (held,) = store._entries.values()
+    assert held.dtype == "bfloat16" and store.nbytes == held.nbytes
+    store.configure(dtype="bfloat16")
+    store.configure(dtype=None)  # leaving it unset changes nothing
+    with pytest.raises(ValueError, match=r"kv_cache_dtype='int8' conflicts .* 'bfloat16'"):
+        store.configure(dtype="int8")
+    assert store.dtype == "bfloat16"
+
+
+def test_registry_sets_the_kv_dtype_once_per_model(tiny_llama_dir):
+    from grit_components import GritEmbedder, GritGenerator, ModelRegistry
+
+    registry = ModelRegistry()
+    generator = GritGenerator(str(tiny_llama_dir), kv_cache_dtype="bfloat16", registry=registry)
+    assert generator.model.kv_store.dtype == "bfloat16"
+    same = GritEmbedder(str(tiny_llama_dir), registry=registry)  # unset: shares the store as configured
+    assert same.model.kv_store is generator.model.kv_store
+    other = GritEmbedder(str(tiny_llama_dir), kv_cache_dtype="int8", registry=registry)
+    with pytest.raises(ValueError, match=r"kv_cache_dtype='int8' conflicts"):
+        other.warm_up()
+    with pytest.raises(ValueError, match="kv_cache_dtype"):
+        GritGenerator(str(tiny_llama_dir), kv_cache_dtype="int4", registry=registry)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+def test_directory_tier_files_shrink_with_the_dtype_and_round_trip(tmp_path, dtype):
+    entry = _entry(9, length=64)
+    KVStore(directory=tmp_path / "full").put(entry)
+    stored = KVStore(directory=tmp_path / dtype, dtype=dtype).put(entry)
+    (full,) = (tmp_path / "full").glob("*.safetensors")
+    (small,) = (tmp_path / dtype).glob("*.safetensors")
+    header = 4096  # safetensors JSON header, token ids: small against the tensors
+    assert small.stat().st_size <= full.stat().st_size * stored.nbytes / entry.nbytes + header
+    loaded = KVStore(directory=tmp_path / dtype, dtype=dtype).get("fp", "causal", entry.token_ids)
+    assert loaded is not None and loaded.dtype == dtype
+    assert all(torch.equal(a, b) for a, b in zip(loaded.tensors(), stored.tensors()))
+
+
+# --- verified files (a file is used only if it is exactly what was written for this model) ---------
+
+
+def _rewrite(path, *, tensors=None, forge_checksum=True, **meta_changes):
+    """Rewrite a cache file with changed tensors and/or header fields; with `forge_checksum` the checksum is
+    recomputed (a consistent forgery), else the original one stays."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from grit_components.kv_cache import _checksum
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = dict(handle.metadata())
+        current = {name: handle.get_tensor(name).clone() for name in handle.keys()}
+    order = ["token_ids"] + [name for name in _entry_order(current)]
+    current = {name: current[name] for name in order}
+    if tensors is not None:
+        current = tensors(current)
+    meta.update(meta_changes)
+    if forge_checksum:
+        meta["sha256"] = _checksum(current)
+    save_file(current, str(path), metadata=meta)
+
+
+def _entry_order(tensors):
+    layers = sum(name.startswith("keys.") for name in tensors)
+    kinds = ("keys", "values", "key_scales", "value_scales") if "key_scales.0" in tensors else ("keys", "values")
+    return [f"{kind}.{i}" for i in range(layers) for kind in kinds]
+
+
+def _flip_one_value(tensors):
+    tensors["values.1"][0, 0, 3, 2] += 1.0
+    return tensors
+
+
+def _with_nan(tensors):
+    tensors["keys.0"][0, 1, 2, 0] = float("nan")
+    return tensors
+
+
+def _drop_last_layer(tensors):
+    last = max(int(name.split(".")[1]) for name in tensors if name.startswith("keys."))
+    return {name: t for name, t in tensors.items() if not name.endswith(f".{last}")}
+
+
+def _drop_a_head(tensors):
+    return {name: (t if name == "token_ids" else t[:, :1].contiguous()) for name, t in tensors.items()}
+
+
+def _as_bfloat16(tensors):
+    return {name: (t if name == "token_ids" else t.to(torch.bfloat16)) for name, t in tensors.items()}
+
+
+CORRUPTIONS = {
+    "a changed value, header intact": (lambda path: _rewrite(path, tensors=_flip_one_value, forge_checksum=False), {}),
+    "a changed value, checksum forged": (lambda path: _rewrite(path, tensors=_flip_one_value), None),
+    "NaN, checksum forged": (lambda path: _rewrite(path, tensors=_with_nan), {}),
+    "one layer fewer, header forged": (lambda path: _rewrite(path, tensors=_drop_last_layer, layers="1"), {"layout": True}),
+    "one head fewer, header forged": (lambda path: _rewrite(path, tensors=_drop_a_head, kv_heads="1"), {"layout": True}),
+    "another dtype, header forged": (lambda path: _rewrite(path, tensors=_as_bfloat16, dtype="bfloat16"), {}),
+    "a header without counts": (lambda path: _rewrite(path, length="many"), {}),
+    "an old format version": (lambda path: _rewrite(path, version="1"), {}),
+}
+
+
+@pytest.mark.parametrize("how", list(CORRUPTIONS))
+def test_a_file_that_does_not_match_is_ignored_with_a_warning(tmp_path, how):
+    corrupt, needs = CORRUPTIONS[how]
+    entry = _entry(3)  # 2 layers, 2 heads, head_dim 16, float32
+    KVStore(directory=tmp_path).put(entry)
+    (path,) = tmp_path.glob("*.safetensors")
+    corrupt(path)
+    layout = CacheLayout(layers=2, kv_heads=2, head_dim=16, dtype="float32")
+    fresh = KVStore(directory=tmp_path)
+    if needs is None:  # a consistent forgery of the values themselves cannot be told from a real file
+        assert fresh.get("fp", "causal", entry.token_ids, layout=layout) is not None
+        return
+    if needs.get("layout"):  # without the model's layout a consistent file of another shape is self-consistent
+        assert KVStore(directory=tmp_path).get("fp", "causal", entry.token_ids) is not None
+    with pytest.warns(RuntimeWarning, match="unusable KV cache file"):
+        assert fresh.get("fp", "causal", entry.token_ids, layout=layout) is None
+    assert fresh.stats.disk_errors == 1 and not path.exists()
+
+
+@pytest.mark.parametrize("how", ["one layer fewer, header forged", "NaN, checksum forged", "a changed value, header intact",
+                                 "another dtype, header forged"])
+def test_answer_recomputes_a_mismatched_file_and_answers_as_before(tiny_model, tmp_path, how):
+    query, docs = "Who built it?", ["The bridge was built in 1890 by a Scottish firm."]
+    first = rag.answer(tiny_model, query, docs, mode="doc", source="causal", max_new_tokens=6,
+                       store=KVStore(directory=tmp_path))
+    (path,) = tmp_path.glob("*.safetensors")
+    CORRUPTIONS[how][0](path)
+    fresh = KVStore(directory=tmp_path)
+    with pytest.warns(RuntimeWarning, match="unusable KV cache file"):
+        second = rag.answer(tiny_model, query, docs, mode="doc", source="causal", max_new_tokens=6, store=fresh)
+    assert second.stats["cache_misses"] == 1 and second.text == first.text
+    third = rag.answer(tiny_model, query, docs, mode="doc", source="causal", max_new_tokens=6,
+                       store=KVStore(directory=tmp_path))  # the recomputed file replaced the bad one
+    assert third.stats["cache_hits"] == 1 and third.text == first.text
+
+
+# --- generation from a cache in another dtype ----------------------------------------------------
+
+
+@pytest.fixture
+def tiny_separate(tiny_llama_dir):
+    """A model of its own (its attention implementation may be switched by these tests)."""
+    from grit_components.models import GritModel, load_weights
+
+    model, tokenizer, resolved = load_weights(str(tiny_llama_dir), device="cpu", dtype=torch.float32)
+    return GritModel(model, tokenizer, name=str(tiny_llama_dir), key=resolved.key)
+
+
+def test_model_dtype_store_keeps_the_exact_path(tiny_separate):
+    docs = ["The lighthouse on the northern cape was automated in 1987."]
+    result = rag.answer(tiny_separate, "When?", docs, mode="doc", source="causal", max_new_tokens=4, store=KVStore())
+    assert result.stats["cache_misses"] == 1
+    assert tiny_separate.model.config._attn_implementation == "sdpa"  # nothing switched for the exact path
+
+
+@pytest.mark.parametrize("dtype,decode", [("bfloat16", torch.bfloat16), ("float16", torch.float16),
+                                          ("int8", torch.bfloat16)])
+def test_decode_reads_the_cache_in_its_own_dtype(tiny_separate, dtype, decode):
+    from transformers import StaticCache
+
+    from grit_components.generation import generate_ids
+
+    model = tiny_separate
+    store = KVStore(dtype=dtype)
+    texts = ["A cached document about rivers and mountains, " * 6, "and a second one about snow."]
+    entries = [store.put(compute_cache(model, rag.cached_text_ids(model, t), "causal")) for t in texts]
+    suffix = model.tokenize(" Question: what is it about?")
+    ids, cache = compose(model, entries, drop_leading=1, reserve=len(suffix) + 8)
+    assert isinstance(cache, StaticCache) and all(layer.keys.dtype == decode for layer in cache.layers)
+    pointers = [layer.keys.data_ptr() for layer in cache.layers]
+    result = generate_ids(model, suffix, past_key_values=cache, max_new_tokens=8)
+    assert result.completion_tokens >= 1
+    # generation wrote into the same 16-bit tensors: the cache was never converted, per step or at all
+    assert [layer.keys.data_ptr() for layer in cache.layers] == pointers
+    assert all(layer.keys.dtype == decode for layer in cache.layers)
+    # next-token logits after the cached prefix stay close to those from the float32 entries
+    exact_entries = [compute_cache(model, rag.cached_text_ids(model, t), "causal") for t in texts]
+    _, exact = compose(model, exact_entries, drop_leading=1, reserve=len(suffix) + 1)
+    _, low = compose(model, entries, drop_leading=1, reserve=len(suffix) + 1)
+    with torch.inference_mode():
+        logits = [model.model(input_ids=torch.tensor([suffix]), attention_mask=torch.ones(1, len(ids) + len(suffix)),
+                              **{_cache_kwarg(model): c}).logits[0, -1] for c in (exact, low)]
+    assert logits[1].dtype == torch.float32
+    torch.testing.assert_close(logits[1], logits[0], atol=0.05 * logits[0].abs().max().item(), rtol=0)
+
+
+def _cache_kwarg(model):
+    from grit_components._compat import cache_argument
+
+    return cache_argument(model.model)
+
+
+def test_sliding_window_model_decodes_a_16_bit_store_in_its_own_dtype(tiny_model_dirs):
+    from grit_components import load_model
+
+    mistral = load_model(str(tiny_model_dirs["mistral"]))
+    entry = KVStore(dtype="bfloat16").put(compute_cache(mistral, mistral.tokenizer("some document").input_ids, "causal"))
+    _, cache = compose(mistral, [entry], reserve=4)  # a DynamicCache (sliding window): converted once, to float32
+    assert all(layer.keys.dtype == torch.float32 for layer in cache.layers)

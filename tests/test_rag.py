@@ -6,7 +6,7 @@ import pytest
 
 from grit_components import GritEmbedder, GritGenerator, load_model, rag, templates
 from grit_components.generation import generate_ids
-from grit_components.kv_cache import KVStore
+from grit_components.kv_cache import CacheLayout, KVStore
 from grit_components.rag import CacheMode
 
 # 20 varied (query, document) pairs: lengths, punctuation, digits, unicode, leading spaces and newlines.
@@ -226,7 +226,7 @@ def test_latency_benchmark_reports_every_mode_and_the_goal_ratios(tiny_model):
     from benchmarks.rag_cache import latency_for_model, ratios
 
     result = latency_for_model(tiny_model, lengths=(24, 48), repeats=2, new_tokens=4, multi_docs=3, multi_tokens=16,
-                               log=lambda _: None)
+                               kv_dtypes=("model", "bfloat16", "int8"), log=lambda _: None)
     row = result["lengths"]["48"]
     for name in ("no_retrieval", "uncached_doc_first", "uncached_query_first", "query", "doc", "query_doc", "doc_query"):
         assert row[name]["total"]["n"] == 2 and row[name]["total"]["mean"] > 0
@@ -240,6 +240,41 @@ def test_latency_benchmark_reports_every_mode_and_the_goal_ratios(tiny_model):
                           "disk_load_vs_recompute", "longest_cache_vs_weight_bytes"}
     expected_share = row["doc"]["cached_tokens"] * result["kv_bytes_per_token"] / result["weight_bytes"]
     assert goals["longest_cache_vs_weight_bytes"] == pytest.approx(expected_share)
+    # the cache dtype is a dimension: doc and multi_doc from each store, bytes kept and read, the floor they set
+    assert row["doc@bfloat16"]["cached_tokens"] == row["doc"]["cached_tokens"]
+    assert result["multi_doc"]["multi_doc@int8"]["total"]["n"] == 2
+    per_dtype = goals["kv_dtypes"]
+    assert per_dtype["bfloat16"]["stored_bytes_per_token_vs_model_dtype"] == pytest.approx(0.5, rel=0.01)
+    head_dim = CacheLayout.of(tiny_model).head_dim  # int8: one byte per value plus a float32 scale per head_dim
+    assert per_dtype["int8"]["stored_bytes_per_token_vs_model_dtype"] == pytest.approx((head_dim + 4) / (4 * head_dim))
+    assert result["kv_dtypes"]["int8"]["decode_dtype"] == "bfloat16"
+    model_read = result["weight_bytes"] + row["doc"]["prompt_tokens"] * result["kv_bytes_per_token"]
+    assert per_dtype["model"]["bytes_read_per_new_token"] == model_read
+    assert 1 < per_dtype["bfloat16"]["decode_floor"] < per_dtype["model"]["decode_floor"]
+    from benchmarks.rag_cache import latency_markdown
+
+    table = latency_markdown({"models": {"tiny": result | {"parameters": 1e6}}, "ratios": {"tiny": goals}})
+    assert "| bfloat16 | " in table and "| int8 | " in table
+
+
+def test_latency_benchmark_runs_only_the_chosen_modes(tiny_model):
+    from benchmarks.rag_cache import check_latency_modes, latency_for_model, latency_markdown, ratios
+
+    result = latency_for_model(tiny_model, lengths=(24,), repeats=1, new_tokens=3, kv_dtypes=("model", "bfloat16"),
+                               modes=["doc"], log=lambda _: None)
+    row = result["lengths"]["24"]
+    assert set(row) - {"document_tokens", "fill_seconds"} == {"no_retrieval", "doc", "doc@bfloat16"}
+    assert "multi_doc" not in result
+    goals = ratios(result)
+    assert "doc_vs_uncached_doc_first_total" not in goals and "multi_doc_vs_uncached_ttft" not in goals
+    assert goals["doc_vs_no_retrieval_total"] == pytest.approx(row["doc"]["total"]["mean"]
+                                                               / row["no_retrieval"]["total"]["mean"])
+    assert "multi_doc_vs_uncached_ttft" not in goals["kv_dtypes"]["bfloat16"]
+    table = latency_markdown({"models": {"tiny": result | {"parameters": 1e6}}, "ratios": {"tiny": goals}})
+    assert "| document tokens | no_retrieval | doc |" in table and "| bfloat16 | " in table
+    assert check_latency_modes(["query"]) == ("no_retrieval", "query", "doc")  # the baselines always run
+    with pytest.raises(ValueError, match="modes"):
+        check_latency_modes(["docs"])
 
 
 def test_quality_benchmark_runs_chosen_configs_and_scores_matches(tiny_llama_dir, wikidesc_dir, tmp_path):
@@ -260,3 +295,25 @@ def test_quality_benchmark_runs_chosen_configs_and_scores_matches(tiny_llama_dir
     assert json.loads(out.read_text())["setup"]["queries"] == 3
     with pytest.raises(ValueError, match="configs"):
         run_quality(str(tiny_llama_dir), wikidesc_dir, limit=1, output=out, configs=["doc/bogus"])
+
+
+def test_quality_benchmark_compares_cache_dtypes_with_the_model_dtype(tiny_llama_dir, wikidesc_dir, tmp_path):
+    from benchmarks.rag_cache import run_quality
+
+    report = run_quality(str(tiny_llama_dir), wikidesc_dir, limit=2, output=tmp_path / "q.json", new_tokens=3,
+                         configs=["no_retrieval", "doc/causal"], kv_dtypes=["int8"])
+    assert list(report["results"]) == ["doc/causal", "doc/causal@int8", "no_retrieval"]  # uncached: one dtype
+    agreement = report["results"]["doc/causal@int8"]["agreement_with_model_dtype"]
+    assert 0 <= agreement["tokens"] <= 1 and 0 <= agreement["identical"] <= 1
+
+
+def test_token_agreement_counts_positions_over_the_longer_answer(tiny_model):
+    assert token_agreement_of(tiny_model, ["Paris is nice"], ["Paris is nice"]) == {"identical": 1.0, "tokens": 1.0}
+    partial = token_agreement_of(tiny_model, ["Paris is nice", "a"], ["Paris was nice", "a"])
+    assert partial["identical"] == 0.5 and 0.5 < partial["tokens"] < 1
+
+
+def token_agreement_of(model, outputs, reference):
+    from benchmarks.rag_cache import token_agreement
+
+    return token_agreement(model, outputs, reference)

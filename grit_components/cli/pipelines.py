@@ -191,8 +191,9 @@ def _jsonable(value: Any) -> Any:
 def run(
     pipeline: Annotated[str, typer.Argument(help="A YAML file or a bundled pipeline name.")],
     input: Annotated[Optional[list[str]], typer.Option(
-        "--input", "-i", help="name=value (given to every component with that open input) or "
-        "component.name=value; values are JSON when they parse, else strings. Repeatable.")] = None,
+        "--input", "-i", help="name=value (a declared input of the YAML, e.g. question=..., goes where the "
+        "YAML's `inputs` say; another name to every component with that open input) or component.name=value; "
+        "values are JSON when they parse, else strings. Repeatable.")] = None,
     data_dir: DataDirOption = None,
     qdrant_url: QdrantUrlOption = None,
     model: ModelOverride = None,
@@ -203,6 +204,7 @@ def run(
     if not data:
         fail("give the pipeline's inputs with --input name=value")
     built = _load(hp, pipeline, data_dir=data_dir, qdrant_url=qdrant_url, model=model)
+    data = hp.expand_declared_inputs(built, data)
     try:
         start = time.perf_counter()
         with hp.component_timings() as timings:

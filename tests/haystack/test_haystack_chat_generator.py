@@ -44,6 +44,8 @@ def test_to_dict_defaults():
             "token": TOKEN_DICT,
             "model_kwargs": None,
             "tokenizer_kwargs": None,
+            "tools": None,
+            "tool_parsing_function": None,
         },
     }
 

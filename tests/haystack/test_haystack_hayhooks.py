@@ -272,3 +272,95 @@ def test_launcher_serves_answers_and_concurrent_requests_get_their_own(server):
         assert [s["id"] for s in other["sources"]] == [s["id"] for s in one["sources"]]
         assert {"query_embedder", "retriever", "llm", "total"} <= set(other["timings"])
         assert sum(v for k, v in other["timings"].items() if k != "total") <= other["timings"]["total"] + 1e-6
+
+
+# -- the OpenAI-compatible chat endpoint ---------------------------------------------------------------------
+
+def _chat(client, messages, **fields):
+    return client.post("/v1/chat/completions", json={"model": "grit_rag", "messages": messages, **fields})
+
+
+def _events(response) -> list:
+    """The JSON payloads of an SSE response (without the final [DONE])."""
+    import json
+
+    return [json.loads(line[len("data: "):]) for line in response.text.splitlines()
+            if line.startswith("data: ") and line != "data: [DONE]"]
+
+
+def test_chat_returns_the_answer_with_usage(serve):
+    with _client(serve.create_app()) as client:
+        reply = _chat(client, [{"role": "user", "content": "Who was Diogenes?"}], max_tokens=5, user="ignored-field")
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["object"] == "chat.completion" and isinstance(body["choices"][0]["message"]["content"], str)
+        usage = body["usage"]
+        assert usage["completion_tokens"] <= 5 and usage["prompt_tokens"] > 0
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        assert body["choices"][0]["finish_reason"] in ("stop", "length")
+        bad = _chat(client, [{"role": "user", "content": "q"}], temperature=-1)
+        assert bad.status_code == 422 and "temperature" in bad.json()["detail"]
+        tool_turn = _chat(client, [{"role": "tool", "content": "x"}, {"role": "user", "content": "q"}])
+        assert tool_turn.status_code == 422 and "messages[0].role" in tool_turn.json()["detail"]
+
+
+def test_chat_streams_tokens_then_usage(serve):
+    with _client(serve.create_app()) as client:
+        messages = [{"role": "user", "content": "Who was Diogenes?"}]
+        whole = _chat(client, messages, max_tokens=8).json()
+        streamed = _chat(client, messages, max_tokens=8, stream=True)
+        assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
+        events = _events(streamed)
+        deltas = [e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"]]
+        assert sum(1 for d in deltas if d) > 1  # token by token, not one chunk at the end
+        assert "".join(deltas).strip() == whole["choices"][0]["message"]["content"]
+        assert events[-1]["choices"] == [] and events[-1]["usage"] == whole["usage"]
+        assert any(e["choices"] and e["choices"][0].get("finish_reason") for e in events)
+
+
+def test_chat_uses_the_whole_conversation(serve, monkeypatch):
+    from tests._planted import plant
+
+    app = serve.create_app()
+    llm = app.state.pipeline_registry.get("grit_rag").pipeline.get_component("llm")
+    planted = plant(monkeypatch, llm.generator.model, ["Paris.", "Berlin."])
+    with _client(app) as client:
+        first = [{"role": "system", "content": "Answer with a city."}, {"role": "user", "content": "Capital of France?"}]
+        assert _chat(client, first).json()["choices"][0]["message"]["content"] == "Paris."
+        second = [*first, {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And of Germany?"}]
+        assert _chat(client, second, stream=True).status_code == 200
+    prompt = planted.prompts[1]
+    assert prompt.index("Answer with a city.") < prompt.index("Capital of France?") < prompt.index("Paris.")
+    assert prompt.index("Paris.") < prompt.index("And of Germany?")
+
+
+def test_concurrent_chats_each_get_their_own_answer(serve):
+    from concurrent.futures import ThreadPoolExecutor
+
+    questions = ["Who was Diogenes?", "What is the Parthenon made of, and who built it?", "Name a river."]
+    with _client(serve.create_app()) as client:
+        def ask(question, stream):
+            reply = _chat(client, [{"role": "user", "content": question}], max_tokens=6, stream=stream)
+            assert reply.status_code == 200, reply.text
+            if not stream:
+                return reply.json()["choices"][0]["message"]["content"], reply.json()["usage"]
+            events = _events(reply)
+            return "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"]), events[-1]["usage"]
+
+        alone = [ask(q, False) for q in questions]
+        with ThreadPoolExecutor(2 * len(questions)) as pool:
+            together = list(pool.map(lambda args: ask(*args), [(q, s) for s in (True, False) for q in questions]))
+    assert len({usage["prompt_tokens"] for _, usage in alone}) == len(questions)  # the prompts differ
+    for i, (text, usage) in enumerate(together):
+        expected_text, expected_usage = alone[i % len(questions)]
+        assert text.strip() == expected_text and usage == expected_usage
+
+
+def test_sync_chat_completion_streams_too(serve):
+    app = serve.create_app()
+    wrapper = app.state.pipeline_registry.get("grit_rag")
+    messages = [{"role": "user", "content": "Who was Diogenes?"}]
+    events = list(wrapper.run_chat_completion("grit_rag", messages, {"stream": True, "max_tokens": 6}))
+    text = "".join(getattr(e, "content", "") for e in events if not hasattr(e, "usage"))
+    assert events[-1].usage["completion_tokens"] <= 6
+    assert text.strip() == wrapper.run_chat_completion("grit_rag", messages, {"max_tokens": 6}).choices[0].message.content

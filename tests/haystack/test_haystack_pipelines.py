@@ -405,3 +405,19 @@ def test_timings_with_haystacks_own_logging_tracer_and_content_tracing(caplog):
     finally:
         tracing.tracer.is_content_tracing_enabled = content
         tracing.enable_tracing(previous)
+
+
+@pytest.mark.parametrize("name", ["rag", "rag_rerank"])
+def test_rag_prompt_is_the_doc_first_layout_the_model_was_trained_with(name):
+    """The YAML's ChatPromptBuilder renders exactly `templates.rag_user_content("none", ..., order="doc_first")`."""
+    from haystack import Document
+    from haystack.components.builders import ChatPromptBuilder
+
+    from grit_components import templates
+
+    data = yaml.safe_load((hp.pipelines_dir() / f"{name}.yaml").read_text())
+    params = data["components"]["prompt_builder"]["init_parameters"]
+    docs = [Document(content="An alum is a salt.", meta={"title": "Alum"}), Document(content="Silicates are anions.")]
+    text = ChatPromptBuilder(**params).run(query="What is X?", documents=docs)["prompt"][0].text
+    joined = templates.RAG_DOCUMENT_SEPARATOR.join(["Alum\nAn alum is a salt.", "Silicates are anions."])
+    assert text == templates.rag_user_content("none", "What is X?", joined, order="doc_first")

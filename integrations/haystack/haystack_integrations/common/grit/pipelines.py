@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 BUILTIN_PIPELINES = ("indexing", "indexing_doc_cache", "rag", "rag_rerank", "rag_doc_cache")
 FILE_SUFFIXES = (".txt", ".md", ".markdown", ".pdf")
 QUESTION_INPUTS = ("text", "query", "question")
+DECLARED_IO_ATTRIBUTE = "grit_declared_io"  # set by load_pipeline: the YAML's hayhooks inputs/outputs
 ENV_DATA_DIR = "GRIT_DATA_DIR"
 ENV_QDRANT_URL = "GRIT_QDRANT_URL"
 
@@ -148,6 +149,7 @@ def load_pipeline(name_or_path: str | os.PathLike, *, data_dir: str | os.PathLik
         Path(data_dir).mkdir(parents=True, exist_ok=True)
     pipeline = _build(data, path, deployment_callbacks(data_dir=data_dir, qdrant_url=qdrant_url, model=model,
                                                        instruction=instruction))
+    setattr(pipeline, DECLARED_IO_ATTRIBUTE, declared_io(data))
     try:
         prepare(pipeline)
     except BaseException:
@@ -288,18 +290,121 @@ def _open_inputs(pipeline: Pipeline) -> dict[str, dict[str, dict]]:
     return pipeline.inputs()
 
 
-def question_inputs(pipeline: Pipeline, question: str, retrieval_text: str | None = None) -> dict[str, dict[str, Any]]:
-    """Pipeline input data giving `question` to every open `text`, `query` or `question` input.
+def declared_io(data: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
+    """The hayhooks `inputs`/`outputs` a YAML pipeline declares, as {"inputs"|"outputs": {name: ["component.socket", ...]}}.
+
+    The same declarations `hayhooks pipeline deploy-yaml` reads: one input name (`question`) may fan out to
+    several sockets. Missing sections are empty.
+    """
+    declared: dict[str, dict[str, list[str]]] = {"inputs": {}, "outputs": {}}
+    for section in declared:
+        entries = data.get(section) or {}
+        if not isinstance(entries, dict):
+            raise PipelineSetupError(f"the pipeline's `{section}` must map names to component.socket paths")
+        for name, targets in entries.items():
+            targets = [targets] if isinstance(targets, str) else list(targets or [])
+            if not targets or not all(isinstance(t, str) and "." in t for t in targets):
+                raise PipelineSetupError(f"`{section}.{name}` must be a component.socket path or a list of them")
+            declared[section][name] = targets
+    return declared
+
+
+def expand_declared_inputs(pipeline: Pipeline, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with every top-level key that names a declared input (`question`, `sources`) given to the sockets
+    it fans out to, as hayhooks does: {"question": q} -> {"query_embedder": {"text": q}, ...}. Other entries
+    stay as they are (Haystack gives a top-level name to every component with that open input)."""
+    declared = (getattr(pipeline, DECLARED_IO_ATTRIBUTE, None) or {}).get("inputs", {})
+    expanded: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in declared and not isinstance(value, dict):
+            for target in declared[key]:
+                component_name, socket = target.split(".", 1)
+                expanded.setdefault(component_name, {})[socket] = value
+        elif isinstance(value, dict) and isinstance(expanded.get(key), dict):
+            expanded[key].update(value)
+        else:
+            expanded[key] = value
+    return expanded
+
+
+def _question_targets(pipeline: Pipeline) -> list[tuple[str, str]]:
+    """(component, socket) pairs that take the question: the declared `question` input, else every open
+    `text`, `query` or `question` input (a pipeline built without `load_pipeline` or declarations)."""
+    declared = getattr(pipeline, DECLARED_IO_ATTRIBUTE, None) or {}
+    targets = declared.get("inputs", {}).get("question")
+    if targets:
+        return [tuple(target.split(".", 1)) for target in targets]  # type: ignore[misc]
+    return [(name, socket) for name, sockets in _open_inputs(pipeline).items()
+            for socket in QUESTION_INPUTS if socket in sockets]
+
+
+ROLES = ("system", "user", "assistant")
+HISTORY_VARIABLE = "grit_history"
+HISTORY_LEAD = "Earlier in this conversation:"
+
+
+def check_history(history: Sequence[dict[str, Any]] | None) -> list[dict[str, str]]:
+    """`history` as {"role", "content"} dicts with roles system, user or assistant (a ValueError/TypeError
+    naming the bad entry otherwise)."""
+    if history is None:
+        return []
+    if isinstance(history, (str, dict)) or not isinstance(history, Sequence):
+        raise TypeError("history must be a list of {'role', 'content'} messages")
+    checked = []
+    for i, message in enumerate(history):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            raise TypeError(f"history[{i}] must be a dict with str 'role' and 'content'")
+        if message.get("role") not in ROLES:
+            raise ValueError(f"history[{i}] has role {message.get('role')!r}; use system, user or assistant")
+        checked.append({"role": message["role"], "content": message["content"]})
+    return checked
+
+
+def _history_template(template: Any, history: list[dict[str, str]]) -> Any:
+    """A ChatPromptBuilder template with the conversation's earlier turns before it. The turns' texts are
+    template variables, never template text, so a message containing `{{` is shown as written."""
+    turns = [(m["role"], f"{{{{ {HISTORY_VARIABLE}[{i}] }}}}") for i, m in enumerate(history)]
+    if isinstance(template, str):
+        return "".join(f'{{% message role="{role}" %}}{text}{{% endmessage %}}\n' for role, text in turns) + template
+    prefix = [ChatMessage.from_assistant(history[i]["content"]) if role == "assistant"
+              else ChatMessage.from_system(text) if role == "system" else ChatMessage.from_user(text)
+              for i, (role, text) in enumerate(turns)]
+    return [*prefix, *template]
+
+
+def _history_text(history: list[dict[str, str]], question: str) -> str:
+    lines = [f"{message['role'].capitalize()}: {message['content']}" for message in history]
+    return "\n".join([HISTORY_LEAD, *lines, "", question])
+
+
+def question_inputs(pipeline: Pipeline, question: str, retrieval_text: str | None = None,
+                    history: Sequence[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Pipeline input data giving `question` to the sockets of the declared `question` input (the YAML's
+    hayhooks `inputs`), or to every open `text`, `query` or `question` input when none is declared.
 
     With `retrieval_text`, the embedders' `text` input gets it instead (what is searched for may differ
     from what is asked, e.g. a description to look up and a question about it).
+
+    With `history` (the conversation before `question`: system, user and assistant messages), retrieval and
+    reranking still use the question alone, and the answer sees the whole conversation: a `ChatPromptBuilder`
+    gets the turns before its template; a generator answering `query` directly (the cache modes) gets them
+    as text before the question.
     """
+    from haystack.components.builders import ChatPromptBuilder
+
+    from haystack_integrations.components.generators.grit import GritChatGenerator
+
+    history = check_history(history)
     data: dict[str, dict[str, Any]] = {}
-    for name, sockets in _open_inputs(pipeline).items():
-        for socket in QUESTION_INPUTS:
-            if socket in sockets:
-                value = retrieval_text if socket == "text" and retrieval_text is not None else question
-                data.setdefault(name, {})[socket] = value
+    for name, socket in _question_targets(pipeline):
+        value = retrieval_text if socket == "text" and retrieval_text is not None else question
+        instance = pipeline.get_component(name)
+        if history and isinstance(instance, ChatPromptBuilder):
+            data.setdefault(name, {})["template"] = _history_template(instance.template, history)
+            data[name]["template_variables"] = {HISTORY_VARIABLE: [m["content"] for m in history]}
+        elif history and isinstance(instance, GritChatGenerator) and socket == "query":
+            value = _history_text(history, question)
+        data.setdefault(name, {})[socket] = value
     if not data:
         raise PipelineSetupError("the pipeline has no open `text`, `query` or `question` input for the question")
     return data
@@ -433,20 +538,51 @@ def final_documents_component(pipeline: Pipeline) -> str | None:
     return next(iter(producers), None)
 
 
-def ask(pipeline: Pipeline, question: str, *, retrieval_text: str | None = None) -> Answer:
+def documents_component(pipeline: Pipeline) -> str | None:
+    """The component whose documents are the answer's sources: the declared `documents` output, else
+    `final_documents_component`."""
+    declared = (getattr(pipeline, DECLARED_IO_ATTRIBUTE, None) or {}).get("outputs", {}).get("documents")
+    return declared[0].split(".", 1)[0] if declared else final_documents_component(pipeline)
+
+
+def generator_component(pipeline: Pipeline) -> str | None:
+    """The name of the pipeline's `GritChatGenerator` (the one whose replies are the answer)."""
+    from haystack_integrations.components.generators.grit import GritChatGenerator
+
+    return next((name for name, instance in pipeline.walk() if isinstance(instance, GritChatGenerator)), None)
+
+
+def run_inputs(pipeline: Pipeline, question: str, *, retrieval_text: str | None = None,
+               history: Sequence[dict[str, Any]] | None = None,
+               generation_kwargs: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """What `ask` gives `pipeline.run`: `question_inputs`, plus `generation_kwargs` for the generator."""
+    if not isinstance(question, str) or not question.strip():
+        raise PipelineSetupError("the question must be a non-empty string")
+    data = question_inputs(pipeline, question, retrieval_text, history)
+    if generation_kwargs:
+        generator = generator_component(pipeline)
+        if generator is None:
+            raise PipelineSetupError("generation_kwargs given, but the pipeline has no GritChatGenerator")
+        data.setdefault(generator, {})["generation_kwargs"] = dict(generation_kwargs)
+    return data
+
+
+def ask(pipeline: Pipeline, question: str, *, retrieval_text: str | None = None,
+        history: Sequence[dict[str, Any]] | None = None, generation_kwargs: dict[str, Any] | None = None) -> Answer:
     """Run a RAG pipeline on one question; returns the answer, its sources and per-component timings.
 
     :param retrieval_text: what the query embedder embeds, when it should differ from the question.
+    :param history: the conversation before the question (see `question_inputs`).
+    :param generation_kwargs: generation overrides for the pipeline's `GritChatGenerator`.
     :raises PipelineSetupError: for an empty question or a pipeline that is not a RAG pipeline.
     :raises ComponentInputError: when a component rejects the question (e.g. a prompt over the context length).
     """
-    if not isinstance(question, str) or not question.strip():
-        raise PipelineSetupError("the question must be a non-empty string")
-    sources_from = final_documents_component(pipeline)
+    data = run_inputs(pipeline, question, retrieval_text=retrieval_text, history=history,
+                      generation_kwargs=generation_kwargs)
+    sources_from = documents_component(pipeline)
     start = time.perf_counter()
     with component_timings() as timings:
-        result = run(pipeline, question_inputs(pipeline, question, retrieval_text),
-                     include_outputs_from={sources_from} if sources_from else None)
+        result = run(pipeline, data, include_outputs_from={sources_from} if sources_from else None)
     timings = {**timings, "total": time.perf_counter() - start}
     replies = [reply for out in result.values() if isinstance(out, dict)
                for reply in out.get("replies", []) if isinstance(reply, ChatMessage)]

@@ -1,12 +1,14 @@
-"""GritLLM: a LlamaIndex `CustomLLM` backed by the core `GritGenerator` (one shared GRIT model)."""
+"""GritLLM: a LlamaIndex `FunctionCallingLLM` backed by the core `GritGenerator` (one shared GRIT model)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Dict, List, Literal, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Union
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -21,30 +23,54 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
-from llama_index.core.llms.custom import CustomLLM
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import ToolSelection
 
 from grit_components.components import GritGenerator
-from grit_components.generation import GenerationResult
+from grit_components.generation import GenerationResult, parse_tool_calls
 from grit_components.models import DEFAULT_MODEL
 from grit_components.options import GenerationOptions
 from grit_components.registry import ModelRegistry
 from llama_index.utils.grit import GritModelFields
 
+if TYPE_CHECKING:
+    from llama_index.core.tools.types import BaseTool
+
 # LlamaIndex roles the core understands; "developer" is OpenAI's newer name for a system message.
 _ROLES = {MessageRole.SYSTEM: "system", MessageRole.DEVELOPER: "system", MessageRole.USER: "user",
-          MessageRole.ASSISTANT: "assistant"}
+          MessageRole.ASSISTANT: "assistant", MessageRole.TOOL: "tool", MessageRole.FUNCTION: "tool"}
 _DONE = object()
+TOOL_CALLS_KEY = "tool_calls"  # where a response message keeps its calls: [{"id", "name", "arguments"}]
 
 
-def to_core_messages(messages: Sequence[ChatMessage]) -> List[Dict[str, str]]:
-    """LlamaIndex chat messages as the core's `{"role", "content"}` dicts (text blocks only)."""
+def to_core_messages(messages: Sequence[ChatMessage]) -> List[Dict[str, Any]]:
+    """LlamaIndex chat messages as the core's `{"role", "content"}` dicts (text blocks only); an assistant
+    message's `additional_kwargs["tool_calls"]` and a tool message's `tool_call_id`/`name` are kept."""
     converted = []
     for i, message in enumerate(messages):
         role = _ROLES.get(message.role)
         if role is None:
-            raise ValueError(f"messages[{i}] has role {message.role.value!r}; GritLLM supports system, user and assistant")
-        converted.append({"role": role, "content": message.content or ""})
+            raise ValueError(f"messages[{i}] has role {message.role.value!r}; GritLLM supports system, user, "
+                             "assistant and tool")
+        entry: Dict[str, Any] = {"role": role, "content": message.content or ""}
+        extra = message.additional_kwargs or {}
+        if role == "assistant" and extra.get(TOOL_CALLS_KEY):
+            entry["tool_calls"] = [_core_call(call) for call in extra[TOOL_CALLS_KEY]]
+        if role == "tool":
+            entry.update({key: extra[key] for key in ("tool_call_id", "name") if extra.get(key)})
+        converted.append(entry)
     return converted
+
+
+def _core_call(call: Any) -> Dict[str, Any]:
+    """A call kept in a message (ours, a ToolSelection, or OpenAI's {"function": {...}}) in the core's form."""
+    if isinstance(call, ToolSelection):
+        return {"name": call.tool_name, "arguments": call.tool_kwargs, "id": call.tool_id}
+    function = call.get("function", call)
+    arguments = function.get("arguments", {})
+    if isinstance(arguments, str):
+        arguments = json.loads(arguments or "{}")
+    return {"name": function["name"], "arguments": arguments, **({"id": call["id"]} if call.get("id") else {})}
 
 
 class _StreamClosed(Exception):
@@ -92,7 +118,7 @@ def stream_in_thread(run: Callable[[Callable[[str], None]], Any]) -> Iterator[tu
         worker.join()
 
 
-class GritLLM(GritModelFields, CustomLLM):
+class GritLLM(GritModelFields, FunctionCallingLLM):
     """A GRIT model (GritLM) as a LlamaIndex LLM: complete, chat, streaming and async variants, plus
     cache-aware answering from retrieved documents (`answer`, used by `GritCacheSynthesizer`).
 
@@ -102,6 +128,13 @@ class GritLLM(GritModelFields, CustomLLM):
     shared, through the `grit_components` registry, with every `GritEmbedding` and `GritRerank` naming the
     same model with the same loading fields. Responses carry the token usage in `raw["usage"]`, where
     LlamaIndex's token counting reads it.
+
+    Tool calling (`FunctionCallingLLM`: `chat_with_tools`, `predict_and_call`, `FunctionAgent`): tools are
+    rendered by the tokenizer's chat template when it supports them, else in the JSON-in-text format of
+    `grit_components.templates.TOOLS_SYSTEM` (always for the GRIT chat format). The reply's calls are read by
+    `tool_parsing_function` (default: `grit_components.generation.parse_tool_calls`) and kept in
+    `message.additional_kwargs["tool_calls"]`; calls that could not be read are listed in
+    `raw["tool_call_errors"]`.
 
     Examples:
         ```python
@@ -135,6 +168,8 @@ class GritLLM(GritModelFields, CustomLLM):
     generate_kwargs: Dict[str, Any] = Field(
         default_factory=dict, description="Further generation defaults: any GenerationConfig key, stop_words, seed.")
     chat_format: Literal["auto", "grit", "template"] = Field(default="auto", description="Chat prompt format.")
+    tool_parsing_function: Optional[Callable[[str], List[ToolSelection]]] = Field(
+        default=None, exclude=True, description="Reads the tool calls from the generated text (default: JSON in text).")
 
     def __init__(self, model_name: str = DEFAULT_MODEL, *, token: Optional[str] = None,
                  registry: Optional[ModelRegistry] = None, **kwargs: Any) -> None:
@@ -160,7 +195,68 @@ class GritLLM(GritModelFields, CustomLLM):
     def metadata(self) -> LLMMetadata:
         context_window = self.context_window or self.generator.model.context_length
         return LLMMetadata(context_window=context_window, num_output=self.max_new_tokens, is_chat_model=True,
-                           model_name=self.model_name)
+                           is_function_calling_model=True, model_name=self.model_name)
+
+    # -- tool calling (FunctionCallingLLM) -------------------------------------------------------------------
+
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence["BaseTool"],
+        user_msg: Optional[Union[str, ChatMessage]] = None,
+        chat_history: Optional[List[ChatMessage]] = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        **kwargs: Any,
+    ) -> Dict[str, Any]:
+        """The `chat` arguments for a turn with tools: the history, the user message and the tool specs."""
+        messages = list(chat_history or [])
+        if user_msg is not None:
+            messages.append(ChatMessage(role=MessageRole.USER, content=user_msg) if isinstance(user_msg, str)
+                            else user_msg)
+        specs = [tool.metadata.to_openai_tool() for tool in tools]
+        return {"messages": messages, "tools": specs, **kwargs}
+
+    def _validate_chat_with_tools_response(self, response: ChatResponse, tools: Sequence["BaseTool"],
+                                           allow_parallel_tool_calls: bool = False, **kwargs: Any) -> ChatResponse:
+        calls = response.message.additional_kwargs.get(TOOL_CALLS_KEY) or []
+        if not allow_parallel_tool_calls and len(calls) > 1:
+            response.message.additional_kwargs[TOOL_CALLS_KEY] = calls[:1]
+        return response
+
+    def get_tool_calls_from_response(self, response: ChatResponse, error_on_no_tool_call: bool = True,
+                                     **kwargs: Any) -> List[ToolSelection]:
+        """The tool calls of a `chat_with_tools` response (empty, or a ValueError with `error_on_no_tool_call`)."""
+        calls = response.message.additional_kwargs.get(TOOL_CALLS_KEY) or []
+        if not calls and error_on_no_tool_call:
+            errors = (response.raw or {}).get("tool_call_errors") if isinstance(response.raw, dict) else None
+            raise ValueError(f"expected at least one tool call{': ' + '; '.join(errors) if errors else ''}; "
+                             f"the model replied {response.message.content!r}")
+        return [ToolSelection(tool_id=call["id"], tool_name=call["name"], tool_kwargs=call["arguments"])
+                for call in calls]
+
+    def _tool_message(self, result: GenerationResult, tools: Optional[List[Dict[str, Any]]]) -> ChatMessage:
+        """The assistant message of a result, with the calls read from it when tools were offered."""
+        raw = _raw(result)
+        if not tools:
+            return ChatMessage(role=MessageRole.ASSISTANT, content=result.text)
+        text, errors = result.text, []
+        if self.tool_parsing_function is not None:
+            try:
+                selections = list(self.tool_parsing_function(result.text) or [])
+            except Exception as error:  # noqa: BLE001 - a user's parser failing must not end the conversation
+                selections, errors = [], [f"tool_parsing_function failed: {type(error).__name__}: {error}"]
+            calls = [{"id": s.tool_id, "name": s.tool_name, "arguments": s.tool_kwargs} for s in selections]
+        else:
+            parsed = parse_tool_calls(result.text)
+            calls = [{"id": f"call_{uuid.uuid4().hex[:12]}", **call} for call in parsed.calls]
+            errors = parsed.errors
+            if calls:
+                text = parsed.text
+        if errors:
+            result.tool_call_errors = errors  # read by _raw
+        extra = {TOOL_CALLS_KEY: calls} if calls else {}
+        return ChatMessage(role=MessageRole.ASSISTANT, content=text, additional_kwargs=extra)
 
     # -- core calls (no callbacks: the public methods below emit LlamaIndex's events once) ----------------
 
@@ -185,9 +281,15 @@ class GritLLM(GritModelFields, CustomLLM):
                                      messages=self._prompt_messages(prompt, formatted)))
 
     def _chat(self, messages: Sequence[ChatMessage], kwargs: Dict[str, Any]) -> ChatResponse:
-        result = self._run(self.generator.generate, kwargs, messages=to_core_messages(messages))
-        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=result.text),
-                            raw=_raw(result), additional_kwargs=_raw(result))
+        tools = kwargs.pop("tools", None)
+        result = self._run(self.generator.generate, kwargs, messages=to_core_messages(messages), tools=tools)
+        message = self._tool_message(result, tools)
+        return ChatResponse(message=message, raw=_raw(result), additional_kwargs=_raw(result))
+
+    def _chat_events(self, messages: Sequence[ChatMessage], kwargs: Dict[str, Any]) -> ChatResponseGen:
+        tools = kwargs.pop("tools", None)
+        return _chat_stream(self._stream(self.generator.generate, kwargs, messages=to_core_messages(messages),
+                                         tools=tools), lambda result: self._tool_message(result, tools))
 
     # -- cache-aware answering (what GritCacheSynthesizer calls) ---------------------------------------------
 
@@ -259,7 +361,7 @@ class GritLLM(GritModelFields, CustomLLM):
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        return _chat_stream(self._stream(self.generator.generate, kwargs, messages=to_core_messages(messages)))
+        return self._chat_events(messages, kwargs)
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -267,8 +369,7 @@ class GritLLM(GritModelFields, CustomLLM):
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        return _to_async(_chat_stream(self._stream(self.generator.generate, kwargs,
-                                                   messages=to_core_messages(messages))))
+        return _to_async(self._chat_events(messages, kwargs))
 
 
 def _raw(result: GenerationResult) -> Dict[str, Any]:
@@ -277,6 +378,8 @@ def _raw(result: GenerationResult) -> Dict[str, Any]:
                            "timings": dict(result.timings)}
     if getattr(result, "stats", None):
         raw["cache"] = dict(result.stats)
+    if getattr(result, "tool_call_errors", None):
+        raw["tool_call_errors"] = list(result.tool_call_errors)
     return raw
 
 
@@ -294,15 +397,17 @@ def _completion_stream(events: Iterator[tuple[str, Any]]) -> CompletionResponseG
             yield CompletionResponse(text=text, delta="", raw=_raw(value), additional_kwargs=_raw(value))
 
 
-def _chat_stream(events: Iterator[tuple[str, Any]]) -> ChatResponseGen:
+def _chat_stream(events: Iterator[tuple[str, Any]],
+                 final_message: Optional[Callable[[GenerationResult], ChatMessage]] = None) -> ChatResponseGen:
+    """Chat responses per text delta; the last one (empty delta) carries `raw` and, with tools, the calls."""
     text = ""
     for kind, value in events:
         if kind == "delta":
             text += value
             yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=value)
         else:
-            yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta="",
-                               raw=_raw(value), additional_kwargs=_raw(value))
+            message = final_message(value) if final_message else ChatMessage(role=MessageRole.ASSISTANT, content=text)
+            yield ChatResponse(message=message, delta="", raw=_raw(value), additional_kwargs=_raw(value))
 
 
 async def _to_async(iterator: Iterator[Any]):

@@ -7,15 +7,35 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
+from collections.abc import Callable
 from typing import Any
 
 from haystack import Document, component
-from haystack.dataclasses import ChatMessage, ComponentInfo, StreamingChunk
+from haystack.dataclasses import ChatMessage, ChatRole, ComponentInfo, StreamingChunk, ToolCall, ToolCallDelta
 from haystack.dataclasses.streaming_chunk import StreamingCallbackT, select_streaming_callback
-from haystack.utils import ComponentDevice, Secret
+from haystack.tools import (
+    ToolsType,
+    deserialize_tools_or_toolset_inplace,
+    flatten_tools_or_toolsets,
+    serialize_tools_or_toolset,
+)
+from haystack.utils import ComponentDevice, Secret, deserialize_callable, serialize_callable
 
 from grit_components import DEFAULT_MODEL, GenerationOptions, GritGenerator, LoadingOptions
+from grit_components.generation import parse_tool_calls
 from haystack_integrations.common.grit.component import GritModelComponent
+
+
+def default_tool_parser(text: str) -> list[ToolCall] | None:
+    """Tool calls in a reply written in the JSON-in-text format (`<tool_call>{"name": ..., "arguments": {...}}
+    </tool_call>`; see `grit_components.generation.parse_tool_calls`), or None when there are none.
+
+    The default `tool_parsing_function` of `GritChatGenerator`. Calls that cannot be read are skipped here;
+    the generator reports them in the reply's `meta["tool_call_errors"]`.
+    """
+    calls = parse_tool_calls(text).calls
+    return [ToolCall(tool_name=call["name"], arguments=call["arguments"]) for call in calls] or None
 
 
 @component
@@ -29,6 +49,12 @@ class GritChatGenerator(GritModelComponent):
     storing any that are missing): the prompt is then the GRIT RAG prompt, and `messages` is not needed.
     `cache_source="embedding"` reuses the states of the embedding pass (GRIT paper, approximate);
     `"causal"` uses a causal prefill (same output as uncached RAG).
+
+    Tools (`tools`, at init or per run, as Haystack's `Agent` passes them) are rendered by the tokenizer's
+    chat template when it supports tools, else in the JSON-in-text format of
+    `grit_components.templates.TOOLS_SYSTEM` (always for GritLM's GRIT chat format). The reply is parsed by
+    `tool_parsing_function` (default `default_tool_parser`) into `ToolCall`s; tool calls and tool results
+    in `messages` are rendered back in the same format, so the component works inside `Agent`.
 
     ### Usage example
 
@@ -56,6 +82,8 @@ class GritChatGenerator(GritModelComponent):
         token: Secret | None = Secret.from_env_var(["HF_API_TOKEN", "HF_TOKEN"], strict=False),
         model_kwargs: dict[str, Any] | None = None,
         tokenizer_kwargs: dict[str, Any] | None = None,
+        tools: ToolsType | None = None,
+        tool_parsing_function: Callable[[str], list[ToolCall] | None] | None = None,
     ) -> None:
         """
         :param generation_kwargs: Defaults for every call: any Hugging Face `GenerationConfig` key
@@ -72,6 +100,9 @@ class GritChatGenerator(GritModelComponent):
         :param cache_source: Where reused caches come from: `"embedding"` (the embedding pass) or `"causal"`.
         :param model, device, token, model_kwargs, tokenizer_kwargs: The model (default `grit-smollm2-135m`) and
             how to load it: see `GritModelComponent`.
+        :param tools: Tools (or Toolsets) the model may call; `run` may replace them.
+        :param tool_parsing_function: Reads the `ToolCall`s from the generated text (None when there are none);
+            default `default_tool_parser`, for the JSON-in-text format.
         """
         self.generation_kwargs = generation_kwargs or {}
         if streaming_callback is not None and not callable(streaming_callback):
@@ -81,6 +112,11 @@ class GritChatGenerator(GritModelComponent):
         self.kv_cache_max_bytes = kv_cache_max_bytes
         self.cache_mode = cache_mode
         self.cache_source = cache_source
+        if tool_parsing_function is not None and not callable(tool_parsing_function):
+            raise TypeError("tool_parsing_function must be callable")
+        self.tools = tools
+        self.tool_parsing_function = tool_parsing_function
+        self._tool_specs(tools)  # bad tools fail at init, not at the first run
         self._set_model_parameters(model, device, token, model_kwargs, tokenizer_kwargs)
 
     def _build_core(self, loading: LoadingOptions) -> GritGenerator:
@@ -88,23 +124,73 @@ class GritChatGenerator(GritModelComponent):
                              cache_mode=self.cache_mode, cache_source=self.cache_source,
                              loading=loading)
 
+    def to_dict(self) -> dict[str, Any]:
+        """
+        Serializes the component to a dictionary.
+
+        :returns: Dictionary with serialized data (tools and the parsing function included).
+        """
+        # No zero-argument super(): @component replaces the class, so its __class__ cell is not `type(self)`.
+        data = GritModelComponent.to_dict(self)
+        params = data["init_parameters"]
+        params["tools"] = serialize_tools_or_toolset(self.tools)
+        if self.tool_parsing_function is not None:
+            params["tool_parsing_function"] = serialize_callable(self.tool_parsing_function)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GritChatGenerator":
+        """
+        Deserializes the component from a dictionary.
+
+        :param data: Dictionary to deserialize from.
+        :returns: The deserialized component.
+        """
+        params = data.get("init_parameters", {})
+        deserialize_tools_or_toolset_inplace(params, key="tools")
+        if params.get("tool_parsing_function"):
+            params["tool_parsing_function"] = deserialize_callable(params["tool_parsing_function"])
+        return GritModelComponent.from_dict.__func__(cls, data)
+
+    @staticmethod
+    def _tool_specs(tools: ToolsType | None) -> list[dict[str, Any]]:
+        try:
+            flat = flatten_tools_or_toolsets(tools)
+        except TypeError as error:
+            raise TypeError(f"tools must be a list of Tool/Toolset or a Toolset: {error}") from error
+        names = [tool.name for tool in flat]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tools: duplicate tool names in {names}")
+        return [{"type": "function", "function": tool.tool_spec} for tool in flat]
+
     @property
     def generator(self) -> GritGenerator:
         """The core generator this component wraps (loaded on first access)."""
         return self._warm_core()
 
     @staticmethod
-    def _to_core_messages(messages: list[ChatMessage] | str) -> str | list[dict[str, str]]:
+    def _to_core_messages(messages: list[ChatMessage] | str) -> str | list[dict[str, Any]]:
         if isinstance(messages, str):
             return messages
         if not isinstance(messages, list) or not all(isinstance(m, ChatMessage) for m in messages):
             raise TypeError("messages must be a str or a list of ChatMessage")
-        converted = []
+        converted: list[dict[str, Any]] = []
         for message in messages:
-            if message.text is None:
-                raise ValueError(f"GritChatGenerator supports text messages only; got a {message.role.value} "
-                                 "message without text (tool calls and images are not supported)")
-            converted.append({"role": message.role.value, "content": message.text})
+            if message.role == ChatRole.TOOL:
+                for result in message.tool_call_results:  # one tool message per result, as OpenAI's API has it
+                    content = result.result if isinstance(result.result, str) else json.dumps(
+                        [getattr(part, "text", str(part)) for part in result.result], ensure_ascii=False)
+                    converted.append({"role": "tool", "content": content, "name": result.origin.tool_name,
+                                      **({"tool_call_id": result.origin.id} if result.origin.id else {})})
+                continue
+            if message.text is None and not message.tool_calls:
+                raise ValueError(f"GritChatGenerator supports text, tool call and tool result messages; got a "
+                                 f"{message.role.value} message without text (images are not supported)")
+            entry: dict[str, Any] = {"role": message.role.value, "content": message.text or ""}
+            if message.tool_calls:
+                entry["tool_calls"] = [{"name": call.tool_name, "arguments": call.arguments,
+                                        **({"id": call.id} if call.id else {})} for call in message.tool_calls]
+            converted.append(entry)
         return converted
 
     def _prepare(self, messages, generation_kwargs, documents, query):
@@ -128,8 +214,11 @@ class GritChatGenerator(GritModelComponent):
             return None, core_messages, kwargs
         return (query, [doc.content for doc in documents if doc.content]), None, kwargs
 
-    def _generate(self, messages, kwargs, documents, query, emit):
+    def _generate(self, messages, kwargs, documents, query, emit, tools=None):
         rag, core_messages, kwargs = self._prepare(messages, kwargs, documents, query)
+        specs = self._tool_specs(tools if tools is not None else self.tools)
+        if specs and rag is not None:
+            raise ValueError("tools need `messages`: a cache-mode RAG answer (`query` and `documents`) cannot call tools")
         info = ComponentInfo.from_component(self)
         callback = None
         if emit is not None:
@@ -137,21 +226,46 @@ class GritChatGenerator(GritModelComponent):
                 emit(StreamingChunk(content=piece, component_info=info))
 
         if rag is None:
-            result = self.generator.generate(core_messages, streaming_callback=callback, **kwargs)
+            result = self.generator.generate(core_messages, tools=specs or None, streaming_callback=callback, **kwargs)
         else:
             result = self.generator.answer(rag[0], rag[1], streaming_callback=callback, **kwargs)
+        text, tool_calls, errors = result.text, [], []
+        if specs:
+            text, tool_calls, errors = self._parse_tools(result.text)
+        finish_reason = "tool_calls" if tool_calls else result.finish_reason
         if emit is not None:
-            emit(StreamingChunk(content="", component_info=info, finish_reason=result.finish_reason))
+            deltas = [ToolCallDelta(index=i, tool_name=call.tool_name, arguments=json.dumps(call.arguments),
+                                    id=call.id) for i, call in enumerate(tool_calls)]
+            # The last chunk carries the usage, as Haystack's OpenAI generators' last chunk does.
+            emit(StreamingChunk(content="", component_info=info, tool_calls=deltas or None,
+                                index=0 if deltas else None, finish_reason=finish_reason,
+                                meta={"model": self.model, "finish_reason": finish_reason,
+                                      "usage": dict(result.usage)}))
         meta: dict[str, Any] = {
             "model": self.model,
-            "finish_reason": result.finish_reason,
+            "finish_reason": finish_reason,
             "usage": dict(result.usage),
             "timings": dict(result.timings),
             "cache_mode": self.cache_mode if rag is not None else "none",
         }
         if getattr(result, "stats", None):
             meta["cache"] = dict(result.stats)
-        return {"replies": [ChatMessage.from_assistant(result.text, meta=meta)]}
+        if errors:
+            meta["tool_call_errors"] = errors
+        return {"replies": [ChatMessage.from_assistant(text or None if tool_calls else text, meta=meta,
+                                                       tool_calls=tool_calls or None)]}
+
+    def _parse_tools(self, text: str) -> tuple[str, list[ToolCall], list[str]]:
+        """The reply's text without the calls, its `ToolCall`s, and why any call could not be read."""
+        if self.tool_parsing_function is None:
+            parsed = parse_tool_calls(text)
+            calls = [ToolCall(tool_name=c["name"], arguments=c["arguments"]) for c in parsed.calls]
+            return (parsed.text if calls else text), calls, parsed.errors
+        try:
+            calls = self.tool_parsing_function(text) or []
+        except Exception as error:  # noqa: BLE001 - a user's parser failing must not end the conversation
+            return text, [], [f"tool_parsing_function failed: {type(error).__name__}: {error}"]
+        return text, list(calls), []
 
     @component.output_types(replies=list[ChatMessage])
     def run(
@@ -161,6 +275,7 @@ class GritChatGenerator(GritModelComponent):
         streaming_callback: StreamingCallbackT | None = None,
         documents: list[Document] | None = None,
         query: str | None = None,
+        tools: ToolsType | None = None,
     ) -> dict[str, list[ChatMessage]]:
         """
         Generates a reply.
@@ -171,15 +286,18 @@ class GritChatGenerator(GritModelComponent):
         :param streaming_callback: Overrides the init streaming callback for this call.
         :param documents: Retrieved documents to answer from (used with a cache mode, or without messages).
         :param query: The question to answer from `documents`.
+        :param tools: Tools the model may call in this run (replace the init `tools`).
         :returns: A dictionary with the key `replies`: one assistant ChatMessage whose `meta` holds `model`,
-            `finish_reason`, `usage`, `timings` (seconds) and, with a cache mode, cache statistics.
+            `finish_reason` (`"tool_calls"` when it calls tools), `usage`, `timings` (seconds), with a cache
+            mode cache statistics, and `tool_call_errors` when a call could not be read (unparseable JSON,
+            no name): the reply then keeps the raw text, so the caller or an agent can react.
         :raises TypeError: If an input has the wrong type.
         :raises ValueError: If nothing to answer is given, or a generation kwarg is unknown or invalid.
         """
         if streaming_callback is not None and not callable(streaming_callback):  # not after the prefill
             raise TypeError(f"streaming_callback must be callable, not {type(streaming_callback).__name__}")
         emit = select_streaming_callback(self.streaming_callback, streaming_callback, requires_async=False)
-        return self._generate(messages, generation_kwargs, documents, query, emit)
+        return self._generate(messages, generation_kwargs, documents, query, emit, tools)
 
     @component.output_types(replies=list[ChatMessage])
     async def run_async(
@@ -189,6 +307,7 @@ class GritChatGenerator(GritModelComponent):
         streaming_callback: StreamingCallbackT | None = None,
         documents: list[Document] | None = None,
         query: str | None = None,
+        tools: ToolsType | None = None,
     ) -> dict[str, list[ChatMessage]]:
         """
         Asynchronously generates a reply (generation runs in a worker thread; an async streaming callback is
@@ -199,6 +318,7 @@ class GritChatGenerator(GritModelComponent):
         :param streaming_callback: See `run`; may be a coroutine function.
         :param documents: See `run`.
         :param query: See `run`.
+        :param tools: See `run`.
         :returns: A dictionary with the key `replies`.
         """
         if streaming_callback is not None and not callable(streaming_callback):  # not after the prefill
@@ -213,4 +333,4 @@ class GritChatGenerator(GritModelComponent):
             else:
                 def emit(chunk: StreamingChunk) -> None:
                     loop.call_soon_threadsafe(selected, chunk)
-        return await asyncio.to_thread(self._generate, messages, generation_kwargs, documents, query, emit)
+        return await asyncio.to_thread(self._generate, messages, generation_kwargs, documents, query, emit, tools)
