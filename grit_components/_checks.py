@@ -31,6 +31,19 @@ def check_float(name: str, value: Any, *, minimum: float | None = None, maximum:
     return value
 
 
+def check_unicode(name: str, value: str) -> str:
+    """`value` if it is valid Unicode text: an unpaired surrogate (what `errors="surrogateescape"` makes of
+    undecodable bytes, e.g. command-line arguments) cannot be tokenized, and the tokenizer's own error
+    names neither the input nor the character."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"{name} contains an unpaired surrogate {value[error.start]!r} at position {error.start}: "
+                         "it is not valid Unicode text (undecodable bytes?); decode the input as UTF-8, e.g. "
+                         "with errors='replace'") from None
+    return value
+
+
 def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
@@ -42,7 +55,7 @@ def check_str(name: str, value: Any, *, allow_empty: bool = True) -> str:
         raise TypeError(f"{name} must be a str, not {type(value).__name__}")
     if not allow_empty and not value:
         raise ValueError(f"{name} must not be empty")
-    return value
+    return check_unicode(name, value)
 
 
 def check_texts(name: str, values: Any, *, allow_empty_strings: bool = False) -> list[str]:
@@ -56,6 +69,7 @@ def check_texts(name: str, values: Any, *, allow_empty_strings: bool = False) ->
             raise TypeError(f"{name}[{i}] must be a str, not {type(value).__name__}")
         if not allow_empty_strings and not value:
             raise ValueError(f"{name}[{i}] is an empty string; there is nothing to embed")
+        check_unicode(f"{name}[{i}]", value)
     return list(values)
 
 

@@ -172,7 +172,7 @@ class GritGenerator(ModelComponent):
         from grit_components.rag import check_mode
 
         self.generation_options = as_generation_options(generation_kwargs)
-        self.cache_mode = check_mode(cache_mode).value
+        self.cache_mode = check_mode(cache_mode, "cache_mode").value
         self.cache_source = check_choice("cache_source", cache_source, SOURCES)
 
     def options(self, overrides: Mapping[str, Any] | None = None) -> GenerationOptions:

@@ -15,9 +15,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+from transformers import (
+    EpsilonLogitsWarper,
+    EtaLogitsWarper,
+    LogitsProcessor,
+    LogitsProcessorList,
+    MinPLogitsWarper,
+    TemperatureLogitsWarper,
+    TopHLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+    TypicalLogitsWarper,
+)
 from transformers.generation.streamers import BaseStreamer
 
 from grit_components import templates
+from grit_components._checks import check_unicode
 from grit_components._compat import cache_argument
 from grit_components.options import GenerationOptions, as_generation_options
 
@@ -76,7 +89,7 @@ def normalize_messages(messages: Messages) -> list[dict[str, Any]]:
     if isinstance(messages, str):
         if not messages:
             raise ValueError("messages must not be an empty string")
-        return [{"role": "user", "content": messages}]
+        return [{"role": "user", "content": check_unicode("messages", messages)}]
     if not isinstance(messages, Sequence):
         raise TypeError(f"messages must be a str or a list of {{'role', 'content'}} dicts, not {type(messages).__name__}")
     if not messages:
@@ -94,6 +107,7 @@ def normalize_messages(messages: Messages) -> list[dict[str, Any]]:
             content = ""
         if not isinstance(content, str):
             raise TypeError(f"messages[{i}] must be a dict with str 'role' and 'content'")
+        check_unicode(f"messages[{i}]['content']", content)
         entry: dict[str, Any] = {"role": role, "content": content}
         if calls:
             entry["tool_calls"] = _check_tool_calls(i, calls)
@@ -310,6 +324,62 @@ def cut_at_stop_words(text: str, stop_words: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+def check_streaming_callback(streaming_callback: Any) -> StreamingCallback | None:
+    """`streaming_callback` if it is None or callable: checked before generating, since otherwise the first
+    generated token is where it fails, after the whole prefill."""
+    if streaming_callback is not None and not callable(streaming_callback):
+        raise TypeError(f"streaming_callback must be callable, not {type(streaming_callback).__name__}")
+    return streaming_callback
+
+
+def _sampling_warpers(kwargs: Mapping[str, Any], device: torch.device | str) -> LogitsProcessorList:
+    """The warpers transformers builds for sampling with one beam (`GenerationMixin._get_logits_processor`),
+    from the sampling keys of `generate` keyword arguments."""
+    warpers = LogitsProcessorList()
+    temperature, top_k, top_p = kwargs.get("temperature"), kwargs.get("top_k"), kwargs.get("top_p")
+    if temperature is not None and temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+    if kwargs.get("top_h") is not None:
+        warpers.append(TopHLogitsWarper(top_h=kwargs["top_h"]))
+    if top_k is not None and top_k != 0:
+        warpers.append(TopKLogitsWarper(top_k=top_k))
+    if top_p is not None and top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=top_p))
+    if kwargs.get("min_p") is not None:
+        warpers.append(MinPLogitsWarper(min_p=kwargs["min_p"]))
+    if kwargs.get("typical_p") is not None and kwargs["typical_p"] < 1.0:
+        warpers.append(TypicalLogitsWarper(mass=kwargs["typical_p"]))
+    if kwargs.get("epsilon_cutoff") is not None and 0.0 < kwargs["epsilon_cutoff"] < 1.0:
+        warpers.append(EpsilonLogitsWarper(epsilon=kwargs["epsilon_cutoff"]))
+    if kwargs.get("eta_cutoff") is not None and 0.0 < kwargs["eta_cutoff"] < 1.0:
+        warpers.append(EtaLogitsWarper(epsilon=kwargs["eta_cutoff"], device=device))
+    return warpers
+
+
+SAMPLING_KEYS = ("temperature", "top_h", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")
+
+
+class _SeededSampler(LogitsProcessor):
+    """Samples the next token with the call's own `torch.Generator` and leaves only it for greedy decoding.
+
+    transformers' sampling draws from the process-wide generator, so a seed set with `torch.manual_seed`
+    is shared by every thread: concurrent calls interleave their draws and get different text, and
+    other code's random state moves. Here generation runs greedily (transformers still applies the
+    non-sampling processors such as `repetition_penalty` first), this processor applies the sampling
+    warpers itself and turns the scores into a one-hot choice drawn from a generator owned by the call.
+    """
+
+    def __init__(self, warpers: LogitsProcessorList, generator: torch.Generator) -> None:
+        self.warpers = warpers
+        self.generator = generator
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = self.warpers(input_ids, scores)
+        probs = torch.softmax(scores, dim=-1)  # (batch, vocab)
+        chosen = torch.multinomial(probs, num_samples=1, generator=self.generator)  # (batch, 1)
+        return torch.full_like(scores, float("-inf")).scatter_(-1, chosen, 0.0)
+
+
 def _static_capacity(cache: Cache | None) -> int | None:
     """Positions a pre-allocated cache can hold, or None for a growing (dynamic) one."""
     if cache is None or not getattr(cache, "is_compileable", False):
@@ -333,6 +403,7 @@ def generate_ids(
     plus `stop_words` and `seed`); the keywords win. The cache is grown in place by generation: pass a
     copy of anything you want to keep.
     """
+    check_streaming_callback(streaming_callback)
     options = as_generation_options(options).merged(generation_kwargs)
     stop_words = list(options.stop_words)
     if not prompt_ids:
@@ -357,9 +428,14 @@ def generate_ids(
                                                           skip_prompt=True)
     kwargs: dict[str, Any] = {"pad_token_id": model.pad_token_id, **options.generate_kwargs(),
                               "max_new_tokens": max_new_tokens, "streamer": streamer}
-    if options.sampling:
-        if options.seed is not None:
+    if options.sampling and options.seed is not None:
+        if beam_search:  # beam sampling keeps transformers' draws from the process-wide generator
             torch.manual_seed(options.seed)
+        else:
+            generator = torch.Generator(device=model.device).manual_seed(options.seed)
+            sampler = _SeededSampler(_sampling_warpers(kwargs, model.device), generator)
+            kwargs.update({key: None for key in SAMPLING_KEYS})
+            kwargs.update(do_sample=False, logits_processor=LogitsProcessorList([sampler]))
     if stop_words:
         kwargs.update(stop_strings=stop_words, tokenizer=model.tokenizer)
     if past_key_values is not None:
@@ -403,7 +479,10 @@ def generate(
     :param tools: tool specs the model may call (see `chat_prompt_ids`); read the calls from the reply
         with `parse_tool_calls`.
     :param streaming_callback: called with each new piece of text as it is generated.
-    :param generation_kwargs: the same parameters as keywords; they win over `options`.
+    :param generation_kwargs: the same parameters as keywords; they win over `options`. A `seed` (an int in
+        [0, 2**64)) drives a random generator of this call only: the same seed gives the same text under
+        concurrent calls, and the process-wide torch generator is neither used nor changed (except for beam
+        sampling, `num_beams` > 1, which transformers draws from the process-wide generator).
     :returns: a `GenerationResult` with text, finish reason, token usage and timings.
     """
     return generate_ids(model, chat_prompt_ids(model, messages, tools), options, streaming_callback=streaming_callback,

@@ -18,6 +18,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ DEFAULT_MODEL = "grit-smollm2-135m"
 
 class ModelNotAvailableError(OSError):
     """The model could not be found locally and could not be fetched (offline, private, or a typo)."""
+
+
+class DamagedModelError(OSError):
+    """A model's files are there but unusable: truncated or corrupt weights, no tokenizer."""
 
 
 @dataclass(frozen=True)
@@ -276,9 +281,40 @@ def normalize_device(device: str | None) -> str:
     if not isinstance(device, str):
         raise TypeError(f"device must be a str like 'cpu' or 'cuda:0', not {type(device).__name__}")
     try:
-        return str(torch.device(device))
+        parsed = torch.device(device)
     except RuntimeError as error:
         raise ValueError(f"device {device!r} is not a valid torch device") from error
+    _check_available(device, parsed)
+    return str(parsed)
+
+
+def _check_available(given: str, device: torch.device) -> None:
+    """A device this torch build and machine can use; otherwise the first tensor moved there fails deep
+    inside torch (a CPU-only build raises `AssertionError: Torch not compiled with CUDA enabled`)."""
+    if device.type == "cpu":
+        return
+    if device.type == "mps":
+        backend = getattr(torch.backends, "mps", None)
+    else:  # cuda, xpu, ...: torch.<type>.is_available() / device_count()
+        backend = getattr(torch, device.type, None)
+    if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
+        reason = "this torch build has no CUDA support" if device.type == "cuda" and torch.version.cuda is None \
+            else f"no {device.type} device is available"
+        raise ValueError(f"device {given!r} is not available: {reason}; use one of {available_devices()}")
+    count = getattr(backend, "device_count", None)
+    if device.index is not None and count is not None and device.index >= count():
+        raise ValueError(f"device {given!r} is not available: there are {count()} {device.type} devices; "
+                         f"use one of {available_devices()}")
+
+
+def available_devices() -> list[str]:
+    """The devices `device=` accepts on this machine."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
 
 
 def _check_decoder(config, spec: str) -> None:
@@ -331,18 +367,42 @@ def load_weights(spec: str, options: LoadingOptions | None = None, **loading_kwa
             ) from error
         raise
     _check_decoder(config, spec)
+    from safetensors import SafetensorError
+
     model_kwargs = dict(options.model_kwargs)
     device = None if options.device_map is not None else normalize_device(options.device)
     if options.device_map is not None:
         model_kwargs["device_map"] = options.device_map
     elif model_kwargs.get("quantization_config") is not None:
         model_kwargs["device_map"] = {"": device}  # a quantized model cannot be moved after loading
-    model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=default_dtype(options), **hub_kwargs,
-                                                 **model_kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs, **options.tokenizer_kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=default_dtype(options),
+                                                     **hub_kwargs, **model_kwargs)
+    except (SafetensorError, EOFError, pickle.UnpicklingError) as error:
+        raise DamagedModelError(f"model {spec!r}: its weights cannot be read ({error}); a weights file is damaged "
+                                "or incomplete (an interrupted download or copy?): download or save the model "
+                                "again") from error
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs, **options.tokenizer_kwargs)
+    except (ValueError, OSError) as error:
+        if Path(source).is_dir() and not _has_tokenizer_files(Path(source)):
+            # transformers then suggests installing sentencepiece, which cannot help: the files are missing.
+            raise DamagedModelError(f"model directory {source} has no tokenizer files ({', '.join(TOKENIZER_FILES)} "
+                                    "or another vocabulary): save the tokenizer next to the weights, e.g. "
+                                    "tokenizer.save_pretrained(directory)") from error
+        raise
     if "device_map" not in model_kwargs:
         model = model.to(device)
     return model.eval(), tokenizer, resolved
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
+def _has_tokenizer_files(directory: Path) -> bool:
+    """Whether `directory` holds a vocabulary some tokenizer class can read (fast, sentencepiece, BPE, tiktoken)."""
+    return any((directory / name).is_file() for name in TOKENIZER_FILES) or any(
+        directory.glob("*.model")) or any(directory.glob("*.tiktoken"))
 
 
 def read_metadata(resolved: ResolvedSpec, *, revision: str | None = None, token: str | None = None):

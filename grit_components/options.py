@@ -166,6 +166,7 @@ LOADING_DEFAULTS = {f.name: (f.default_factory() if f.default_factory is not dat
 # Generation
 
 DEFAULT_MAX_NEW_TOKENS = 256
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds
 PROJECT_GENERATION_KEYS = ("stop_words", "seed")
 
 # GenerationConfig keys a component decides itself, and why: it returns one text reply and streams it.
@@ -229,7 +230,8 @@ class GenerationOptions(Mapping[str, Any]):
     Project semantics: `temperature` 0 (the default) is greedy decoding, > 0 samples (`top_k` then
     defaults to 0, i.e. off, so `top_p` alone shapes the distribution); `max_new_tokens` defaults to 256
     and is capped by the model's context length; `stop_words` end the reply, which is cut before the first
-    one; `seed` makes sampling reproducible.
+    one; `seed` (an int in [0, 2**64)) makes sampling reproducible, drawing from a random generator of the
+    call only (the same text under concurrent calls; the process-wide torch generator is left alone).
 
     :param options: the parameters as a dict (e.g. Haystack's `generation_kwargs`).
     :param name: how errors name the parameter the dict came from.
@@ -264,7 +266,7 @@ class GenerationOptions(Mapping[str, Any]):
             elif key == "top_p":
                 check_float(f"{name}['top_p']", value, minimum=0.0, maximum=1.0, exclusive_minimum=True)
             elif key == "seed":
-                check_int(f"{name}['seed']", value)
+                check_int(f"{name}['seed']", value, minimum=0, maximum=MAX_SEED)
             elif key == "do_sample" and not isinstance(value, bool):
                 raise TypeError(f"{name}['do_sample'] must be a bool, not {type(value).__name__}")
             elif key in _INT_BOUNDS:
@@ -381,5 +383,5 @@ def as_generation_options(value: GenerationOptions | Mapping[str, Any] | None, *
     return GenerationOptions(value, name=name)
 
 
-__all__ = ["ChatFormat", "DEFAULT_MAX_NEW_TOKENS", "GenerationOptions", "LoadingOptions", "as_generation_options",
-           "valid_generation_keys"]
+__all__ = ["ChatFormat", "DEFAULT_MAX_NEW_TOKENS", "GenerationOptions", "LoadingOptions", "MAX_SEED",
+           "as_generation_options", "valid_generation_keys"]

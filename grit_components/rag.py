@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING, Any
 from grit_components import templates
 from grit_components._checks import check_choice, check_str, check_texts
 from grit_components.embedding import build_inputs
-from grit_components.generation import GenerationResult, StreamingCallback, chat_prompt_ids, generate_ids
+from grit_components.generation import (
+    GenerationResult,
+    StreamingCallback,
+    chat_prompt_ids,
+    check_streaming_callback,
+    generate_ids,
+)
 from grit_components.kv_cache import (SOURCES, CacheLayout, DocumentKVCache, KVStore, check_composable, compose,
                                       compute_cache)
 from grit_components.options import GenerationOptions, as_generation_options
@@ -55,15 +61,16 @@ class CacheMode(str, Enum):
         return self.value
 
 
-def check_mode(mode) -> CacheMode:
+def check_mode(mode, name: str = "mode") -> CacheMode:
+    """`mode` as a `CacheMode`; errors call it `name` (components take it as `cache_mode`)."""
     if isinstance(mode, CacheMode):
         return mode
     if not isinstance(mode, str):
-        raise TypeError(f"mode must be a str or CacheMode, not {type(mode).__name__}")
+        raise TypeError(f"{name} must be a str or CacheMode, not {type(mode).__name__}")
     try:
         return CacheMode(mode)
     except ValueError:
-        raise ValueError(f"mode must be one of {[m.value for m in CacheMode]}, got {mode!r}") from None
+        raise ValueError(f"{name} must be one of {[m.value for m in CacheMode]}, got {mode!r}") from None
 
 
 def cached_text_ids(model: GritModel, text: str) -> list[int]:
@@ -221,6 +228,7 @@ def answer(
     start = time.perf_counter()
     mode = check_mode(mode)
     check_choice("source", source, SOURCES)
+    check_streaming_callback(streaming_callback)
     options = as_generation_options(options).merged(generation_kwargs)  # checked before any compute
     store = _resolve_store(model, store)
     prompt = build_prompt(model, query, documents, mode, order=order, user_content=user_content)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from grit_components import templates
-from grit_components._checks import check_bool, check_choice, check_float, check_int, check_str
+from grit_components._checks import check_bool, check_choice, check_float, check_int, check_str, check_unicode
 from grit_components.components import ModelComponent
 from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, length_sorted_batches, pad_batch
 from grit_components.generation import chat_prompt_ids, generate_ids
@@ -375,9 +375,11 @@ class GritReranker(ModelComponent):
                 raise TypeError(f"documents[{i}] must be a str, not {type(text).__name__}")
             if text is None or not text.strip():
                 skipped.append(i)
-            elif not (self.deduplicate and text in first_of_text):
-                first_of_text.setdefault(text, i)
-                kept.append(i)
+            else:
+                check_unicode(f"documents[{i}]", text)
+                if not (self.deduplicate and text in first_of_text):
+                    first_of_text.setdefault(text, i)
+                    kept.append(i)
         if skipped:
             warnings.warn(f"{len(skipped)} of {len(documents)} documents have no text and were skipped "
                           f"(first: documents[{skipped[0]}])", UserWarning, stacklevel=2)

@@ -169,6 +169,8 @@ def test_empty_list_returns_empty_array(tiny_model):
         ({"texts": ["ok"], "pooling": "max"}, ValueError, "pooling"),
         ({"texts": ["ok"], "attention": "sideways"}, ValueError, "attention"),
         ({"texts": ["ok"], "normalize": "yes"}, TypeError, "normalize"),
+        ({"texts": ["ok", "caf\udce9"]}, ValueError, r"texts\[1\] contains an unpaired surrogate"),
+        ({"texts": ["ok"], "instruction": "\ud800"}, ValueError, "instruction contains an unpaired surrogate"),
     ],
 )
 def test_bad_inputs_name_the_parameter(tiny_model, kwargs, error, match):

@@ -188,3 +188,21 @@ def test_cli_eval_bad_input(tiny_llama_dir, tmp_path):
     assert result.exit_code == 2 and "cannot load" in result.output
     result = CliRunner().invoke(app, ["eval", "retrieval", "--data", str(data), "--embedding", "sideways:mean"])
     assert result.exit_code == 2 and "--embedding" in result.output
+
+
+@pytest.mark.parametrize(("file", "content", "match"), [
+    ("dev/qrels.tsv", "query-id\tcorpus-id\tscore\nq1\td1\n", r"qrels.tsv:2: expected 3 tab-separated columns"),
+    ("dev/qrels.tsv", "q1\td1\thigh\n", r"qrels.tsv:1: the score 'high' is not an integer"),
+    ("corpus.jsonl", '{"text": "no id"}\n', r"corpus.jsonl:1: no '_id' field"),
+    ("corpus.jsonl", '["a", "list"]\n', r"corpus.jsonl:1: expected a JSON object, got list"),
+    ("dev/queries.jsonl", '{"_id": "q1"}\n', r"queries.jsonl:1: no 'text' field"),
+])
+def test_load_beir_names_the_file_and_line_of_a_bad_row(tmp_path, file, content, match):
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "Paris"}\n')
+    (tmp_path / "dev" / "queries.jsonl").write_text('{"_id": "q1", "text": "capital of France"}\n')
+    (tmp_path / "dev" / "qrels.tsv").write_text("q1\td1\t1\n")
+    load_beir(tmp_path)  # valid as written
+    (tmp_path / file).write_text(content)
+    with pytest.raises(ValueError, match=match):
+        load_beir(tmp_path)

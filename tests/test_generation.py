@@ -53,6 +53,46 @@ def test_sampling_with_seed_is_reproducible(tiny_model):
     assert a.text == b.text
 
 
+def test_seeded_sampling_leaves_the_global_generator_alone(tiny_model):
+    import torch
+
+    torch.manual_seed(1234)
+    state = torch.get_rng_state()
+    texts = {tiny_model.generate("Hello", max_new_tokens=12, temperature=1.0, seed=seed).text for seed in (1, 2, 3)}
+    assert torch.equal(torch.get_rng_state(), state)
+    assert len(texts) == 3  # the seed is really used: a random model's samples differ between seeds
+    greedy = tiny_model.generate("Hello", max_new_tokens=12).text
+    assert greedy not in texts  # and it samples (not greedy), from the whole distribution at temperature 1
+
+
+def test_seeded_sampling_does_not_depend_on_the_global_generator(tiny_model):
+    import torch
+
+    torch.manual_seed(0)
+    first = tiny_model.generate("Hello", max_new_tokens=12, temperature=0.8, top_p=0.95, seed=7).text
+    torch.manual_seed(99)
+    torch.rand(1000)  # other code drawing numbers in between
+    assert tiny_model.generate("Hello", max_new_tokens=12, temperature=0.8, top_p=0.95, seed=7).text == first
+
+
+def test_seeded_sampling_applies_every_sampling_option(tiny_model):
+    """The call's own sampler keeps transformers' sampling options (here top_k and min_p): top_k=1 leaves
+    one token per step, so seeded sampling gives the greedy text; without it the seeds' texts differ."""
+    greedy = tiny_model.generate("Hello", max_new_tokens=12).text
+    for seed in (1, 2):
+        assert tiny_model.generate("Hello", max_new_tokens=12, temperature=1.0, top_k=1, seed=seed).text == greedy
+        assert tiny_model.generate("Hello", max_new_tokens=12, temperature=1.0, min_p=1.0, seed=seed).text == greedy
+
+
+def test_bad_streaming_callback_fails_before_generating(tiny_model, monkeypatch):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("generate ran with a non-callable streaming_callback")
+
+    monkeypatch.setattr(tiny_model.model, "generate", must_not_run)
+    with pytest.raises(TypeError, match="streaming_callback must be callable"):
+        tiny_model.generate("hi", max_new_tokens=4, streaming_callback=42)
+
+
 def test_cut_at_stop_words():
     assert cut_at_stop_words("one two three", ["two", "three"]) == ("one ", True)
     assert cut_at_stop_words("one", ["x"]) == ("one", False)
@@ -77,6 +117,14 @@ def test_cut_at_stop_words():
         ("hi", {"max_tokens": 5}, ValueError, "unknown generation_kwargs.*valid keys.*repetition_penalty"),
         ("hi", {"repetition_penalty": 0}, ValueError, "repetition_penalty"),
         ("hi", {"num_return_sequences": 2}, ValueError, "num_return_sequences"),
+        ("hi", {"temperature": 1.0, "seed": "a"}, TypeError, "seed"),
+        ("hi", {"temperature": 1.0, "seed": 1.5}, TypeError, "seed"),
+        ("hi", {"temperature": 1.0, "seed": -1}, ValueError, "seed"),
+        ("hi", {"temperature": 1.0, "seed": 2**64}, ValueError, "seed"),
+        ("hi", {"seed": "a"}, TypeError, "seed"),  # greedy ignores the seed, but a wrong one is still an error
+        ("hi", {"streaming_callback": "print"}, TypeError, "streaming_callback"),
+        ("caf\udce9", {}, ValueError, "messages contains an unpaired surrogate"),
+        ([{"role": "user", "content": "\ud800"}], {}, ValueError, r"messages\[0\]\['content'\] contains an unpaired"),
     ],
 )
 def test_bad_inputs(tiny_model, messages, kwargs, error, match):

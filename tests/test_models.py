@@ -7,9 +7,10 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 from grit_components import GritEmbedder, GritGenerator, ModelNotAvailableError, ModelRegistry, load_model
-from grit_components.models import resolve_spec
+from grit_components.models import DamagedModelError, resolve_spec
 
 
 def test_resolve_spec_kinds(tiny_llama_dir, tmp_path):
@@ -62,6 +63,31 @@ def test_missing_packaged_model_says_how_to_install(monkeypatch):
 def test_bad_device_and_dtype(tiny_llama_dir, kwargs, error):
     with pytest.raises(error, match=next(iter(kwargs))):
         ModelRegistry().acquire(str(tiny_llama_dir), **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "xpu"])
+def test_unavailable_device_is_a_clear_error_before_loading(tiny_llama_dir, device):
+    registry = ModelRegistry()
+    with pytest.raises(ValueError, match=rf"device '{device}' is not available.*'cpu'"):
+        registry.acquire(str(tiny_llama_dir), device=device)
+    assert registry.loads == 0
+
+
+def test_truncated_weights_are_a_clear_error(tmp_path, tiny_model_builder):
+    directory = tiny_model_builder("llama", tmp_path / "truncated")
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    with pytest.raises(DamagedModelError, match="truncated.*damaged or incomplete"):
+        ModelRegistry().acquire(str(directory))
+
+
+def test_missing_tokenizer_files_are_named_not_sentencepiece(tmp_path, tiny_model_builder):
+    directory = tiny_model_builder("llama", tmp_path / "no-tokenizer")
+    (directory / "tokenizer.json").unlink()
+    with pytest.raises(DamagedModelError, match="has no tokenizer files") as raised:
+        ModelRegistry().acquire(str(directory))
+    assert "sentencepiece" not in str(raised.value)
 
 
 def test_components_share_one_model_loaded_once(tiny_llama_dir):

@@ -187,6 +187,10 @@ def test_bad_arguments(tiny_model):
         rag.answer(tiny_model, "q", ["d"], store={})
     with pytest.raises(ValueError, match="context length"):
         rag.answer(tiny_model, "q", ["word " * 5000], mode="doc", store=KVStore())
+    with pytest.raises(TypeError, match="seed"):
+        rag.answer(tiny_model, "q", ["d"], mode="doc", temperature=1.0, seed="a", store=KVStore())
+    with pytest.raises(TypeError, match="streaming_callback"):
+        rag.answer(tiny_model, "q", ["d"], mode="doc", streaming_callback="print", store=KVStore())
 
 
 def test_generator_answer_uses_defaults_and_overrides(tiny_llama_dir):

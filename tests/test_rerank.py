@@ -286,6 +286,10 @@ def test_bad_arguments(tiny_llama_dir, registry):
         ranker.rerank("q", ["ok", 3])
     with pytest.raises(ValueError, match="query"):
         ranker.rerank("", DOCS)
+    with pytest.raises(ValueError, match=r"documents\[1\] contains an unpaired surrogate"):
+        ranker.rerank("q", ["ok", "caf\udce9"])
+    with pytest.raises(ValueError, match="query contains an unpaired surrogate"):
+        ranker.rerank("caf\udce9", DOCS)
     with pytest.raises(ValueError, match="document_embeddings"):
         ranker.rerank("q", DOCS, document_embeddings=[None])
 

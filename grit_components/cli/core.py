@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from grit_components.cli._common import DeviceOption, DtypeOption, ModelOption, console, fail, load, read_texts
+from grit_components.cli._common import (DeviceOption, DtypeOption, ModelOption, console, fail, load, print_error,
+                                         read_texts)
 from grit_components.models import DEFAULT_MODEL, PACKAGED_ADAPTERS, PACKAGED_MODELS
 
 
@@ -31,12 +32,13 @@ def embed(
     items = read_texts(texts or [], input, field)
     if not items:
         fail("no texts to embed: pass texts as arguments or --input FILE")
+    if output is not None and not output.parent.is_dir():  # found out now, not after embedding everything
+        fail(f"--output {output}: the folder {output.parent} does not exist")
+    if output is not None and output.is_dir():
+        fail(f"--output {output} is a folder; give a file name (.npy or .jsonl)")
     grit = load(model, device, dtype)
-    try:
-        vectors = grit.embed(items, instruction=instruction, batch_size=batch_size, max_length=max_length,
-                             progress_bar=sys.stderr.isatty())
-    except (ValueError, TypeError) as error:
-        fail(str(error))
+    vectors = grit.embed(items, instruction=instruction, batch_size=batch_size, max_length=max_length,
+                         progress_bar=sys.stderr.isatty())
     if output is not None and output.suffix == ".npy":
         np.save(output, vectors)
         console.print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {output}")
@@ -57,18 +59,21 @@ def chat(
     model: ModelOption = DEFAULT_MODEL,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 256,
     temperature: Annotated[float, typer.Option(min=0.0)] = 0.0,
-    top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass, 0 < top_p <= 1.")] = 1.0,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
 ) -> None:
     """Chat with the model (streams the answer)."""
+    from grit_components.options import GenerationOptions
+
+    # The core's bounds, checked before loading.
+    options = GenerationOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, name="options")
     grit = load(model, device, dtype)
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
 
     def ask(text: str) -> None:
         history.append({"role": "user", "content": text})
-        result = grit.generate(history, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                               streaming_callback=lambda piece: print(piece, end="", flush=True))
+        result = grit.generate(history, options, streaming_callback=lambda piece: print(piece, end="", flush=True))
         print()
         history.append({"role": "assistant", "content": result.text})
         console.print(f"[dim]{result.completion_tokens} tokens, {result.finish_reason}, "
@@ -85,7 +90,11 @@ def chat(
             break
         if not text:
             break
-        ask(text)
+        try:
+            ask(text)
+        except (ValueError, TypeError) as error:  # e.g. over the context length: the session goes on
+            history.pop()
+            print_error(str(error))
 
 
 def models() -> None:

@@ -42,7 +42,7 @@ def retrieval(
     embedding: Annotated[Optional[list[str]], typer.Option(
         help="GRIT embedding variant ATTENTION:POOLING, repeatable (default bidirectional:mean). "
              "E.g. --embedding bidirectional:mean --embedding causal:weighted_mean; 'none' for baselines only.")] = None,
-    max_length: Annotated[int, typer.Option(min=8, help="Embedding input length in tokens (passages are cut).")] = 256,
+    max_length: Annotated[int, typer.Option(min=2, help="Embedding input length in tokens (passages are cut).")] = 256,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per embedding forward pass.")] = 16,
     bm25: Annotated[bool, typer.Option(help="Include the BM25 (bm25s) baseline.")] = True,
     baseline: Annotated[Optional[list[str]], typer.Option(
@@ -56,8 +56,8 @@ def retrieval(
     listwise_queries: Annotated[Optional[int], typer.Option(min=1, help="Listwise-rerank only the first N queries (default: as --rerank-queries).")] = None,
     listwise_systems: Annotated[Optional[list[str]], typer.Option(help="First stages to rerank listwise (default: as --rerank-systems).")] = None,
     pointwise_tokens: Annotated[Optional[int], typer.Option(
-        min=8, help="Passage tokens in a pointwise prompt (default: what the model was trained with, else 256).")] = None,
-    listwise_tokens: Annotated[int, typer.Option(min=8, help="Passage tokens in a listwise prompt.")] = 128,
+        min=1, help="Passage tokens in a pointwise prompt (default: what the model was trained with, else 256).")] = None,
+    listwise_tokens: Annotated[int, typer.Option(min=1, help="Passage tokens in a listwise prompt.")] = 128,
     pointwise_cache: Annotated[Optional[Path], typer.Option(
         help="JSON file keeping pointwise scores (model fingerprint + prompt keyed), reused by later runs.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the JSON report here.")] = None,
@@ -86,7 +86,7 @@ def retrieval(
         variants.append((attention, pooling))
     try:
         dataset = load_beir(data, split=split, corpus_file=corpus).subset(max_queries)
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError) as error:
         fail(f"cannot load --data {data}: {error}")
     baselines = baseline if baseline is not None else (["minilm"] if _has_minilm() else [])
     baselines = [b for b in baselines if b != "none"]

@@ -59,8 +59,6 @@ def _load(hp, pipeline: str, *, data_dir: Path | None, qdrant_url: str | None, m
                                     recreate=recreate)
     except (hp.PipelineSetupError, IndexModelMismatchError, ModelNotAvailableError, OSError) as error:
         fail(str(error))
-    except Exception as error:  # Haystack wraps component errors in its own exceptions
-        fail(f"{type(error).__name__}: {error}")
 
 
 def _require_documents(hp, built) -> None:
@@ -364,10 +362,7 @@ def run(
     try:
         start = time.perf_counter()
         with hp.component_timings() as timings:
-            try:
-                result = built.run(data)
-            except Exception as error:
-                fail(f"{type(error).__name__}: {error}")
+            result = hp.run(built, data)  # a component's rejected input is an error message, a bug a traceback
         result["_timings"] = {**timings, "total": time.perf_counter() - start}
         print(json.dumps(result, default=_jsonable, ensure_ascii=False, indent=2))
     finally:

@@ -36,15 +36,41 @@ class RetrievalDataset:
                                 self.name, dict(self.files))
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path, required: tuple[str, ...] = ("_id",)) -> list[dict]:
+    """The JSON objects of a JSONL file; a line that is not an object with the `required` keys is an error
+    naming the file and line."""
     rows = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as error:
                     raise ValueError(f"{path}:{number} is not valid JSON: {error}") from error
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+                missing = [key for key in required if key not in row]
+                if missing:
+                    raise ValueError(f"{path}:{number}: no {', '.join(map(repr, missing))} field")
+                rows.append(row)
+    return rows
+
+
+def _read_qrels(path: Path) -> list[tuple[str, str, int]]:
+    """(query id, doc id, relevance) rows of a BEIR qrels TSV (header optional)."""
+    rows = []
+    with open(path, encoding="utf-8", newline="") as handle:
+        for number, row in enumerate(csv.reader(handle, delimiter="\t"), 1):
+            if not row or row[0] in ("query-id", "query_id", "qid"):
+                continue
+            if len(row) < 3:
+                raise ValueError(f"{path}:{number}: expected 3 tab-separated columns (query-id, corpus-id, score), "
+                                 f"got {len(row)}: {row!r}")
+            try:
+                score = int(row[2])
+            except ValueError:
+                raise ValueError(f"{path}:{number}: the score {row[2]!r} is not an integer") from None
+            rows.append((row[0], row[1], score))
     return rows
 
 
@@ -74,15 +100,11 @@ def load_beir(data_dir: str | Path, *, split: str = "dev", corpus_file: str | No
     for row in _read_jsonl(corpus_path):
         corpus[str(row["_id"])] = {"title": row.get("title") or "", "text": row.get("text") or ""}
     qrels: dict[str, dict[str, int]] = {}
-    with open(qrels_path, encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        for row in reader:
-            if not row or row[0] in ("query-id", "query_id", "qid"):
-                continue
-            query_id, doc_id, score = row[0], row[1], int(row[2])
-            if score > 0 and doc_id in corpus:
-                qrels.setdefault(query_id, {})[doc_id] = score
-    queries = {str(row["_id"]): row["text"] for row in _read_jsonl(queries_path) if str(row["_id"]) in qrels}
+    for query_id, doc_id, score in _read_qrels(qrels_path):
+        if score > 0 and doc_id in corpus:
+            qrels.setdefault(query_id, {})[doc_id] = score
+    queries = {str(row["_id"]): row["text"] for row in _read_jsonl(queries_path, ("_id", "text"))
+               if str(row["_id"]) in qrels}
     qrels = {q: qrels[q] for q in queries}
     if not queries:
         raise ValueError(f"no query in {queries_path} has a relevant passage in {corpus_path}")

@@ -18,7 +18,7 @@ from haystack_integrations.common.grit import pipelines as hp
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "hayhooks"
-START_TIMEOUT = 240  # seconds; imports are slow on a busy 2-core machine
+START_TIMEOUT = 600  # seconds; an upper bound for imports and model loading on a busy 2-core machine
 KEY = "test-key-0123456789"
 
 

@@ -65,8 +65,9 @@ class GritModelComponent:
         self.model = check_str("model", model, allow_empty=False)
         if device is not None and not isinstance(device, ComponentDevice):
             raise TypeError(f"device must be a ComponentDevice or None, not {type(device).__name__}")
-        if token is not None and not isinstance(token, Secret):
-            raise TypeError(f"token must be a Secret or None, not {type(token).__name__}")
+        if token is not None and not isinstance(token, Secret):  # a str would be written out by to_dict
+            raise TypeError(f"token must be a haystack Secret (e.g. Secret.from_env_var('HF_TOKEN')) or None, "
+                            f"not {type(token).__name__}")
         self.device, self.token, self.model_kwargs, self.tokenizer_kwargs = device, token, model_kwargs, tokenizer_kwargs
         self._build_core(self._loading_options(token=None))
 

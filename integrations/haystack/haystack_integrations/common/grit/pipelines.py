@@ -31,6 +31,7 @@ Imports Haystack: import this module only where Haystack is installed.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -75,6 +76,11 @@ class PipelineSetupError(ValueError):
 
 class EmbeddingDimensionError(PipelineSetupError):
     """The model's embedding dimension differs from the vectors of an existing Qdrant collection."""
+
+
+class ComponentInputError(PipelineSetupError):
+    """A component rejected its input while the pipeline ran (a ValueError or TypeError, e.g. a prompt over
+    the context length); the one-line message names the component and says what is wrong."""
 
 
 def pipelines_dir() -> Path:
@@ -154,10 +160,13 @@ def build_pipeline(name_or_path: str | os.PathLike, *, data_dir: str | os.PathLi
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise PipelineSetupError(f"{path} is not valid YAML: {error}") from error
+    except UnicodeDecodeError as error:
+        raise PipelineSetupError(f"{path} is not UTF-8 text: {error}") from error
+    check_definition(data, path)
     if data_dir is not None:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
-    pipeline = Pipeline.from_dict(data, callbacks=deployment_callbacks(data_dir=data_dir, qdrant_url=qdrant_url,
-                                                                       model=model, instruction=instruction))
+    pipeline = _build(data, path, deployment_callbacks(data_dir=data_dir, qdrant_url=qdrant_url, model=model,
+                                                       instruction=instruction))
     setattr(pipeline, DECLARED_IO_ATTRIBUTE, declared_io(data))
     return pipeline
 
@@ -193,6 +202,67 @@ def load_pipeline(name_or_path: str | os.PathLike, *, data_dir: str | os.PathLik
         close_pipeline(pipeline)  # release an embedded store's folder lock
         raise
     return pipeline
+
+
+def check_definition(data: Any, path: str | os.PathLike = "the pipeline") -> None:
+    """Reject what `Pipeline.from_dict` would fail on obscurely (an empty or list-shaped file, components that
+    are not mappings) and what would only fail in the middle of a run (a `top_k` below 1)."""
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise PipelineSetupError(f"{path} is not a pipeline definition: expected a mapping with `components` and "
+                                 f"`connections`, got {got}")
+    components = data.get("components", {})
+    if not isinstance(components, dict):
+        raise PipelineSetupError(f"{path}: `components` must be a mapping of name to component, "
+                                 f"not a {type(components).__name__}")
+    for name, definition in components.items():
+        if not isinstance(definition, dict):
+            raise PipelineSetupError(f"{path}: component {name!r} must be a mapping with `type` and "
+                                     f"`init_parameters`, not a {type(definition).__name__}")
+        params = definition.get("init_parameters") or {}
+        if not isinstance(params, dict):
+            raise PipelineSetupError(f"{path}: `init_parameters` of component {name!r} must be a mapping")
+        top_k = params.get("top_k")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise PipelineSetupError(f"{path}: component {name!r}: top_k must be an int >= 1, got {top_k!r}")
+    if not isinstance(data.get("connections", []), list):
+        raise PipelineSetupError(f"{path}: `connections` must be a list of sender/receiver pairs")
+
+
+def _build(data: dict, path: Path, callbacks: DeserializationCallbacks | None = None) -> Pipeline:
+    """`Pipeline.from_dict`, with a definition error or a component's rejected setting as a `PipelineSetupError`
+    naming the file (a component's own bug keeps its traceback)."""
+    from haystack.core.errors import DeserializationError, PipelineError
+
+    try:
+        return Pipeline.from_dict(data, callbacks=callbacks)
+    except PipelineError as error:
+        raise PipelineSetupError(f"{path}: {error}") from error
+    except DeserializationError as error:
+        cause = error.__cause__
+        if cause is None:  # e.g. a component type outside Haystack's deserialization allowlist
+            raise PipelineSetupError(f"{path}: {error}") from error
+        if isinstance(cause, (ValueError, TypeError, OSError, ImportError)):
+            name = re.match(r"Couldn't deserialize component '([^']*)'", str(error))
+            where = f"component {name.group(1)!r}: " if name else ""
+            raise PipelineSetupError(f"{path}: {where}{cause}") from error
+        raise
+
+
+def run(pipeline: Pipeline, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """`pipeline.run(data, **kwargs)`; a component that rejects its input (ValueError, TypeError) raises
+    `ComponentInputError` naming it instead of Haystack's multi-line `PipelineRuntimeError`. Any other failure
+    (an unreachable Qdrant server, a bug) is raised as it is: it is not the input's fault."""
+    from haystack.core.errors import PipelineRuntimeError
+
+    try:
+        return pipeline.run(data, **kwargs)
+    except PipelineRuntimeError as error:
+        cause = error.__cause__
+        if isinstance(cause, (ValueError, TypeError)):
+            where = f"component {error.component_name!r}" if error.component_name else "the pipeline"
+            raise ComponentInputError(f"{where}: {cause}") from error
+        raise
 
 
 def grit_components(pipeline: Pipeline) -> list[tuple[str, Any]]:
@@ -654,13 +724,15 @@ def ask(pipeline: Pipeline, question: str, *, retrieval_text: str | None = None,
     :param retrieval_text: what the query embedder embeds, when it should differ from the question.
     :param history: the conversation before the question (see `question_inputs`).
     :param generation_kwargs: generation overrides for the pipeline's `GritChatGenerator`.
+    :raises PipelineSetupError: for an empty question or a pipeline that is not a RAG pipeline.
+    :raises ComponentInputError: when a component rejects the question (e.g. a prompt over the context length).
     """
     data = run_inputs(pipeline, question, retrieval_text=retrieval_text, history=history,
                       generation_kwargs=generation_kwargs)
     sources_from = documents_component(pipeline)
     start = time.perf_counter()
     with component_timings() as timings:
-        result = pipeline.run(data, include_outputs_from={sources_from} if sources_from else None)
+        result = run(pipeline, data, include_outputs_from={sources_from} if sources_from else None)
     timings = {**timings, "total": time.perf_counter() - start}
     replies = [reply for out in result.values() if isinstance(out, dict)
                for reply in out.get("replies", []) if isinstance(reply, ChatMessage)]

@@ -87,7 +87,7 @@ class GritCacheSynthesizer(BaseSynthesizer):
         # `llm.metadata` would load the model now.
         super().__init__(llm=llm, callback_manager=callback_manager, streaming=streaming,
                          prompt_helper=PromptHelper(), chat_prompt_helper=ChatPromptHelper())
-        self._cache_mode = check_mode(cache_mode).value
+        self._cache_mode = check_mode(cache_mode, "cache_mode").value
         self._cache_source = check_choice("cache_source", cache_source, SOURCES)
         self._order = check_choice("order", order, ORDERS)
         self._text_qa_template = text_qa_template

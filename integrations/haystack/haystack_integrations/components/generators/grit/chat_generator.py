@@ -106,7 +106,7 @@ class GritChatGenerator(GritModelComponent):
         """
         self.generation_kwargs = generation_kwargs or {}
         if streaming_callback is not None and not callable(streaming_callback):
-            raise TypeError("streaming_callback must be callable")
+            raise TypeError(f"streaming_callback must be callable, not {type(streaming_callback).__name__}")
         self.streaming_callback = streaming_callback
         self.kv_cache_directory = kv_cache_directory
         self.kv_cache_max_bytes = kv_cache_max_bytes
@@ -294,6 +294,8 @@ class GritChatGenerator(GritModelComponent):
         :raises TypeError: If an input has the wrong type.
         :raises ValueError: If nothing to answer is given, or a generation kwarg is unknown or invalid.
         """
+        if streaming_callback is not None and not callable(streaming_callback):  # not after the prefill
+            raise TypeError(f"streaming_callback must be callable, not {type(streaming_callback).__name__}")
         emit = select_streaming_callback(self.streaming_callback, streaming_callback, requires_async=False)
         return self._generate(messages, generation_kwargs, documents, query, emit, tools)
 
@@ -319,6 +321,8 @@ class GritChatGenerator(GritModelComponent):
         :param tools: See `run`.
         :returns: A dictionary with the key `replies`.
         """
+        if streaming_callback is not None and not callable(streaming_callback):  # not after the prefill
+            raise TypeError(f"streaming_callback must be callable, not {type(streaming_callback).__name__}")
         selected = select_streaming_callback(self.streaming_callback, streaming_callback, requires_async=True)
         emit = None
         if selected is not None:
