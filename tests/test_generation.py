@@ -105,7 +105,7 @@ def test_cut_at_stop_words():
         ([], {}, ValueError, "messages"),
         (None, {}, TypeError, "messages"),
         ([{"role": "user"}], {}, TypeError, r"messages\[0\]"),
-        ([{"role": "tool", "content": "x"}], {}, ValueError, r"messages\[0\]"),
+        ([{"role": "robot", "content": "x"}], {}, ValueError, r"messages\[0\]"),  # "tool" is valid: tool results
         ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], {}, ValueError, "end with"),
         ("hi", {"max_new_tokens": 0}, ValueError, "max_new_tokens"),
         ("hi", {"max_new_tokens": "5"}, TypeError, "max_new_tokens"),
