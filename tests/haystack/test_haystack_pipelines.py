@@ -162,8 +162,12 @@ def test_reopened_in_a_new_process_returns_the_same_documents(indexed, tiny):
 
 
 def test_doc_cache_pipelines_reuse_indexing_caches(tmp_path, tiny, corpus_dir):
+    import shutil
+
     from grit_components import load_model
 
+    # a model of its own: the KV store's folder is set once per shared model, and other tests share `tiny`
+    tiny = str(shutil.copytree(tiny, tmp_path / "model"))
     model = load_model(tiny)
     previous = model.kv_store.directory
     try:
