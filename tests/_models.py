@@ -42,3 +42,15 @@ def build_tiny_model(arch: str, directory: Path, *, seed: int = 0, hidden_size: 
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def index_folders(data_dir, folders, *, model: str | None = None, pipeline: str = "indexing", **options):
+    """Index `folders` with a bundled Haystack indexing pipeline into `data_dir`, then close it (releasing the
+    embedded Qdrant folder); `options` go to `index_files`. Returns its report."""
+    from haystack_integrations.common.grit import pipelines as hp
+
+    built = hp.load_pipeline(pipeline, data_dir=data_dir, model=model)
+    try:
+        return hp.index_files(built, hp.collect_files(list(folders)), **options)
+    finally:
+        hp.close_pipeline(built)

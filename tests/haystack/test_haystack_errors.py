@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from grit_components.cli import app
 from haystack_integrations.common.grit import pipelines as hp
+from tests._models import index_folders
 from haystack_integrations.components.embedders.grit import GritDocumentEmbedder, GritTextEmbedder
 from haystack_integrations.components.generators.grit import GritChatGenerator
 from haystack_integrations.components.rankers.grit import GritRanker
@@ -94,11 +95,7 @@ def indexed_two(tmp_path_factory, tiny):
     (folder / "a.txt").write_text("Paris is the capital of France.", encoding="utf-8")
     (folder / "b.txt").write_text("Rome is the capital of Italy.", encoding="utf-8")
     data_dir = tmp_path_factory.mktemp("data")
-    built = hp.load_pipeline("indexing", data_dir=data_dir, model=tiny)
-    try:
-        hp.index_files(built, hp.collect_files([folder]))
-    finally:
-        hp.close_pipeline(built)
+    index_folders(data_dir, [folder], model=tiny)
     return data_dir
 
 

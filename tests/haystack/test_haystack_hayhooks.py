@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from haystack_integrations.common.grit import pipelines as hp
+from tests._models import index_folders
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "hayhooks"
@@ -32,11 +33,7 @@ def _serve_module():
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, tiny, corpus_dir):
     folder = tmp_path_factory.mktemp("data")
-    built = hp.load_pipeline("indexing", data_dir=folder, model=tiny)
-    try:
-        hp.index_files(built, hp.collect_files([corpus_dir]))
-    finally:
-        hp.close_pipeline(built)
+    index_folders(folder, [corpus_dir], model=tiny)
     return folder
 
 

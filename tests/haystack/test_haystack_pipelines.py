@@ -13,6 +13,7 @@ from haystack.tracing.tracer import NullTracer
 from typer.testing import CliRunner
 
 from haystack_integrations.common.grit import pipelines as hp
+from tests._models import index_folders
 from grit_components.cli import app
 
 PIPELINES = sorted(hp.pipelines_dir().glob("*.yaml"))
@@ -88,14 +89,6 @@ def test_unknown_pipeline_and_missing_files(tmp_path):
         hp.collect_files([tmp_path / "missing"])
 
 
-def _index(data_dir, model, folder, pipeline="indexing"):
-    built = hp.load_pipeline(pipeline, data_dir=data_dir, model=model)
-    try:
-        return hp.index_files(built, hp.collect_files([folder]))
-    finally:
-        hp.close_pipeline(built)
-
-
 def _ask(data_dir, model, question, pipeline="rag"):
     built = hp.load_pipeline(pipeline, data_dir=data_dir, model=model)
     try:
@@ -108,7 +101,7 @@ def _ask(data_dir, model, question, pipeline="rag"):
 def indexed(tmp_path_factory, tiny, corpus_dir):
     """A data directory with the small corpus indexed by the tiny model."""
     data_dir = tmp_path_factory.mktemp("data")
-    result = _index(data_dir, tiny, corpus_dir)
+    result = index_folders(data_dir, [corpus_dir], model=tiny)
     return data_dir, result
 
 
@@ -132,7 +125,7 @@ def test_indexed_pdf_and_markdown_content(indexed, tiny):
 
 def test_reindexing_does_not_duplicate(indexed, tiny, corpus_dir):
     data_dir, first = indexed
-    again = _index(data_dir, tiny, corpus_dir)
+    again = index_folders(data_dir, [corpus_dir], model=tiny)
     assert again.documents_in_store == first.documents_in_store
     assert again.count("unchanged") == 10 and again.chunks_embedded == 0  # nothing is embedded twice
 
@@ -171,7 +164,7 @@ def test_doc_cache_pipelines_reuse_indexing_caches(tmp_path, tiny, corpus_dir):
     model = load_model(tiny)
     previous = model.kv_store.directory
     try:
-        _index(tmp_path, tiny, corpus_dir, "indexing_doc_cache")
+        index_folders(tmp_path, [corpus_dir], model=tiny, pipeline="indexing_doc_cache")
         assert any((tmp_path / "kv").iterdir())
         model.kv_store.clear()  # as in a new process: only the directory tier is left
         answer = _ask(tmp_path, tiny, "Who was Diogenes?", "rag_doc_cache")

@@ -8,6 +8,7 @@ from importlib.resources import files
 import pytest
 
 from haystack_integrations.common.grit import pipelines as hp
+from tests._models import index_folders
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +28,8 @@ def test_smollm2_indexing_and_rag_pipelines(tmp_path, smol):
     for passage in chosen:
         (corpus / f"{passage['_id']}.txt").write_text(passage["text"], encoding="utf-8")
 
-    built = hp.load_pipeline("indexing_doc_cache", data_dir=tmp_path)  # the YAML's model: SmolLM2
-    try:
-        result = hp.index_files(built, hp.collect_files([corpus]),
-                                meta=[{"passage_id": p["_id"]} for p in sorted(chosen, key=lambda p: p["_id"])])
-    finally:
-        hp.close_pipeline(built)
+    result = index_folders(tmp_path, [corpus], pipeline="indexing_doc_cache",  # the YAML's model: SmolLM2
+                           meta=[{"passage_id": p["_id"]} for p in sorted(chosen, key=lambda p: p["_id"])])
     assert result.documents_in_store == 12
 
     for name in ("rag", "rag_rerank", "rag_doc_cache"):

@@ -9,6 +9,7 @@ import yaml
 from haystack import Pipeline
 
 from haystack_integrations.common.grit import pipelines as hp
+from tests._models import index_folders
 
 QUERY_PIPELINES = ("rag", "rag_rerank", "rag_doc_cache")
 
@@ -78,11 +79,7 @@ def yaml_app(monkeypatch, tmp_path, tiny, corpus_dir):
     from hayhooks.settings import settings
 
     data_dir = tmp_path / "data"
-    built = hp.load_pipeline("indexing", data_dir=data_dir, model=tiny)
-    try:
-        hp.index_files(built, hp.collect_files([corpus_dir]))
-    finally:
-        hp.close_pipeline(built)
+    index_folders(data_dir, [corpus_dir], model=tiny)
     folder = tmp_path / "pipelines"
     folder.mkdir()
     for name in hp.BUILTIN_PIPELINES:
