@@ -40,6 +40,7 @@ def test_to_dict_defaults():
             "cache_source": "embedding",
             "kv_cache_directory": None,
             "kv_cache_max_bytes": None,
+            "kv_cache_dtype": None,
             "device": None,
             "token": TOKEN_DICT,
             "model_kwargs": None,
@@ -54,7 +55,7 @@ def test_from_dict_round_trip(tiny):
     generator = GritChatGenerator(tiny, generation_kwargs={"max_new_tokens": 8, "temperature": 0.5, "seed": 1,
                                                            "repetition_penalty": 1.2, "stop_words": ["\n"]},
                                   streaming_callback=print_streaming_chunk, cache_mode="multi_doc", cache_source="causal",
-                                  kv_cache_directory="/tmp/kv", kv_cache_max_bytes=2**20,
+                                  kv_cache_directory="/tmp/kv", kv_cache_max_bytes=2**20, kv_cache_dtype="int8",
                                   device=ComponentDevice.from_str("cpu"),
                                   token=Secret.from_env_var("MY_TOKEN", strict=False),
                                   model_kwargs={"torch_dtype": torch.float32, "attn_implementation": "eager"})
@@ -67,12 +68,14 @@ def test_from_dict_round_trip(tiny):
                                           "repetition_penalty": 1.2, "stop_words": ["\n"]}
     assert restored.model_kwargs == {"torch_dtype": torch.float32, "attn_implementation": "eager"}
     assert restored._get_telemetry_data() == {"model": tiny}
+    assert restored.loading_options().kv_cache_dtype == "int8"
 
 
 @pytest.mark.parametrize(("kwargs", "error"), [
     ({"generation_kwargs": {"max_tokens": 3}}, ValueError), ({"generation_kwargs": [1]}, TypeError),
     ({"generation_kwargs": {"repetition_penalty": -1}}, ValueError),
     ({"generation_kwargs": {"num_return_sequences": 2}}, ValueError), ({"kv_cache_max_bytes": -1}, ValueError),
+    ({"kv_cache_dtype": "int4"}, ValueError), ({"kv_cache_dtype": 8}, TypeError),
     ({"cache_mode": "everything"}, ValueError), ({"cache_mode": 1}, TypeError), ({"cache_source": "disk"}, ValueError),
     ({"streaming_callback": "print"}, TypeError), ({"device": "cpu"}, TypeError),
 ])

@@ -43,6 +43,7 @@ def test_to_dict_defaults():
             "store_kv_cache": False,
             "kv_cache_directory": None,
             "kv_cache_max_bytes": None,
+            "kv_cache_dtype": None,
             "device": None,
             "token": TOKEN_DICT,
             "model_kwargs": None,
@@ -55,7 +56,8 @@ def test_from_dict_round_trip(tiny, tmp_path):
     embedder = GritDocumentEmbedder(tiny, batch_size=4, progress_bar=False, meta_fields_to_embed=["title"],
                                     embedding_separator=" | ", max_length=128, normalize_embeddings=False,
                                     truncation="error", store_kv_cache=True, kv_cache_directory=str(tmp_path),
-                                    kv_cache_max_bytes=2**20, device=ComponentDevice.from_str("cpu"),
+                                    kv_cache_max_bytes=2**20, kv_cache_dtype="bfloat16",
+                                    device=ComponentDevice.from_str("cpu"),
                                     token=Secret.from_env_var("MY_TOKEN", strict=False),
                                     model_kwargs={"attn_implementation": "eager", "revision": "v1"},
                                     tokenizer_kwargs={"use_fast": True})
@@ -65,6 +67,7 @@ def test_from_dict_round_trip(tiny, tmp_path):
     assert restored.meta_fields_to_embed == ["title"] and restored.store_kv_cache is True
     assert restored.device == ComponentDevice.from_str("cpu")
     assert restored.loading_options().kv_cache_max_bytes == 2**20
+    assert restored.loading_options().kv_cache_dtype == "bfloat16"
     assert restored.loading_options().revision == "v1"
 
 
@@ -72,7 +75,7 @@ def test_from_dict_round_trip(tiny, tmp_path):
     ({"batch_size": 0}, ValueError), ({"batch_size": 2.0}, TypeError), ({"progress_bar": 1}, TypeError),
     ({"meta_fields_to_embed": "title"}, TypeError), ({"store_kv_cache": "yes"}, TypeError),
     ({"store_kv_cache": True, "instruction": "Represent the document"}, ValueError),
-    ({"kv_cache_directory": ""}, ValueError),
+    ({"kv_cache_directory": ""}, ValueError), ({"kv_cache_dtype": "fp8"}, ValueError),
 ])
 def test_init_rejects_bad_values(kwargs, error):
     with pytest.raises(error):

@@ -95,7 +95,8 @@ class GritModelComponent:
         return LoadingOptions(device=device, device_map=device_map, token=token, model_kwargs=self.model_kwargs,
                               tokenizer_kwargs=self.tokenizer_kwargs,
                               kv_cache_directory=getattr(self, "kv_cache_directory", None),
-                              kv_cache_max_bytes=getattr(self, "kv_cache_max_bytes", None))
+                              kv_cache_max_bytes=getattr(self, "kv_cache_max_bytes", None),
+                              kv_cache_dtype=getattr(self, "kv_cache_dtype", None))
 
     def loading_options(self) -> LoadingOptions:
         """The core's loading options of this component (the token resolved)."""

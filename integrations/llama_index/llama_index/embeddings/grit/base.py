@@ -46,7 +46,7 @@ class GritEmbedding(GritModelFields, BaseEmbedding):
     :param token: hub token for private models (not serialised).
     :param registry: a `grit_components.ModelRegistry` other than the default one (not serialised).
     Model loading fields (`device`, `device_map`, `dtype`, `revision`, `trust_remote_code`, `model_kwargs`,
-    `tokenizer_kwargs`, `kv_cache_directory`, `kv_cache_max_bytes`): see `llama_index.utils.grit.GritModelFields`.
+    `tokenizer_kwargs`, `kv_cache_directory`, `kv_cache_max_bytes`, `kv_cache_dtype`): see `llama_index.utils.grit.GritModelFields`.
     """
 
     model_name: str = Field(default=DEFAULT_MODEL, description="Hub id, local directory, GGUF file or packaged alias.")

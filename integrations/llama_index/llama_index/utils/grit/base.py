@@ -35,6 +35,9 @@ class GritModelFields(BaseModel):
         default=None, description="Folder where the model's shared KV store also keeps caches (set once per model).")
     kv_cache_max_bytes: Optional[int] = Field(
         default=None, ge=0, description="Memory budget of the model's shared KV store (set once per model).")
+    kv_cache_dtype: Optional[str] = Field(
+        default=None, description="Form the model's shared KV store keeps caches in (set once per model): None (the "
+                                  "model's dtype), 'bfloat16', 'float16' or 'int8'.")
 
     # The core component (`grit_components.ModelComponent`) the class wraps; set in its `__init__`.
     _core: Any = PrivateAttr(default=None)
@@ -51,4 +54,4 @@ class GritModelFields(BaseModel):
         return LoadingOptions(device=self.device, device_map=self.device_map, dtype=self.dtype, revision=self.revision,
                               token=token, trust_remote_code=self.trust_remote_code, model_kwargs=self.model_kwargs,
                               tokenizer_kwargs=self.tokenizer_kwargs, kv_cache_directory=self.kv_cache_directory,
-                              kv_cache_max_bytes=self.kv_cache_max_bytes, **extra)
+                              kv_cache_max_bytes=self.kv_cache_max_bytes, kv_cache_dtype=self.kv_cache_dtype, **extra)

@@ -58,6 +58,7 @@ class GritDocumentEmbedder(GritModelComponent):
         store_kv_cache: bool = False,
         kv_cache_directory: str | None = None,
         kv_cache_max_bytes: int | None = None,
+        kv_cache_dtype: str | None = None,
         device: ComponentDevice | None = None,
         token: Secret | None = Secret.from_env_var(["HF_API_TOKEN", "HF_TOKEN"], strict=False),
         model_kwargs: dict[str, Any] | None = None,
@@ -78,6 +79,9 @@ class GritDocumentEmbedder(GritModelComponent):
         :param kv_cache_directory: Folder where the model's shared KV store also writes caches (safetensors
             files), so that a separate query process finds them; `None` keeps them in memory only.
         :param kv_cache_max_bytes: Memory budget of the model's shared KV store (set once per model).
+        :param kv_cache_dtype: The form the model's shared KV store keeps caches in (set once per model):
+            `None` (the model's dtype; exact), `"bfloat16"`, `"float16"` or `"int8"`: smaller caches, fewer
+            bytes read per new token, an approximation (see the KV caching docs).
         :param model, device, token, model_kwargs, tokenizer_kwargs: The model (default `grit-smollm2-135m`) and
             how to load it: see `GritModelComponent`.
         """
@@ -94,6 +98,7 @@ class GritDocumentEmbedder(GritModelComponent):
             raise ValueError("store_kv_cache=True needs instruction='' (cached documents are in GRIT document format)")
         self.kv_cache_directory = kv_cache_directory
         self.kv_cache_max_bytes = kv_cache_max_bytes
+        self.kv_cache_dtype = kv_cache_dtype
         self._set_model_parameters(model, device, token, model_kwargs, tokenizer_kwargs)
 
     def _build_core(self, loading: LoadingOptions) -> GritEmbedder:

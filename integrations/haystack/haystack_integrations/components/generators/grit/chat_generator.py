@@ -76,6 +76,7 @@ class GritChatGenerator(GritModelComponent):
         streaming_callback: StreamingCallbackT | None = None,
         kv_cache_directory: str | None = None,
         kv_cache_max_bytes: int | None = None,
+        kv_cache_dtype: str | None = None,
         cache_mode: str = "none",
         cache_source: str = "embedding",
         device: ComponentDevice | None = None,
@@ -95,6 +96,9 @@ class GritChatGenerator(GritModelComponent):
         :param kv_cache_directory: Folder of the model's KV store on disk (the one `GritDocumentEmbedder` wrote
             with `store_kv_cache=True`); `None` uses the in-memory store only.
         :param kv_cache_max_bytes: Memory budget of the model's shared KV store (set once per model).
+        :param kv_cache_dtype: The form the model's shared KV store keeps caches in (set once per model):
+            `None` (the model's dtype; exact), `"bfloat16"`, `"float16"` or `"int8"`: smaller caches, fewer
+            bytes read per new token, an approximation (see the KV caching docs).
         :param cache_mode: `"none"`, or the RAG KV caching mode: `"query"`, `"doc"`, `"query_doc"`,
             `"doc_query"` or `"multi_doc"`.
         :param cache_source: Where reused caches come from: `"embedding"` (the embedding pass) or `"causal"`.
@@ -110,6 +114,7 @@ class GritChatGenerator(GritModelComponent):
         self.streaming_callback = streaming_callback
         self.kv_cache_directory = kv_cache_directory
         self.kv_cache_max_bytes = kv_cache_max_bytes
+        self.kv_cache_dtype = kv_cache_dtype
         self.cache_mode = cache_mode
         self.cache_source = cache_source
         if tool_parsing_function is not None and not callable(tool_parsing_function):
