@@ -27,18 +27,21 @@ def test_serialises_without_loading(tiny_grit_dir):
     generate_kwargs = {"temperature": 0.5, "top_p": 0.9, "stop_words": ["\n\n"], "seed": 3, "repetition_penalty": 1.1}
     llm = GritLLM(tiny_grit_dir, max_new_tokens=7, generate_kwargs=generate_kwargs, chat_format="grit",
                   context_window=1024, dtype="float32", model_kwargs={"attn_implementation": "eager"},
-                  tokenizer_kwargs={"model_max_length": 512}, kv_cache_max_bytes=2**20, registry=registry)
+                  tokenizer_kwargs={"model_max_length": 512}, kv_cache_max_bytes=2**20, kv_cache_dtype="bfloat16",
+                  registry=registry)
     data = llm.to_dict()
     assert registry.loads == 0
     assert {k: data[k] for k in ("class_name", "model_name", "max_new_tokens", "generate_kwargs", "chat_format",
                                  "context_window", "dtype", "model_kwargs", "tokenizer_kwargs",
-                                 "kv_cache_max_bytes")} == {
+                                 "kv_cache_max_bytes", "kv_cache_dtype")} == {
         "class_name": "GritLLM", "model_name": tiny_grit_dir, "max_new_tokens": 7, "generate_kwargs": generate_kwargs,
         "chat_format": "grit", "context_window": 1024, "dtype": "float32", "model_kwargs": {"attn_implementation": "eager"},
-        "tokenizer_kwargs": {"model_max_length": 512}, "kv_cache_max_bytes": 2**20}
+        "tokenizer_kwargs": {"model_max_length": 512}, "kv_cache_max_bytes": 2**20,
+        "kv_cache_dtype": "bfloat16"}
     assert GritLLM.from_dict(data).to_dict() == data
     assert llm.generator.loading.model_kwargs == {"attn_implementation": "eager"}
     assert llm.generator.loading.chat_format == "grit" and llm.generator.loading.dtype == "float32"
+    assert llm.generator.loading.kv_cache_dtype == "bfloat16"
 
 
 def test_bad_settings(tiny_grit_dir):
@@ -48,6 +51,8 @@ def test_bad_settings(tiny_grit_dir):
         GritLLM(tiny_grit_dir, generate_kwargs={"beams": 2})
     with pytest.raises(ValueError, match="repetition_penalty"):
         GritLLM(tiny_grit_dir, generate_kwargs={"repetition_penalty": 0})
+    with pytest.raises(ValueError, match="kv_cache_dtype"):
+        GritLLM(tiny_grit_dir, kv_cache_dtype="int4")
     with pytest.raises(ValueError, match="its own field"):
         GritLLM(tiny_grit_dir, generate_kwargs={"max_new_tokens": 3})
     llm = GritLLM(tiny_grit_dir, max_new_tokens=4)
