@@ -66,6 +66,9 @@ def test_history_goes_into_the_prompt_and_retrieval_uses_the_question(tiny, tmp_
         assert "And of Germany?" in prompt[3].text
         with pytest.raises(ValueError, match=r"history\[0\] has role 'tool'"):
             hp.question_inputs(built, "q", history=[{"role": "tool", "content": "x"}])
+        with pytest.raises(ValueError, match=r"history\[1\]\['content'\] contains an unpaired surrogate"):
+            hp.question_inputs(built, "q", history=[{"role": "user", "content": "ok"},
+                                                    {"role": "assistant", "content": "caf\udce9"}])
     finally:
         hp.close_pipeline(built)
 

@@ -47,6 +47,7 @@ from haystack.core.serialization import DeserializationCallbacks
 from haystack.dataclasses import ChatMessage
 from haystack.tracing.tracer import NullTracer
 
+from grit_components._checks import check_unicode
 from grit_components.indexing import IndexManifest, IndexModelMismatchError, check_manifest, read_manifest, write_manifest
 from haystack_integrations.common.grit.component import GritModelComponent
 from haystack_integrations.common.grit.indexing import (
@@ -536,6 +537,7 @@ def check_history(history: Sequence[dict[str, Any]] | None) -> list[dict[str, st
             raise TypeError(f"history[{i}] must be a dict with str 'role' and 'content'")
         if message.get("role") not in ROLES:
             raise ValueError(f"history[{i}] has role {message.get('role')!r}; use system, user or assistant")
+        check_unicode(f"history[{i}]['content']", message["content"])  # the tokenizer's own error names neither
         checked.append({"role": message["role"], "content": message["content"]})
     return checked
 
