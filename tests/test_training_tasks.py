@@ -3,6 +3,7 @@ RAG answer from cached texts is trained on the very states the composed cache ho
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,9 +13,9 @@ from grit_components.models import GritModel, load_weights
 from grit_components.rerank import pointwise_prompt_ids
 from grit_components.training import EmbeddingRecord
 from grit_components.training.collator import GritCollator
-from grit_components.training.loss import generative_loss, selected_generative_loss
-from grit_components.training.tasks import (PointwiseRecord, RagRecord, encode_rag, inverse_cloze_records,
-                                            pointwise_records, rag_records)
+from grit_components.training.loss import generative_loss, ranking_loss, selected_generative_loss
+from grit_components.training.tasks import (PointwiseRecord, RagRecord, RankingGroup, encode_rag, inverse_cloze_records,
+                                            pointwise_records, rag_records, ranking_groups)
 from grit_components.training.trainer import GritTrainingModel
 
 pytest.importorskip("peft")
@@ -125,3 +126,54 @@ def test_inverse_cloze_pairs_take_a_sentence_out_of_its_passage():
     assert len(out) == 1  # a one-sentence passage gives no pair
     query, positive = out[0].query[1], out[0].pos[0][1]
     assert query in passages[0] and query not in positive
+
+
+def test_ranking_groups_put_the_positive_first_and_skip_short_queries():
+    records = [EmbeddingRecord((None, f"q{i}"), ((None, f"p{i}"),), tuple((None, f"n{i}{j}") for j in range(i)))
+               for i in range(6)]
+    groups = ranking_groups(records, group_size=4, seed=0)
+    assert [g.query for g in groups] == ["q3", "q4", "q5"]  # q0-q2 have fewer than 3 negatives
+    assert all(len(g.passages) == 4 and g.passages[0] == f"p{g.query[1:]}" for g in groups)
+    assert all(set(g.passages[1:]) <= {f"n{g.query[1:]}{j}" for j in range(6)} for g in groups)
+    with pytest.raises(ValueError, match="group_size"):
+        ranking_groups(records, group_size=1)
+    with pytest.raises(TypeError, match="group_size"):
+        ranking_groups(records, group_size=2.0)
+
+
+def test_ranking_batch_scores_are_the_rerankers_scores(tiny):
+    """The trained score is exactly what `GritReranker` sorts by: same prompts, same log-odds."""
+    from grit_components.rerank import pointwise_scores
+    from grit_components.training.trainer import GritTrainer
+
+    groups = [RankingGroup("temple in Athens", DOCS), RankingGroup("salt for water", (DOCS[1], DOCS[2], DOCS[0]))]
+    collator = GritCollator(tiny, rerank_passage_tokens=12)
+    batch = collator([{"embedding": None, "generative": None, "ranking": g} for g in groups])
+    assert batch["rank_input_ids"].shape[0] == 6 and batch["rank_group_size"].tolist() == [3, 3]
+    for row, (g, passage) in enumerate((g, p) for g in groups for p in g.passages):
+        prompt = pointwise_prompt_ids(tiny, g.query, passage, max_passage_tokens=12)
+        assert batch["rank_input_ids"][row, : len(prompt)].tolist() == prompt
+        assert int(batch["rank_last"][row]) == len(prompt) - 1
+    trainer = GritTrainer.__new__(GritTrainer)  # only relevance_scores is used: no Trainer set-up needed
+    trainer.grit_model, trainer._answer_ids = tiny, None
+    with torch.no_grad():
+        logits = GritTrainingModel(tiny.model)(batch["rank_input_ids"], batch["rank_attention_mask"],
+                                               last=batch["rank_last"])
+        trained = trainer.relevance_scores(logits).double().numpy()
+    expected = np.concatenate([pointwise_scores(tiny, g.query, list(g.passages), max_passage_tokens=12) for g in groups])
+    np.testing.assert_allclose(trained, expected, atol=1e-4)
+    with pytest.raises(ValueError, match="same size"):
+        collator.ranking_batch([groups[0], RankingGroup("x", DOCS[:2])])
+
+
+def test_ranking_loss_is_softmax_cross_entropy_with_an_optional_pointwise_term():
+    scores = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    expected = -(torch.log_softmax(scores, dim=1)[:, 0]).mean()
+    assert ranking_loss(scores).item() == pytest.approx(expected.item(), rel=1e-6)
+    labels = torch.tensor([[1.0, 0, 0], [1.0, 0, 0]])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(scores, labels)
+    assert ranking_loss(scores, bce_weight=0.5).item() == pytest.approx((expected + 0.5 * bce).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="scores"):
+        ranking_loss(torch.zeros(4))
+    with pytest.raises(ValueError, match="bce_weight"):
+        ranking_loss(scores, bce_weight=-1.0)

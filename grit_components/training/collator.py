@@ -24,8 +24,8 @@ import torch
 from grit_components.embedding import EmbeddingInput, build_inputs, pad_batch, pooling_weights
 from grit_components.generation import chat_prompt_ids
 from grit_components.training.data import ChatRecord, EmbeddingRecord, Text
-from grit_components.training.tasks import (GenerativeSequence, PointwiseRecord, RagRecord, encode_pointwise,
-                                            encode_rag, sequence_mask)
+from grit_components.training.tasks import (GenerativeSequence, PointwiseRecord, RagRecord, RankingGroup,
+                                            encode_pointwise, encode_rag, sequence_mask)
 
 if TYPE_CHECKING:
     from grit_components.models import GritModel
@@ -82,10 +82,13 @@ def encode_chat(model: GritModel, messages: Sequence[dict[str, str]], *, max_len
 class GritCollator:
     """Turns dataset items into one GRIT training batch.
 
-    Items are dicts with "embedding" (an `EmbeddingRecord` or None) and "generative" (a `ChatRecord` or
-    None). The batch holds `query_*` and `passage_*` tensors (passages: every query's positive first, in
-    query order, then all hard negatives, so query i's positive is passage i and every other passage is
-    an in-batch negative) and `gen_*` tensors (input_ids, attention_mask, labels).
+    Items are dicts with "embedding" (an `EmbeddingRecord` or None), "generative" (a `ChatRecord`,
+    `PointwiseRecord`, `RagRecord` or None) and optionally "ranking" (a `RankingGroup` or None). The batch
+    holds `query_*` and `passage_*` tensors (passages: every query's positive first, in query order, then
+    all hard negatives, so query i's positive is passage i and every other passage is an in-batch
+    negative), `gen_*` tensors (input_ids, attention_mask, labels) and `rank_*` tensors (the reranker's
+    pointwise prompts of each group, row-major: group g's passage j is row g * group_size + j;
+    `rank_last` is the position of each prompt's last token, where the answer is read).
 
     :param model: the `GritModel` being trained (its tokenizer, BOS and chat format are used).
     :param query_instruction: instruction of queries given as plain str.
@@ -97,6 +100,7 @@ class GritCollator:
     :param generative_batch_size: generative records used per batch (None: one per item).
     :param rerank_passage_tokens: passages of relevance judgements are cut to this many tokens, as the
         reranker's `max_passage_tokens` does.
+    :param ranking_batch_size: ranking groups used per batch (None: one per item that has one).
     :param seed: seed of positive and negative sampling.
     """
 
@@ -109,6 +113,7 @@ class GritCollator:
     generative_max_length: int = 512
     generative_batch_size: int | None = None
     rerank_passage_tokens: int = 256
+    ranking_batch_size: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -123,6 +128,10 @@ class GritCollator:
         chats = chats[: self.generative_batch_size] if self.generative_batch_size is not None else chats
         if chats:
             batch.update(self.generative_batch(chats))
+        groups = [item["ranking"] for item in items if item.get("ranking") is not None]
+        groups = groups[: self.ranking_batch_size] if self.ranking_batch_size is not None else groups
+        if groups:
+            batch.update(self.ranking_batch(groups))
         return batch
 
     def embedding_batch(self, records: Sequence[EmbeddingRecord]) -> dict[str, torch.Tensor]:
@@ -172,3 +181,18 @@ class GritCollator:
             batch["gen_attention_mask"] = torch.stack([sequence_mask(e, width) for e in encoded])[:, None]  # (B, 1, T, T)
             batch["gen_position_ids"] = positions
         return batch
+
+    def ranking_batch(self, groups: Sequence[RankingGroup]) -> dict[str, torch.Tensor]:
+        """The reranker's pointwise prompts of every group's passages, right-padded (token for token what
+        `rerank.pointwise_scores` runs), with the position of each prompt's last token."""
+        from grit_components.rerank import pointwise_prompt_ids
+
+        sizes = {len(g.passages) for g in groups}
+        if len(sizes) != 1:
+            raise ValueError(f"ranking groups of one batch must have the same size, got sizes {sorted(sizes)}")
+        prompts = [pointwise_prompt_ids(self.model, g.query, passage, max_passage_tokens=self.rerank_passage_tokens)
+                   for g in groups for passage in g.passages]
+        ids, mask = pad_batch(prompts, self.model.pad_token_id, "cpu")  # (Q * G, T)
+        return {"rank_input_ids": ids, "rank_attention_mask": mask,
+                "rank_last": torch.tensor([len(p) - 1 for p in prompts], dtype=torch.long),
+                "rank_group_size": torch.full((len(groups),), sizes.pop(), dtype=torch.long)}  # (Q,)

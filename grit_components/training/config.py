@@ -57,8 +57,10 @@ class GenerativeSourceConfig:
     BEIR tasks: "rag" (the question with its gold passage, doc-first, answered with the title),
     "rag_formats" (the same answers in every prompt format in `formats`: uncached doc-first and
     query-first, no retrieval, and the cache modes with each source in `sources`, with up to
-    `max_documents` passages: the gold one and mined distractors) and "pointwise" (the reranker's
-    relevance prompt over a positive and `negatives_per_positive` mined negatives, answered yes/no).
+    `max_documents` passages: the gold one and mined distractors), "pointwise" (the reranker's
+    relevance prompt over a positive and `negatives_per_positive` mined negatives, answered yes/no) and
+    "pointwise_ranking" (that prompt over groups of a positive and `group_size - 1` mined negatives, trained
+    with the ranking loss `loss.rank_weight` weighs: the scores the reranker sorts by, compared per query).
     """
 
     path: Optional[str] = None
@@ -76,6 +78,7 @@ class GenerativeSourceConfig:
     max_documents: int = 3
     untitled: float = 0.5  # rag_formats: share of records whose passages lose their leading title
     negatives_per_positive: int = 1
+    group_size: int = 4  # pointwise_ranking: passages per group (1 positive + group_size - 1 negatives)
     mine_negatives: Optional[MiningConfig] = None
 
 
@@ -92,6 +95,7 @@ class DataConfig:
     generative_max_length: int = 512
     generative_batch_size: Optional[int] = None  # generative records per step (None: training.batch_size)
     rerank_passage_tokens: int = 256  # passages of relevance prompts are cut like GritReranker's max_passage_tokens
+    ranking_batch_size: Optional[int] = None  # ranking groups per step (None: training.batch_size)
 
 
 @dataclass
@@ -100,6 +104,8 @@ class LossConfig:
     rep_weight: float = 1.0
     gen_weight: float = 1.0
     gen_averaging: str = "token"  # or "sample"
+    rank_weight: float = 1.0  # L_rank: softmax cross-entropy over each ranking group's relevance scores
+    rank_bce_weight: float = 0.0  # plus this weight of binary cross-entropy on the same scores (calibration)
     gradcache_chunk_size: Optional[int] = None  # set to embed the batch in chunks of this many texts
 
 
@@ -171,7 +177,10 @@ class TrainConfig:
             (self.data.on_error in ("raise", "skip"), "data.on_error must be 'raise' or 'skip'"),
             (self.loss.gen_averaging in ("token", "sample"), "loss.gen_averaging must be 'token' or 'sample'"),
             (self.loss.temperature > 0, "loss.temperature must be > 0"),
-            (self.loss.rep_weight >= 0 and self.loss.gen_weight >= 0, "loss weights must be >= 0"),
+            (self.loss.rep_weight >= 0 and self.loss.gen_weight >= 0 and self.loss.rank_weight >= 0
+             and self.loss.rank_bce_weight >= 0, "loss weights must be >= 0"),
+            (self.data.ranking_batch_size is None or self.data.ranking_batch_size >= 1,
+             "data.ranking_batch_size must be >= 1"),
             (self.loss.gradcache_chunk_size is None or self.loss.gradcache_chunk_size >= 1,
              "loss.gradcache_chunk_size must be >= 1"),
             (self.training.batch_size >= 1, "training.batch_size must be >= 1"),
@@ -183,8 +192,11 @@ class TrainConfig:
             checks.append((source.task in ("qrels", "inverse_cloze"), "embedding task must be 'qrels' or 'inverse_cloze'"))
             checks.append((source.task == "qrels" or source.beir is not None, "task 'inverse_cloze' needs a 'beir' source"))
         for source in self.data.generative:
-            checks.append((source.task in ("rag", "rag_formats", "pointwise"),
-                           "generative task must be 'rag', 'rag_formats' or 'pointwise'"))
+            checks.append((source.task in ("rag", "rag_formats", "pointwise", "pointwise_ranking"),
+                           "generative task must be 'rag', 'rag_formats', 'pointwise' or 'pointwise_ranking'"))
+            checks.append((source.group_size >= 2, "group_size must be >= 2 (a positive and at least one negative)"))
+            checks.append((source.task != "pointwise_ranking" or source.beir is not None,
+                           "task 'pointwise_ranking' needs a 'beir' source"))
             unknown = set(source.formats) - set(RAG_FORMATS) - {"no_retrieval"}
             checks.append((not unknown, f"unknown RAG formats {sorted(unknown)}; choose from "
                                         f"{[*RAG_FORMATS, 'no_retrieval']}"))

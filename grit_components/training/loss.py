@@ -79,6 +79,26 @@ def selected_generative_loss(logits: torch.Tensor, labels: torch.Tensor, *, aver
     return (per_sample[has] / counts[has]).mean()
 
 
+def ranking_loss(scores: torch.Tensor, *, bce_weight: float = 0.0) -> torch.Tensor:
+    """Listwise softmax cross-entropy over groups of relevance scores, plus an optional pointwise term.
+
+    `scores` (Q, G) are log-odds (log p(yes) - log p(no)) of G passages per query, the relevant one in
+    column 0. The ranking term is -log softmax(scores)[0] averaged over queries; with `bce_weight` > 0
+    the binary cross-entropy of sigmoid(score) against the labels (1 for column 0, else 0) is added, so the
+    scores also stay calibrated as p(yes | yes or no) across queries.
+    """
+    check_float("bce_weight", bce_weight, minimum=0.0)
+    if scores.dim() != 2 or scores.shape[1] < 2:
+        raise ValueError(f"scores must be (queries, group size >= 2), got shape {tuple(scores.shape)}")
+    scores = scores.float()
+    loss = F.cross_entropy(scores, torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device))
+    if bce_weight:
+        labels = torch.zeros_like(scores)
+        labels[:, 0] = 1.0
+        loss = loss + bce_weight * F.binary_cross_entropy_with_logits(scores, labels)
+    return loss
+
+
 def _rng_state():
     return (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
 

@@ -22,7 +22,8 @@ from grit_components.training.data import (
     load_embedding_records,
     mine_hard_negatives,
 )
-from grit_components.training.tasks import inverse_cloze_records, pointwise_records, rag_records
+from grit_components.training.tasks import (RankingGroup, inverse_cloze_records, pointwise_records, rag_records,
+                                            ranking_groups)
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,8 @@ def _generative_source(source, config: TrainConfig, grit) -> list:
     if source.mine_negatives is not None:
         records = _mine(records, corpus, source.mine_negatives, config, grit)
     seed = config.training.seed
+    if source.task == "pointwise_ranking":
+        return ranking_groups(records, group_size=source.group_size, seed=seed, dataset=source.name or "ranking")
     if source.task == "pointwise":
         return pointwise_records(records, negatives_per_positive=source.negatives_per_positive, seed=seed,
                                  dataset=source.name or "pointwise")
@@ -114,7 +117,8 @@ def _generative_source(source, config: TrainConfig, grit) -> list:
 def build_records(config: TrainConfig, grit=None) -> tuple[list[EmbeddingRecord], list]:
     """Load every configured source (validating records) and mine hard negatives where asked.
 
-    Generative records of all sources are shuffled together (seeded), so every step mixes the tasks.
+    Generative records of all sources are shuffled together (seeded), so every step mixes the tasks;
+    ranking groups (`pointwise_ranking` sources) are among them (`build_trainer` gives them their own stream).
     """
     embedding: list[EmbeddingRecord] = []
     for source in config.data.embedding:
@@ -136,14 +140,15 @@ def training_metadata(config: TrainConfig, grit) -> ModelMetadata:
     if data.embedding and config.loss.rep_weight > 0:
         capabilities.insert(0, "embedding")
     generative = data.generative if config.loss.gen_weight > 0 else []
-    if any(s.task == "pointwise" for s in generative):
+    ranking = [s for s in data.generative if s.task == "pointwise_ranking"] if config.loss.rank_weight > 0 else []
+    pointwise = bool(ranking) or any(s.task == "pointwise" for s in generative)
+    if pointwise:
         capabilities.append("pointwise_rerank")
     formats = list(dict.fromkeys(f for s in generative if s.task == "rag_formats" for f in s.formats))
     if any(s.task == "rag" for s in generative):
         formats = list(dict.fromkeys(["doc_first", *formats]))
     if set(formats) - {"doc_first", "query_first", "no_retrieval"}:
         capabilities.append("rag_cache_formats")
-    pointwise = any(s.task == "pointwise" for s in generative)
     return ModelMetadata(query_instruction=data.query_instruction if "embedding" in capabilities else None,
                          document_instruction=data.passage_instruction,
                          chat_format="grit" if grit.uses_grit_chat_format else "template",
@@ -166,14 +171,17 @@ def build_trainer(config: TrainConfig, *, model=None, grit=None, records=None):
     if model is None:
         model, grit = load_training_model(config)
     embedding, generative = records if records is not None else build_records(config, grit)
-    dataset = GritTrainDataset(embedding, generative)
+    ranking = [r for r in generative if isinstance(r, RankingGroup)]
+    generative = [r for r in generative if not isinstance(r, RankingGroup)]
+    dataset = GritTrainDataset(embedding, generative, ranking)
     data = config.data
     collator = GritCollator(grit, query_instruction=data.query_instruction, passage_instruction=data.passage_instruction,
                             num_hard_negatives=data.num_hard_negatives, query_max_length=data.query_max_length,
                             passage_max_length=data.passage_max_length,
                             generative_max_length=data.generative_max_length,
                             generative_batch_size=data.generative_batch_size,
-                            rerank_passage_tokens=data.rerank_passage_tokens, seed=settings.seed)
+                            rerank_passage_tokens=data.rerank_passage_tokens,
+                            ranking_batch_size=data.ranking_batch_size, seed=settings.seed)
     retrieval_eval, generative_eval = None, []
     if config.eval.beir is not None:
         retrieval_eval = RetrievalEvalSet.from_beir(config.eval.beir, split=config.eval.split,
@@ -222,6 +230,7 @@ def build_trainer(config: TrainConfig, *, model=None, grit=None, records=None):
         eval_dataset=dataset if evaluating else None,
         grit_model=grit, temperature=config.loss.temperature, rep_weight=config.loss.rep_weight,
         gen_weight=config.loss.gen_weight, gen_averaging=config.loss.gen_averaging,
+        rank_weight=config.loss.rank_weight, rank_bce_weight=config.loss.rank_bce_weight,
         gradcache_chunk_size=config.loss.gradcache_chunk_size, retrieval_eval=retrieval_eval,
         generative_eval=generative_eval, merge_lora=config.lora.merge_on_save, save_info=info, metadata=metadata,
         eval_settings={"query_instruction": data.query_instruction, "passage_instruction": data.passage_instruction,

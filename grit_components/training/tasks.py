@@ -5,6 +5,9 @@ token layout each one builds at inference:
 
 - `PointwiseRecord`: the pointwise relevance prompt `GritReranker` scores (`rerank.pointwise_prompt_ids`),
   answered "yes" or "no";
+- `RankingGroup`: the same prompt over one query's relevant passage and several hard negatives, trained
+  with a ranking loss on the reranker's own score (log p(yes) - log p(no)) under a softmax over the group
+  (as RankLLaMA-style rerankers are trained), so every step compares passages for one query;
 - `RagRecord`: a question answered from passages in one `rag.CacheMode` and cache source. The prompt is
   `rag.build_prompt` (the function `GritGenerator.answer` uses); cached texts are laid out as the KV
   store composes them, each attending only to itself (bidirectionally for the embedding source,
@@ -43,6 +46,15 @@ class PointwiseRecord:
     passage: str
     relevant: bool
     dataset: str = "pointwise"
+
+
+@dataclass(frozen=True)
+class RankingGroup:
+    """One query's passages to compare: `passages[0]` is relevant, the others are (hard) negatives."""
+
+    query: str
+    passages: tuple[str, ...]
+    dataset: str = "ranking"
 
 
 @dataclass(frozen=True)
@@ -155,6 +167,26 @@ def pointwise_records(records: Sequence[EmbeddingRecord], *, negatives_per_posit
             out.append(PointwiseRecord(query, positive, True, dataset))
             for negative in rng.sample(negatives, min(negatives_per_positive, len(negatives))):
                 out.append(PointwiseRecord(query, negative, False, dataset))
+    return out
+
+
+def ranking_groups(records: Sequence[EmbeddingRecord], *, group_size: int = 4, seed: int = 0,
+                   dataset: str = "ranking") -> list[RankingGroup]:
+    """A group per query: its first positive, then `group_size - 1` of its hard negatives (sampled).
+
+    Queries with fewer negatives are skipped, so every group has `group_size` passages (one tensor shape).
+    """
+    if isinstance(group_size, bool) or not isinstance(group_size, int):
+        raise TypeError(f"group_size must be an int, got {type(group_size).__name__}")
+    if group_size < 2:
+        raise ValueError(f"group_size must be >= 2 (a positive and at least one negative), got {group_size}")
+    rng = random.Random(seed)
+    out = []
+    for record in records:
+        negatives = [text for _, text in record.neg]
+        if not record.pos or len(negatives) < group_size - 1:
+            continue
+        out.append(RankingGroup(record.query[1], (record.pos[0][1], *rng.sample(negatives, group_size - 1)), dataset))
     return out
 
 

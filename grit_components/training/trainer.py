@@ -25,7 +25,9 @@ from grit_components.attention import bidirectional_forward
 from grit_components.embedding import TruncationWarning
 from grit_components.metadata import ModelMetadata
 from grit_components.training.data import ChatRecord, EmbeddingRecord
-from grit_components.training.loss import chunked_info_nce_backward, info_nce_loss, pool, selected_generative_loss
+from grit_components.training.loss import (chunked_info_nce_backward, info_nce_loss, pool, ranking_loss,
+                                           selected_generative_loss)
+from grit_components.training.tasks import RankingGroup
 
 if TYPE_CHECKING:
     from grit_components.models import GritModel
@@ -35,30 +37,36 @@ TRAINING_INFO_FILE = "grit_training.json"
 
 
 class GritTrainDataset(Dataset):
-    """Item i = {"embedding": embedding record i, "generative": generative record i mod n_generative}.
+    """Item i = {"embedding": embedding record i, "generative": generative record i mod n_generative,
+    "ranking": ranking group i mod n_ranking}.
 
-    With no embedding records, item i is generative record i alone (and vice versa).
+    The first non-empty stream (embedding, then generative, then ranking) sets the length; the others cycle.
     """
 
-    def __init__(self, embedding: Sequence[EmbeddingRecord] = (), generative: Sequence[ChatRecord] = ()) -> None:
-        if not embedding and not generative:
-            raise ValueError("training needs embedding records, generative records, or both")
+    def __init__(self, embedding: Sequence[EmbeddingRecord] = (), generative: Sequence[ChatRecord] = (),
+                 ranking: Sequence[RankingGroup] = ()) -> None:
+        if not embedding and not generative and not ranking:
+            raise ValueError("training needs embedding records, generative records, ranking groups, or some of them")
         self.embedding = list(embedding)
         self.generative = list(generative)
+        self.ranking = list(ranking)
 
     def __len__(self) -> int:
-        return len(self.embedding) or len(self.generative)
+        return len(self.embedding) or len(self.generative) or len(self.ranking)
 
     def __getitem__(self, index: int) -> dict:
-        if not self.embedding:
-            return {"embedding": None, "generative": self.generative[index]}
-        gen = self.generative[index % len(self.generative)] if self.generative else None
-        return {"embedding": self.embedding[index], "generative": gen}
+        def cycle(records):
+            return records[index % len(records)] if records else None
+
+        item = {"embedding": cycle(self.embedding), "generative": cycle(self.generative)}
+        if self.ranking:
+            item["ranking"] = cycle(self.ranking)
+        return item
 
     def dataset_names(self) -> list[str]:
         """Per item, the name batches must not mix (the embedding record's dataset)."""
         if not self.embedding:
-            return ["generative"] * len(self.generative)
+            return ["generative"] * len(self)
         return [r.dataset for r in self.embedding]
 
 
@@ -129,7 +137,12 @@ class GritTrainingModel(torch.nn.Module):
             self.model.enable_input_require_grads()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None):
+                labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                last: torch.Tensor | None = None):
+        if last is not None:  # the next-token logits at one position per row (a relevance prompt's end): (B, V)
+            hidden = self.model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                              use_cache=False).last_hidden_state  # (B, T, H)
+            return self.model.get_output_embeddings()(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
         if pooling is not None:
             hidden = bidirectional_forward(self.model, input_ids, attention_mask).last_hidden_state  # (B, T, H)
             return pool(hidden, pooling)  # (B, H)
@@ -207,6 +220,8 @@ class GritTrainer(Trainer):
     :param rep_weight: weight of L_rep.
     :param gen_weight: weight of L_gen.
     :param gen_averaging: "token" or "sample" averaging of L_gen (see `training.loss`).
+    :param rank_weight: weight of L_rank, the ranking loss over the relevance scores of ranking groups.
+    :param rank_bce_weight: weight of the pointwise (binary cross-entropy) term inside L_rank.
     :param gradcache_chunk_size: embed the contrastive batch in chunks of this many texts (GradCache).
     :param retrieval_eval: a `RetrievalEvalSet` scored at every evaluation (nDCG@10, Recall@10).
     :param generative_eval: dev `ChatRecord`s whose L_gen is reported at every evaluation.
@@ -216,7 +231,8 @@ class GritTrainer(Trainer):
     """
 
     def __init__(self, *args, grit_model: GritModel, temperature: float = 0.02, rep_weight: float = 1.0,
-                 gen_weight: float = 1.0, gen_averaging: str = "token", gradcache_chunk_size: int | None = None,
+                 gen_weight: float = 1.0, gen_averaging: str = "token", rank_weight: float = 1.0,
+                 rank_bce_weight: float = 0.0, gradcache_chunk_size: int | None = None,
                  retrieval_eval: RetrievalEvalSet | None = None, generative_eval: Sequence[ChatRecord] = (),
                  eval_settings: dict | None = None, merge_lora: bool = True, save_info: dict | None = None,
                  metadata: ModelMetadata | None = None, **kwargs) -> None:
@@ -226,6 +242,9 @@ class GritTrainer(Trainer):
         self.rep_weight = rep_weight
         self.gen_weight = gen_weight
         self.gen_averaging = gen_averaging
+        self.rank_weight = rank_weight
+        self.rank_bce_weight = rank_bce_weight
+        self._answer_ids: tuple[list[int], list[int]] | None = None
         self.gradcache_chunk_size = gradcache_chunk_size
         self.retrieval_eval = retrieval_eval
         self.generative_eval = list(generative_eval)
@@ -233,7 +252,7 @@ class GritTrainer(Trainer):
         self.merge_lora = merge_lora
         self.save_info = save_info
         self.metadata = metadata
-        self._parts: dict[str, list[float]] = {"loss_rep": [], "loss_gen": [], "step_seconds": [], "step_cpu_seconds": []}
+        self._parts: dict[str, list[float]] = {"loss_rep": [], "loss_gen": [], "loss_rank": [], "step_seconds": [], "step_cpu_seconds": []}
         if self.args.use_cpu or not torch.cuda.is_available():
             self.add_callback(ReleaseFreedMemory())
 
@@ -271,7 +290,21 @@ class GritTrainer(Trainer):
             logits = model(inputs["gen_input_ids"], inputs["gen_attention_mask"], labels=labels,
                            position_ids=inputs.get("gen_position_ids"))
             losses["loss_gen"] = selected_generative_loss(logits, labels, averaging=self.gen_averaging)
+        if "rank_input_ids" in inputs and self.rank_weight > 0:
+            logits = model(inputs["rank_input_ids"], inputs["rank_attention_mask"], last=inputs["rank_last"])  # (Q*G, V)
+            scores = self.relevance_scores(logits).view(len(inputs["rank_group_size"]), -1)  # (Q, G)
+            losses["loss_rank"] = ranking_loss(scores, bce_weight=self.rank_bce_weight)
         return losses
+
+    def relevance_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """log p(yes) - log p(no) from next-token logits (N, V), as `rerank.pointwise_scores` computes it."""
+        if self._answer_ids is None:
+            from grit_components.rerank import NO_WORDS, YES_WORDS, answer_token_ids
+
+            self._answer_ids = (answer_token_ids(self.grit_model, YES_WORDS), answer_token_ids(self.grit_model, NO_WORDS))
+        yes, no = self._answer_ids
+        log_probs = logits.float().log_softmax(dim=-1)
+        return torch.logsumexp(log_probs[:, yes], dim=-1) - torch.logsumexp(log_probs[:, no], dim=-1)
 
     def _combine(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         total = 0.0
@@ -279,6 +312,8 @@ class GritTrainer(Trainer):
             total = total + self.rep_weight * losses["loss_rep"]
         if "loss_gen" in losses:
             total = total + self.gen_weight * losses["loss_gen"]
+        if "loss_rank" in losses:
+            total = total + self.rank_weight * losses["loss_rank"]
         return total if isinstance(total, torch.Tensor) else torch.tensor(0.0)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -304,8 +339,9 @@ class GritTrainer(Trainer):
             self._parts[name].append(float(value.detach()))
         if self.gradcache_chunk_size and "loss_rep" in losses:
             # L_rep's gradient is already accumulated; back-propagate the rest.
-            if "loss_gen" in losses:
-                self.accelerator.backward(self.gen_weight * losses["loss_gen"] * scale)
+            rest = self._combine({k: v for k, v in losses.items() if k != "loss_rep"})
+            if rest.requires_grad:
+                self.accelerator.backward(rest * scale)
         else:
             self.accelerator.backward(self._combine(losses) * scale)
         return self._combine({k: v.detach() for k, v in losses.items()}).detach() * scale
