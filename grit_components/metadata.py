@@ -23,7 +23,8 @@ from typing import Any
 
 METADATA_FILE = "grit_model.json"
 FORMAT = 1
-CAPABILITIES = ("embedding", "generation", "pointwise_rerank", "listwise_rerank", "rag_cache_formats")
+CAPABILITIES = ("embedding", "generation", "pointwise_rerank", "query_likelihood_rerank", "listwise_rerank",
+                "rag_cache_formats")
 _KEYS = {"format", "query_instruction", "document_instruction", "chat_format", "capabilities",
          "pointwise_max_passage_tokens", "rag_formats", "base_model", "adapter_sha256", "trained_with"}
 

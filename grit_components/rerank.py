@@ -44,7 +44,7 @@ FIRST_STAGES = ("bi_encoder", "none")
 class UntrainedCrossEncoderWarning(UserWarning):
     """A cross-encoder was asked of a model that does not declare it was trained for it."""
 
-CROSS_ENCODERS = ("pointwise", "listwise", "none")
+CROSS_ENCODERS = ("query_likelihood", "pointwise", "listwise", "none")
 
 # The answer words as a chat model writes them at the start of its turn (no leading space); both
 # capitalisations count, since instruct models often answer "Yes"/"No".
@@ -128,6 +128,56 @@ def pointwise_scores(model: GritModel, query: str, passages: Sequence[str], *, b
     return scores
 
 
+def query_likelihood_prompt_ids(model: GritModel, passage: str, *, max_passage_tokens: int = 256) -> list[int]:
+    """Chat prompt ids asking for a query the passage is relevant to, ending where the answer starts."""
+    text = templates.QUERY_LIKELIHOOD_RERANK.format(passage=truncate_tokens(model, passage, max_passage_tokens))
+    return chat_prompt_ids(model, text)
+
+
+def query_likelihood_sequences(model: GritModel, query: str, passages: Sequence[str], *,
+                               max_passage_tokens: int = 256) -> tuple[list[list[int]], list[int]]:
+    """(prompt + query ids per passage, where the query starts in each): what `query_likelihood_scores`
+    runs and what training on ranking groups scores."""
+    query_ids = model.tokenize(query)
+    if not query_ids:
+        raise ValueError("query has no tokens to score")
+    prompts = [query_likelihood_prompt_ids(model, p, max_passage_tokens=max_passage_tokens) for p in passages]
+    return [prompt + query_ids for prompt in prompts], [len(prompt) for prompt in prompts]
+
+
+def query_likelihood_scores(model: GritModel, query: str, passages: Sequence[str], *, batch_size: int = 8,
+                            max_passage_tokens: int = 256) -> np.ndarray:
+    """Mean log p(query token | passage prompt, earlier query tokens) for each passage, shape (n,), float64.
+
+    Query likelihood (UPR, Sachan et al. 2022): a passage is as relevant as the query is likely as the
+    model's answer to "write a query this passage is relevant to". The mean over the query's tokens is a
+    log-probability per token (<= 0; its exp is the geometric-mean token probability), so scores of
+    different queries are comparable; within one query it ranks exactly as the total log-likelihood does.
+    Right-padded, length-sorted batches; only the query positions go through the LM head.
+    """
+    if not passages:
+        return np.zeros(0, dtype=np.float64)
+    sequences, starts = query_likelihood_sequences(model, query, passages, max_passage_tokens=max_passage_tokens)
+    too_long = [i for i, seq in enumerate(sequences) if len(seq) > model.context_length]
+    if too_long:
+        raise ValueError(f"query-likelihood prompt for passages[{too_long[0]}] exceeds the context length; "
+                         "lower max_passage_tokens or shorten the query")
+    scores = np.empty(len(sequences), dtype=np.float64)
+    lm_head = model.model.get_output_embeddings()
+    body = model.model.get_decoder()
+    with torch.inference_mode():
+        for batch in length_sorted_batches([len(seq) for seq in sequences], batch_size):
+            ids, mask = pad_batch([sequences[i] for i in batch], model.pad_token_id, model.device)  # (B, T)
+            hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
+            for row, i in enumerate(batch):
+                start, end = starts[i], len(sequences[i])
+                # position t predicts token t + 1: the query tokens [start, end) come from [start - 1, end - 1)
+                log_probs = torch.log_softmax(lm_head(hidden[row, start - 1 : end - 1]).float(), dim=-1)
+                targets = ids[row, start:end]
+                scores[i] = float(log_probs.gather(1, targets[:, None]).mean())
+    return scores
+
+
 _IDENTIFIER = re.compile(r"\[\s*(\d+)\s*\]")
 _BARE_NUMBER = re.compile(r"\d+")
 
@@ -207,11 +257,13 @@ class GritReranker(ModelComponent):
         is the first-stage ranking).
     :param first_stage_top_k: how many first-stage hits go to the cross-encoder (None = all). Only those
         are returned, so at most `min(top_k, first_stage_top_k)` documents come back.
-    :param cross_encoder: "pointwise" (yes/no log-odds), "listwise" (permutation prompt) or "none"; None
-        (default) = "pointwise" for a model that declares it was trained to judge relevance (its
-        `grit_model.json`, e.g. the default `grit-smollm2-135m`), else "none": an untrained model's
-        yes/no judgements are worse than its bi-encoder ranking (measured in docs/reranking.md). Asking
-        for "pointwise" on such a model works but warns once (`UntrainedCrossEncoderWarning`).
+    :param cross_encoder: "query_likelihood" (how likely the model finds the query given the passage),
+        "pointwise" (yes/no log-odds), "listwise" (permutation prompt) or "none"; None (default) = the
+        one the model declares it was trained for in its `grit_model.json` ("query_likelihood" for the
+        default `grit-smollm2-135m`, else "pointwise" for a model trained to judge relevance), else "none":
+        an untrained model's judgements are worse than its bi-encoder ranking (measured in
+        docs/reranking.md). Asking for "pointwise" or "query_likelihood" on a model that does not declare
+        it works but warns once (`UntrainedCrossEncoderWarning`).
     :param query_instruction: instruction for the query embedding; None = the model's own, else
         `DEFAULT_QUERY_INSTRUCTION` (use the task's own instruction for a model without one).
     :param document_instruction: instruction for documents embedded here ("" as in the GRIT paper).
@@ -266,16 +318,20 @@ class GritReranker(ModelComponent):
     def cross_encoder(self) -> str:
         """The cross-encoder in use: the one given, else "pointwise" for a model trained to judge relevance
         (or when there is no first stage), else "none"."""
+        metadata = self.model.metadata
         if self._cross_encoder is not None:
             chosen = self._cross_encoder
+        elif metadata.declares("query_likelihood_rerank"):
+            chosen = "query_likelihood"
         else:
-            trained = self.model.metadata.declares("pointwise_rerank")
+            trained = metadata.declares("pointwise_rerank")
             chosen = "pointwise" if trained or self.first_stage == "none" else "none"
-        if chosen == "pointwise" and not self._warned_untrained and not self.model.metadata.declares("pointwise_rerank"):
+        capability = {"pointwise": "pointwise_rerank", "query_likelihood": "query_likelihood_rerank"}.get(chosen)
+        if capability and not self._warned_untrained and not metadata.declares(capability):
             self._warned_untrained = True
             warnings.warn(
-                f"cross_encoder='pointwise' with {self.model.name!r}, a model that does not declare it was trained "
-                "to judge relevance (no 'pointwise_rerank' in its grit_model.json): an untrained model's yes/no "
+                f"cross_encoder={chosen!r} with {self.model.name!r}, a model that does not declare it was trained "
+                f"for it (no {capability!r} in its grit_model.json): an untrained model's relevance "
                 "scores can rank worse than its embeddings (docs/reranking.md). Use a GRIT-trained model such as "
                 "'grit-smollm2-135m', or cross_encoder='none'.", UntrainedCrossEncoderWarning, stacklevel=3)
         return chosen
@@ -329,6 +385,9 @@ class GritReranker(ModelComponent):
         if self.cross_encoder == "pointwise":
             return pointwise_scores(self.model, query, documents, batch_size=self.batch_size,
                                     max_passage_tokens=self.max_passage_tokens)
+        if self.cross_encoder == "query_likelihood":
+            return query_likelihood_scores(self.model, query, documents, batch_size=self.batch_size,
+                                           max_passage_tokens=self.max_passage_tokens)
         if self.cross_encoder == "listwise":
             order = listwise_order(self.model, query, documents, window_size=self.window_size, step=self.step,
                                    max_passage_tokens=self.max_passage_tokens)
@@ -426,6 +485,8 @@ class GritReranker(ModelComponent):
             return score
         if self.cross_encoder == "none":
             return (1.0 + score) / 2.0
+        if self.cross_encoder == "query_likelihood":
+            return math.exp(score)  # the geometric-mean probability of the query's tokens, in (0, 1]
         return 1.0 / (1.0 + math.exp(-score)) if score >= 0 else math.exp(score) / (1.0 + math.exp(score))
 
 
@@ -449,4 +510,5 @@ def _select(embeddings, kept: list[int], count: int) -> list:
     return [embeddings[i] for i in kept]
 
 
-__all__ = ["GritReranker", "RankedDocument", "UntrainedCrossEncoderWarning", "listwise_order", "parse_ranking", "pointwise_scores", "truncate_tokens"]
+__all__ = ["GritReranker", "RankedDocument", "UntrainedCrossEncoderWarning", "listwise_order", "parse_ranking",
+           "pointwise_scores", "query_likelihood_scores", "truncate_tokens"]

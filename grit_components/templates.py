@@ -67,6 +67,10 @@ POINTWISE_RERANK = (
     "Answer with yes if the passage is relevant to the query, and no otherwise."
 )
 
+# Query-likelihood reranking (UPR, Sachan et al. 2022): the passage, then a request for a query it answers;
+# the score is how likely the model finds the user's query as the answer to it.
+QUERY_LIKELIHOOD_RERANK = "Passage: {passage}\n\nWrite a search query that this passage is relevant to."
+
 
 # RAG prompts (reference: ContextualAI/gritlm rag/eval.py). A cached text is `BOS + embed_prefix("") +
 # text`, exactly what GRIT embeds for a document; the uncached suffix after it starts with a newline

@@ -70,6 +70,19 @@ def test_components_take_the_models_own_defaults(declared_dir, tiny_llama_dir):
     assert plain.cross_encoder == "none" and plain.max_passage_tokens == 256
 
 
+def test_the_reranker_defaults_to_the_cross_encoder_the_model_declares(declared_dir):
+    """A model declaring query_likelihood_rerank gets it by default (before pointwise); an explicit choice wins."""
+    metadata = json.loads((declared_dir / METADATA_FILE).read_text())
+    metadata["capabilities"].append("query_likelihood_rerank")
+    (declared_dir / METADATA_FILE).write_text(json.dumps(metadata))
+    registry = ModelRegistry()
+    assert GritReranker(str(declared_dir), registry=registry).cross_encoder == "query_likelihood"
+    assert GritReranker(str(declared_dir), cross_encoder="pointwise", registry=registry).cross_encoder == "pointwise"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # declared: no warning
+        GritReranker(str(declared_dir), registry=registry).rerank("temple", ["a temple", "a banana"])
+
+
 def test_pointwise_on_an_undeclared_model_warns_once(tiny_llama_dir):
     reranker = GritReranker(str(tiny_llama_dir), cross_encoder="pointwise", registry=ModelRegistry())
     with warnings.catch_warnings(record=True) as caught:

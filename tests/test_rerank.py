@@ -3,6 +3,7 @@ bad input; and (integration) a planted relevant passage with the real SmolLM2 mo
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 
@@ -336,3 +337,33 @@ def test_planted_passage_moves_to_rank_one_with_the_shipped_grit_model(grit_smol
 def test_planted_passage_moves_to_rank_one_with_untrained_smollm2(smol):
     wins = _planted_wins(smol)
     assert wins >= 8, f"planted passage ranked first for {wins}/10 queries"
+
+
+def test_query_likelihood_is_the_mean_log_probability_of_the_query(tiny_model):
+    """query_likelihood_scores = mean log p(query token | passage prompt, earlier query tokens), read from a
+    plain full forward pass; batching does not change it."""
+    import torch
+
+    query = "capital of France"
+    batched = rr.query_likelihood_scores(tiny_model, query, DOCS, batch_size=4)
+    query_ids = tiny_model.tokenize(query)
+    for doc, score in zip(DOCS, batched):
+        prompt = rr.query_likelihood_prompt_ids(tiny_model, doc)
+        with torch.no_grad():
+            logits = tiny_model.model(input_ids=torch.tensor([prompt + query_ids])).logits[0].float()
+        log_probs = logits.log_softmax(-1)[len(prompt) - 1 : -1]
+        expected = log_probs.gather(1, torch.tensor(query_ids)[:, None]).mean().item()
+        assert score == pytest.approx(expected, abs=1e-4)
+    assert np.all(batched < 0) and np.ptp(batched) > 0
+    with pytest.raises(ValueError, match="query"):
+        rr.query_likelihood_scores(tiny_model, "", DOCS)
+
+
+def test_query_likelihood_reranker_scales_to_a_probability(tiny_llama_dir, registry):
+    reranker = GritReranker(str(tiny_llama_dir), cross_encoder="query_likelihood", registry=registry, top_k=3)
+    with pytest.warns(rr.UntrainedCrossEncoderWarning, match="query_likelihood"):
+        ranked = reranker.rerank("capital of France", DOCS)
+    raw = reranker.rerank("capital of France", DOCS, scale_score=False)
+    assert [r.index for r in ranked] == [r.index for r in raw]
+    assert all(0 < r.score <= 1 for r in ranked)
+    assert ranked[0].score == pytest.approx(math.exp(raw[0].score))

@@ -497,11 +497,13 @@ def test_resume_from_checkpoint(tmp_path, tiny_llama_dir, lora):
     assert trainer.state.global_step == 3
 
 
-def test_ranking_groups_train_the_rerankers_score(tmp_path, tiny_llama_dir, fresh_tiny):
-    """task pointwise_ranking: thirty steps of the ranking loss make the reranker's own score (the one
-    `pointwise_scores` computes) prefer the relevant passages, and the trained model declares pointwise_rerank.
+@pytest.mark.parametrize("score", ["pointwise", "query_likelihood"])
+def test_ranking_groups_train_the_rerankers_score(tmp_path, tiny_llama_dir, fresh_tiny, score):
+    """Tasks pointwise_ranking / query_likelihood_ranking: thirty steps of the ranking loss make the reranker's
+    own score (what `pointwise_scores` / `query_likelihood_scores` compute) prefer the relevant passages, and
+    the trained model declares the matching capability.
     A 2-layer random model cannot learn word matching in 30 steps, so relevant passages carry a cue word."""
-    from grit_components.rerank import pointwise_scores
+    from grit_components.rerank import pointwise_scores, query_likelihood_scores
     from grit_components.training.run import training_metadata
     from grit_components.training.tasks import ranking_groups
 
@@ -510,12 +512,13 @@ def test_ranking_groups_train_the_rerankers_score(tmp_path, tiny_llama_dir, fres
     records = [EmbeddingRecord(r.query, ((None, "relevant " + r.pos[0][1]),),
                                tuple(records[(i + k) % 48].pos[0] for k in (1, 2, 3)), r.dataset)
                for i, r in enumerate(records)]
-    groups = ranking_groups(records, group_size=4, seed=0)
+    groups = ranking_groups(records, group_size=4, seed=0, score=score)
+    scorer = pointwise_scores if score == "pointwise" else query_likelihood_scores
 
     def pairwise_accuracy():
         wins = []
         for group in groups[:24]:
-            scores = pointwise_scores(fresh_tiny, group.query, list(group.passages), max_passage_tokens=32)
+            scores = scorer(fresh_tiny, group.query, list(group.passages), max_passage_tokens=32)
             wins += [scores[0] > s for s in scores[1:]]
         return float(np.mean(wins))
 
@@ -529,13 +532,18 @@ def test_ranking_groups_train_the_rerankers_score(tmp_path, tiny_llama_dir, fres
     after = pairwise_accuracy()
     assert after > before + 0.2, (before, after)
 
+    task, capability = {"pointwise": ("pointwise_ranking", "pointwise_rerank"),
+                        "query_likelihood": ("query_likelihood_ranking", "query_likelihood_rerank")}[score]
     declared = from_dict(TrainConfig, {"model": "m", "output_dir": "o", "data": {"generative": [
-        {"beir": "d", "task": "pointwise_ranking", "group_size": 3}]}})
+        {"beir": "d", "task": task, "group_size": 3}]}})
     metadata = training_metadata(declared, fresh_tiny)
-    assert "pointwise_rerank" in metadata.capabilities and metadata.pointwise_max_passage_tokens == 256
+    assert capability in metadata.capabilities and metadata.pointwise_max_passage_tokens == 256
+    assert len([c for c in metadata.capabilities if c.endswith("_rerank")]) == 1
     with pytest.raises(ValueError, match="group_size"):
         from_dict(TrainConfig, {"model": "m", "output_dir": "o",
-                                "data": {"generative": [{"beir": "d", "task": "pointwise_ranking", "group_size": 1}]}})
-    with pytest.raises(ValueError, match="pointwise_ranking"):
-        from_dict(TrainConfig, {"model": "m", "output_dir": "o",
-                                "data": {"generative": [{"path": "x.jsonl", "task": "pointwise_ranking"}]}})
+                                "data": {"generative": [{"beir": "d", "task": task, "group_size": 1}]}})
+    with pytest.raises(ValueError, match=task):
+        from_dict(TrainConfig, {"model": "m", "output_dir": "o", "data": {"generative": [{"path": "x.jsonl", "task": task}]}})
+    with pytest.raises(ValueError, match="one ranking task"):
+        from_dict(TrainConfig, {"model": "m", "output_dir": "o", "data": {"generative": [
+            {"beir": "d", "task": "pointwise_ranking"}, {"beir": "d", "task": "query_likelihood_ranking"}]}})

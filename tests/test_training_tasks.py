@@ -177,3 +177,29 @@ def test_ranking_loss_is_softmax_cross_entropy_with_an_optional_pointwise_term()
         ranking_loss(torch.zeros(4))
     with pytest.raises(ValueError, match="bce_weight"):
         ranking_loss(scores, bce_weight=-1.0)
+
+
+def test_query_likelihood_groups_score_as_the_reranker_does(tiny):
+    """Query-likelihood groups: the trainer's per-row sums over the query tokens, divided by their count, are
+    the reranker's query_likelihood_scores."""
+    from grit_components.rerank import query_likelihood_scores
+
+    groups = [RankingGroup("temple in Athens", DOCS, score="query_likelihood"),
+              RankingGroup("salt", (DOCS[1], DOCS[2], DOCS[0]), score="query_likelihood")]
+    collator = GritCollator(tiny, rerank_passage_tokens=12)
+    batch = collator.ranking_batch(groups)
+    labels = batch["rank_labels"]
+    with torch.no_grad():
+        logits = GritTrainingModel(tiny.model)(batch["rank_input_ids"], batch["rank_attention_mask"], labels=labels,
+                                               float_head=True)
+    targets = labels[:, 1:][labels[:, 1:] != -100]
+    token = logits.log_softmax(-1).gather(1, targets[:, None])[:, 0]
+    rows = torch.nonzero(labels[:, 1:] != -100)[:, 0]
+    means = torch.zeros(6).index_add(0, rows, token) / (labels[:, 1:] != -100).sum(1)
+    expected = np.concatenate([query_likelihood_scores(tiny, g.query, list(g.passages), max_passage_tokens=12)
+                               for g in groups])
+    np.testing.assert_allclose(means.numpy(), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="one score"):
+        collator.ranking_batch([groups[0], RankingGroup("x", DOCS)])
+    with pytest.raises(ValueError, match="score"):
+        ranking_groups([], score="bm25")

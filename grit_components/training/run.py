@@ -12,7 +12,7 @@ import torch
 
 from grit_components.evaluation.data import load_beir
 from grit_components.metadata import ModelMetadata
-from grit_components.training.config import TrainConfig
+from grit_components.training.config import RANKING_TASKS, TrainConfig
 from grit_components.training.data import (
     ChatRecord,
     EmbeddingRecord,
@@ -100,8 +100,9 @@ def _generative_source(source, config: TrainConfig, grit) -> list:
     if source.mine_negatives is not None:
         records = _mine(records, corpus, source.mine_negatives, config, grit)
     seed = config.training.seed
-    if source.task == "pointwise_ranking":
-        return ranking_groups(records, group_size=source.group_size, seed=seed, dataset=source.name or "ranking")
+    if source.task in RANKING_TASKS:
+        return ranking_groups(records, group_size=source.group_size, seed=seed, dataset=source.name or "ranking",
+                              score=RANKING_TASKS[source.task])
     if source.task == "pointwise":
         return pointwise_records(records, negatives_per_positive=source.negatives_per_positive, seed=seed,
                                  dataset=source.name or "pointwise")
@@ -140,10 +141,13 @@ def training_metadata(config: TrainConfig, grit) -> ModelMetadata:
     if data.embedding and config.loss.rep_weight > 0:
         capabilities.insert(0, "embedding")
     generative = data.generative if config.loss.gen_weight > 0 else []
-    ranking = [s for s in data.generative if s.task == "pointwise_ranking"] if config.loss.rank_weight > 0 else []
-    pointwise = bool(ranking) or any(s.task == "pointwise" for s in generative)
+    ranking = {s.task for s in data.generative if s.task in RANKING_TASKS} if config.loss.rank_weight > 0 else set()
+    pointwise = "pointwise_ranking" in ranking or any(s.task == "pointwise" for s in generative)
     if pointwise:
         capabilities.append("pointwise_rerank")
+    if "query_likelihood_ranking" in ranking:
+        capabilities.append("query_likelihood_rerank")
+    pointwise = pointwise or bool(ranking)  # the passage length of either score's prompts
     formats = list(dict.fromkeys(f for s in generative if s.task == "rag_formats" for f in s.formats))
     if any(s.task == "rag" for s in generative):
         formats = list(dict.fromkeys(["doc_first", *formats]))
@@ -231,6 +235,7 @@ def build_trainer(config: TrainConfig, *, model=None, grit=None, records=None):
         grit_model=grit, temperature=config.loss.temperature, rep_weight=config.loss.rep_weight,
         gen_weight=config.loss.gen_weight, gen_averaging=config.loss.gen_averaging,
         rank_weight=config.loss.rank_weight, rank_bce_weight=config.loss.rank_bce_weight,
+        rank_lm_weight=config.loss.rank_lm_weight,
         gradcache_chunk_size=config.loss.gradcache_chunk_size, retrieval_eval=retrieval_eval,
         generative_eval=generative_eval, merge_lora=config.lora.merge_on_save, save_info=info, metadata=metadata,
         eval_settings={"query_instruction": data.query_instruction, "passage_instruction": data.passage_instruction,

@@ -5,9 +5,10 @@ token layout each one builds at inference:
 
 - `PointwiseRecord`: the pointwise relevance prompt `GritReranker` scores (`rerank.pointwise_prompt_ids`),
   answered "yes" or "no";
-- `RankingGroup`: the same prompt over one query's relevant passage and several hard negatives, trained
-  with a ranking loss on the reranker's own score (log p(yes) - log p(no)) under a softmax over the group
-  (as RankLLaMA-style rerankers are trained), so every step compares passages for one query;
+- `RankingGroup`: one query's relevant passage and several hard negatives, each scored as `GritReranker`
+  scores it (`score` "pointwise": log p(yes) - log p(no) of the relevance prompt; "query_likelihood": the
+  log-likelihood of the query given the passage prompt) and trained with a ranking loss under a softmax
+  over the group (as RankLLaMA-style rerankers are trained), so every step compares passages for one query;
 - `RagRecord`: a question answered from passages in one `rag.CacheMode` and cache source. The prompt is
   `rag.build_prompt` (the function `GritGenerator.answer` uses); cached texts are laid out as the KV
   store composes them, each attending only to itself (bidirectionally for the embedding source,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from grit_components.models import GritModel
 
 IGNORE_INDEX = -100
+RANKING_SCORES = ("pointwise", "query_likelihood")
 RAG_FORMATS = ("doc_first", "query_first", "doc", "query", "doc_query", "query_doc", "multi_doc")
 
 
@@ -50,11 +52,15 @@ class PointwiseRecord:
 
 @dataclass(frozen=True)
 class RankingGroup:
-    """One query's passages to compare: `passages[0]` is relevant, the others are (hard) negatives."""
+    """One query's passages to compare: `passages[0]` is relevant, the others are (hard) negatives.
+
+    `score` is the reranker score trained: "pointwise" (yes/no log-odds) or "query_likelihood".
+    """
 
     query: str
     passages: tuple[str, ...]
     dataset: str = "ranking"
+    score: str = "pointwise"
 
 
 @dataclass(frozen=True)
@@ -171,11 +177,14 @@ def pointwise_records(records: Sequence[EmbeddingRecord], *, negatives_per_posit
 
 
 def ranking_groups(records: Sequence[EmbeddingRecord], *, group_size: int = 4, seed: int = 0,
-                   dataset: str = "ranking") -> list[RankingGroup]:
+                   dataset: str = "ranking", score: str = "pointwise") -> list[RankingGroup]:
     """A group per query: its first positive, then `group_size - 1` of its hard negatives (sampled).
 
     Queries with fewer negatives are skipped, so every group has `group_size` passages (one tensor shape).
+    `score`: "pointwise" or "query_likelihood", the reranker score the groups train.
     """
+    if score not in RANKING_SCORES:
+        raise ValueError(f"score must be one of {list(RANKING_SCORES)}, got {score!r}")
     if isinstance(group_size, bool) or not isinstance(group_size, int):
         raise TypeError(f"group_size must be an int, got {type(group_size).__name__}")
     if group_size < 2:
@@ -186,7 +195,8 @@ def ranking_groups(records: Sequence[EmbeddingRecord], *, group_size: int = 4, s
         negatives = [text for _, text in record.neg]
         if not record.pos or len(negatives) < group_size - 1:
             continue
-        out.append(RankingGroup(record.query[1], (record.pos[0][1], *rng.sample(negatives, group_size - 1)), dataset))
+        out.append(RankingGroup(record.query[1], (record.pos[0][1], *rng.sample(negatives, group_size - 1)), dataset,
+                                score))
     return out
 
 

@@ -138,11 +138,11 @@ class GritTrainingModel(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                last: torch.Tensor | None = None):
+                last: torch.Tensor | None = None, float_head: bool = False):
         if last is not None:  # the next-token logits at one position per row (a relevance prompt's end): (B, V)
             hidden = self.model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
                                               use_cache=False).last_hidden_state  # (B, T, H)
-            return self.model.get_output_embeddings()(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
+            return self._head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last], True)
         if pooling is not None:
             hidden = bidirectional_forward(self.model, input_ids, attention_mask).last_hidden_state  # (B, T, H)
             return pool(hidden, pooling)  # (B, H)
@@ -155,7 +155,16 @@ class GritTrainingModel(torch.nn.Module):
         hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                       use_cache=False).last_hidden_state  # (B, T, H)
         predicts = labels[:, 1:] != -100  # (B, T-1): position t predicts token t+1
-        return self.model.get_output_embeddings()(hidden[:, :-1][predicts])  # (N, V)
+        return self._head(hidden[:, :-1][predicts], float_head)  # (N, V)
+
+    def _head(self, hidden: torch.Tensor, float_head: bool) -> torch.Tensor:
+        """The LM head; with `float_head` in float32 even under autocast (bf16 logits are coarse: a score that
+        is a difference of log-probabilities would move in steps of 0.25)."""
+        head = self.model.get_output_embeddings()
+        if not float_head:
+            return head(hidden)
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            return head(hidden.float())
 
 
 def save_grit_model(model: torch.nn.Module, tokenizer, output_dir, *, merge_lora: bool = True, info: dict | None = None,
@@ -221,7 +230,9 @@ class GritTrainer(Trainer):
     :param gen_weight: weight of L_gen.
     :param gen_averaging: "token" or "sample" averaging of L_gen (see `training.loss`).
     :param rank_weight: weight of L_rank, the ranking loss over the relevance scores of ranking groups.
-    :param rank_bce_weight: weight of the pointwise (binary cross-entropy) term inside L_rank.
+    :param rank_bce_weight: weight of the pointwise (binary cross-entropy) term inside L_rank (yes/no groups).
+    :param rank_lm_weight: weight of the relevant passage's query NLL per token inside L_rank (query-likelihood
+        groups: the query-generation term).
     :param gradcache_chunk_size: embed the contrastive batch in chunks of this many texts (GradCache).
     :param retrieval_eval: a `RetrievalEvalSet` scored at every evaluation (nDCG@10, Recall@10).
     :param generative_eval: dev `ChatRecord`s whose L_gen is reported at every evaluation.
@@ -232,7 +243,7 @@ class GritTrainer(Trainer):
 
     def __init__(self, *args, grit_model: GritModel, temperature: float = 0.02, rep_weight: float = 1.0,
                  gen_weight: float = 1.0, gen_averaging: str = "token", rank_weight: float = 1.0,
-                 rank_bce_weight: float = 0.0, gradcache_chunk_size: int | None = None,
+                 rank_bce_weight: float = 0.0, rank_lm_weight: float = 0.0, gradcache_chunk_size: int | None = None,
                  retrieval_eval: RetrievalEvalSet | None = None, generative_eval: Sequence[ChatRecord] = (),
                  eval_settings: dict | None = None, merge_lora: bool = True, save_info: dict | None = None,
                  metadata: ModelMetadata | None = None, **kwargs) -> None:
@@ -244,6 +255,7 @@ class GritTrainer(Trainer):
         self.gen_averaging = gen_averaging
         self.rank_weight = rank_weight
         self.rank_bce_weight = rank_bce_weight
+        self.rank_lm_weight = rank_lm_weight
         self._answer_ids: tuple[list[int], list[int]] | None = None
         self.gradcache_chunk_size = gradcache_chunk_size
         self.retrieval_eval = retrieval_eval
@@ -291,9 +303,23 @@ class GritTrainer(Trainer):
                            position_ids=inputs.get("gen_position_ids"))
             losses["loss_gen"] = selected_generative_loss(logits, labels, averaging=self.gen_averaging)
         if "rank_input_ids" in inputs and self.rank_weight > 0:
-            logits = model(inputs["rank_input_ids"], inputs["rank_attention_mask"], last=inputs["rank_last"])  # (Q*G, V)
-            scores = self.relevance_scores(logits).view(len(inputs["rank_group_size"]), -1)  # (Q, G)
-            losses["loss_rank"] = ranking_loss(scores, bce_weight=self.rank_bce_weight)
+            groups = len(inputs["rank_group_size"])
+            if "rank_labels" in inputs:  # query likelihood: log p(query | passage prompt), summed over the query
+                labels = inputs["rank_labels"]
+                logits = model(inputs["rank_input_ids"], inputs["rank_attention_mask"], labels=labels,
+                               float_head=True)  # (N, V)
+                targets = labels[:, 1:][labels[:, 1:] != -100]
+                token_log_probs = logits.float().log_softmax(dim=-1).gather(1, targets[:, None])[:, 0]  # (N,)
+                rows = torch.nonzero(labels[:, 1:] != -100)[:, 0]
+                totals = torch.zeros(labels.shape[0], device=token_log_probs.device).index_add(0, rows, token_log_probs)
+                scores = totals.view(groups, -1)  # (Q, G): within a query, the order of the reranker's mean
+                counts = (labels[:, 1:] != -100).sum(dim=1).view(groups, -1)[:, 0].clamp(min=1)
+                lm = -(scores[:, 0] / counts).mean()  # the relevant passage's query, per token (query generation)
+                losses["loss_rank"] = ranking_loss(scores) + self.rank_lm_weight * lm
+            else:
+                logits = model(inputs["rank_input_ids"], inputs["rank_attention_mask"], last=inputs["rank_last"])
+                scores = self.relevance_scores(logits).view(groups, -1)  # (Q, G)
+                losses["loss_rank"] = ranking_loss(scores, bce_weight=self.rank_bce_weight)
         return losses
 
     def relevance_scores(self, logits: torch.Tensor) -> torch.Tensor:
