@@ -27,8 +27,8 @@ class GritRerank(GritModelFields, BaseNodePostprocessor):
     Stage 1 orders the nodes by GRIT embedding similarity, reusing the query embedding the retriever
     already put in `query_bundle.embedding` (and node embeddings, when the vector store returns them)
     whenever their dimension matches the model's; `first_stage_top_n` of them go to stage 2, where the
-    model judges each passage ("pointwise": the probability of "yes", from its log-odds) or ranks them in
-    one prompt ("listwise"). Every node with text is scored and returned (up to `top_n`); nodes without
+    model judges each passage ("query_likelihood": how likely it finds the query given the passage;
+    "pointwise": the probability of "yes", from its log-odds) or ranks them in one prompt ("listwise"). Every node with text is scored and returned (up to `top_n`); nodes without
     text are left out. The model is shared, through the `grit_components` registry, with
     every `GritEmbedding` and `GritLLM` naming the same model.
 
@@ -44,12 +44,14 @@ class GritRerank(GritModelFields, BaseNodePostprocessor):
     :param top_n: how many nodes to return, best first (> 0).
     :param first_stage: "bi_encoder" (GRIT embedding similarity) or "retriever" (keep the incoming order).
     :param first_stage_top_n: how many first-stage nodes the cross-encoder rescores (None = all).
-    :param mode: cross-encoder: "pointwise", "listwise" or "none" (bi-encoder scores only); None (default) =
-        "pointwise" for a model that declares it was trained to judge relevance, else "none".
+    :param mode: cross-encoder: "query_likelihood", "pointwise", "listwise" or "none" (bi-encoder scores
+        only); None (default) = the one the model declares it was trained for ("query_likelihood" for the
+        default grit-smollm2-135m), else "none".
     :param keep_retrieval_score: keep each node's incoming score in `node.metadata["retrieval_score"]`.
     :param query_instruction: instruction for embedding the query in stage 1 (None: the model's own).
-    :param scale_score: scores in [0, 1] (default): pointwise, the sigmoid of the yes/no log-odds, which is
-        p(yes) / (p(yes) + p(no)); bi-encoder only, (1 + cosine) / 2. False gives the raw log-odds.
+    :param scale_score: scores in [0, 1] (default): query likelihood, exp of the mean log-probability of the
+        query's tokens; pointwise, the sigmoid of the yes/no log-odds, which is p(yes) / (p(yes) + p(no));
+        bi-encoder only, (1 + cosine) / 2. False gives the raw scores.
     :param score_threshold: return only nodes whose (scaled, if `scale_score`) score is at least this.
     :param deduplicate: rerank each node id once, keeping the node with the highest incoming score. Off by
         default: every node is scored and returned (nodes with the same text are scored once).
@@ -67,11 +69,11 @@ class GritRerank(GritModelFields, BaseNodePostprocessor):
         default="bi_encoder", description="Stage 1: GRIT embedding similarity, or the incoming (retriever) order.")
     first_stage_top_n: Optional[int] = Field(default=None, gt=0,
                                              description="Nodes rescored by the cross-encoder (None = all).")
-    mode: Optional[Literal["pointwise", "listwise", "none"]] = Field(
-        default=None, description="Cross-encoder kind; None = pointwise for a model trained to judge relevance, else none.")
+    mode: Optional[Literal["query_likelihood", "pointwise", "listwise", "none"]] = Field(
+        default=None, description="Cross-encoder kind; None = the one the model declares it was trained for, else none.")
     keep_retrieval_score: bool = Field(default=False, description="Keep the incoming score in node metadata.")
     query_instruction: Optional[str] = Field(default=None, description="Query instruction for stage 1 (None: the model's own).")
-    scale_score: bool = Field(default=True, description="Scores in [0, 1] (sigmoid of the pointwise log-odds).")
+    scale_score: bool = Field(default=True, description="Scores in [0, 1] (query-token probability, or p(yes)).")
     score_threshold: Optional[float] = Field(default=None, description="Return only nodes scoring at least this.")
     deduplicate: bool = Field(default=False, description="Rerank each node id once (keeping the best incoming score).")
     max_passage_tokens: Optional[int] = Field(default=None, gt=0, description="Passage cut in cross-encoder prompts.")

@@ -28,10 +28,11 @@ class GritRanker(GritModelComponent):
 
     Stage one (`first_stage="bi_encoder"`) scores documents by cosine similarity of GRIT embeddings (the
     documents' stored embeddings are reused when they come from the same model); stage two
-    (`cross_encoder="pointwise"` or `"listwise"`) asks the same model to judge the top
+    (`cross_encoder="query_likelihood"`, `"pointwise"` or `"listwise"`) asks the same model to judge the top
     `first_stage_top_k` hits. After a `QdrantEmbeddingRetriever` that already ranked by GRIT embeddings,
     use `first_stage="none"`: the retriever's order is then the first stage. Scores are in [0, 1] by
-    default (`scale_score=True`, the sigmoid of the pointwise log-odds), and every Document is ranked:
+    default (`scale_score=True`: the geometric-mean probability of the query's tokens for query likelihood,
+    the sigmoid of the yes/no log-odds for pointwise), and every Document is ranked:
     Documents with the same text are not dropped (`deduplicate=True` ranks each id once).
 
     ### Usage example
@@ -75,17 +76,19 @@ class GritRanker(GritModelComponent):
             is the first-stage ranking).
         :param first_stage_top_k: How many first-stage hits the cross-encoder judges (`None` = all). Only those
             can be returned.
-        :param cross_encoder: `"pointwise"` (yes/no log-odds per document), `"listwise"` (the model orders a
-            window of passages) or `"none"` (first stage only); `None` (default) = `"pointwise"` for a model
-            that declares it was trained to judge relevance (the default `grit-smollm2-135m`), else `"none"`.
+        :param cross_encoder: `"query_likelihood"` (how likely the model finds the query given each document),
+            `"pointwise"` (yes/no log-odds per document), `"listwise"` (the model orders a window of passages)
+            or `"none"` (first stage only); `None` (default) = the one the model declares it was trained for
+            (`"query_likelihood"` for the default `grit-smollm2-135m`), else `"none"`.
         :param query_instruction: Instruction for the query embedding of the bi-encoder stage; `None` = the
             model's own.
         :param meta_fields_to_embed: Meta fields whose values are put before the content when ranking.
         :param embedding_separator: Separator between those meta values and the content.
         :param max_passage_tokens: Passages are cut to this many tokens in cross-encoder prompts (`None` = what
-            the model was trained with, else 256 pointwise, 128 listwise).
-        :param scale_score: Scores in [0, 1] (default): pointwise, the sigmoid of the yes/no log-odds, which is
-            p(yes) / (p(yes) + p(no)); bi-encoder only, (1 + cosine) / 2. `False` gives the raw log-odds.
+            the model was trained with, else 256 pointwise and query likelihood, 128 listwise).
+        :param scale_score: Scores in [0, 1] (default): query likelihood, exp of the mean log-probability of the
+            query's tokens; pointwise, the sigmoid of the yes/no log-odds, which is p(yes) / (p(yes) + p(no));
+            bi-encoder only, (1 + cosine) / 2. `False` gives the raw scores.
         :param score_threshold: Return only Documents with a (scaled, if `scale_score`) score of at least this.
         :param deduplicate: Rank Documents with the same id once, keeping the one with the highest incoming
             score, as Haystack's rankers do. Off by default: every Document is ranked and returned (two
