@@ -160,9 +160,10 @@ def test_the_shipped_default_model_loads_offline_and_declares_its_training():
     model = load_model(DEFAULT_MODEL)
     base = load_model("smollm2-135m-instruct")
     assert model.fingerprint != base.fingerprint
-    # it declares what it was trained for and can do; its relevance judgement did not learn (docs/training.md),
-    # so it does not declare pointwise_rerank and GritReranker defaults to its embeddings alone
+    # it declares what it was trained for: embedding, RAG formats and the query-likelihood cross-encoder (its
+    # yes/no judgement did not learn, docs/training.md, so not pointwise_rerank); GritReranker follows it
     assert model.metadata.declares("embedding") and model.metadata.declares("rag_cache_formats")
-    assert not model.metadata.declares("pointwise_rerank")
+    assert model.metadata.declares("query_likelihood_rerank") and not model.metadata.declares("pointwise_rerank")
+    assert GritReranker(DEFAULT_MODEL).cross_encoder == "query_likelihood"
     assert model.metadata.query_instruction
     assert model.generate("What is the capital of France?", max_new_tokens=12).text.strip()

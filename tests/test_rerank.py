@@ -311,22 +311,22 @@ PLANTED = [
 ]
 
 
-def _planted_wins(model) -> int:
+def _planted_wins(model, scorer=rr.pointwise_scores) -> int:
     passages = [p for _, p in PLANTED]
     wins = 0
     for i, (query, _) in enumerate(PLANTED):
-        scores = rr.pointwise_scores(model, query, passages, batch_size=10)
+        scores = scorer(model, query, passages, batch_size=10)
         wins += int(np.argmax(scores)) == i
     return wins
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason=(
-    "the shipped grit-smollm2-135m did not learn the pointwise judgement (dev AUC 0.58, docs/training.md) and "
-    "does not declare it; when a retrained adapter does, this passes and the marker goes"))
 def test_planted_passage_moves_to_rank_one_with_the_shipped_grit_model(grit_smol):
-    """Each query's passage among the 9 other queries' passages: the GRIT-trained default puts it first."""
-    wins = _planted_wins(grit_smol)
+    """Each query's passage among the 9 other queries' passages: the GRIT-trained default, with the
+    cross-encoder it declares (query likelihood, what GritReranker uses for it by default), puts it first."""
+    assert grit_smol.metadata.declares("query_likelihood_rerank")
+    assert GritReranker("grit-smollm2-135m").cross_encoder == "query_likelihood"
+    wins = _planted_wins(grit_smol, rr.query_likelihood_scores)
     assert wins >= 8, f"planted passage ranked first for {wins}/10 queries"
 
 
