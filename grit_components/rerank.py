@@ -95,6 +95,18 @@ def pointwise_prompt_ids(model: GritModel, query: str, passage: str, *, max_pass
     return chat_prompt_ids(model, text)
 
 
+def _decoder_batches(model: GritModel, sequences: Sequence[list[int]], batch_size: int):
+    """(row indices, ids, mask, last hidden states) of `sequences` in length-sorted, right-padded batches.
+
+    With right padding the real tokens keep positions 0..L-1 and never attend to padding, so each row
+    equals an unpadded forward. Run it under `torch.inference_mode()`.
+    """
+    body = model.model.get_decoder()
+    for batch in length_sorted_batches([len(seq) for seq in sequences], batch_size):
+        ids, mask = pad_batch([sequences[i] for i in batch], model.pad_token_id, model.device)  # (B, T)
+        yield batch, ids, mask, body(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
+
+
 def pointwise_scores(model: GritModel, query: str, passages: Sequence[str], *, batch_size: int = 8,
                      max_passage_tokens: int = 256) -> np.ndarray:
     """log p(yes) - log p(no) at the first answer position for each passage, shape (n,), float64.
@@ -114,11 +126,8 @@ def pointwise_scores(model: GritModel, query: str, passages: Sequence[str], *, b
         raise ValueError(f"pointwise prompt for passages[{too_long[0]}] exceeds the context length; lower max_passage_tokens")
     scores = np.empty(len(prompts), dtype=np.float64)
     lm_head = model.model.get_output_embeddings()
-    body = model.model.get_decoder()
     with torch.inference_mode():
-        for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
-            ids, mask = pad_batch([prompts[i] for i in batch], model.pad_token_id, model.device)  # (B, T)
-            hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
+        for batch, ids, mask, hidden in _decoder_batches(model, prompts, batch_size):
             last = mask.sum(dim=1) - 1  # (B,) index of each row's last real token
             logits = lm_head(hidden[torch.arange(len(batch), device=hidden.device), last]).float()  # (B, V)
             log_probs = torch.log_softmax(logits, dim=-1)
@@ -164,11 +173,8 @@ def query_likelihood_scores(model: GritModel, query: str, passages: Sequence[str
                          "lower max_passage_tokens or shorten the query")
     scores = np.empty(len(sequences), dtype=np.float64)
     lm_head = model.model.get_output_embeddings()
-    body = model.model.get_decoder()
     with torch.inference_mode():
-        for batch in length_sorted_batches([len(seq) for seq in sequences], batch_size):
-            ids, mask = pad_batch([sequences[i] for i in batch], model.pad_token_id, model.device)  # (B, T)
-            hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
+        for batch, ids, _, hidden in _decoder_batches(model, sequences, batch_size):
             for row, i in enumerate(batch):
                 start, end = starts[i], len(sequences[i])
                 # position t predicts token t + 1: the query tokens [start, end) come from [start - 1, end - 1)

@@ -134,7 +134,7 @@ def build_records(config: TrainConfig, grit=None) -> tuple[list[EmbeddingRecord]
 
 def training_metadata(config: TrainConfig, grit) -> ModelMetadata:
     """What the trained model will declare (`grit_model.json`): its instruction, chat format and the jobs
-    its data trained (embedding with a contrastive source, relevance judgements with a pointwise source,
+    its data trained (embedding with a contrastive source, relevance judgements with a pointwise or ranking source,
     cache formats with a rag_formats source that has cache modes)."""
     data = config.data
     capabilities = ["generation"]
@@ -142,12 +142,11 @@ def training_metadata(config: TrainConfig, grit) -> ModelMetadata:
         capabilities.insert(0, "embedding")
     generative = data.generative if config.loss.gen_weight > 0 else []
     ranking = {s.task for s in data.generative if s.task in RANKING_TASKS} if config.loss.rank_weight > 0 else set()
-    pointwise = "pointwise_ranking" in ranking or any(s.task == "pointwise" for s in generative)
-    if pointwise:
+    if "pointwise_ranking" in ranking or any(s.task == "pointwise" for s in generative):
         capabilities.append("pointwise_rerank")
     if "query_likelihood_ranking" in ranking:
         capabilities.append("query_likelihood_rerank")
-    pointwise = pointwise or bool(ranking)  # the passage length of either score's prompts
+    judges = any(c.endswith("_rerank") for c in capabilities)  # its relevance prompts' passage length is declared
     formats = list(dict.fromkeys(f for s in generative if s.task == "rag_formats" for f in s.formats))
     if any(s.task == "rag" for s in generative):
         formats = list(dict.fromkeys(["doc_first", *formats]))
@@ -157,7 +156,7 @@ def training_metadata(config: TrainConfig, grit) -> ModelMetadata:
                          document_instruction=data.passage_instruction,
                          chat_format="grit" if grit.uses_grit_chat_format else "template",
                          capabilities=tuple(capabilities),
-                         pointwise_max_passage_tokens=data.rerank_passage_tokens if pointwise else None,
+                         pointwise_max_passage_tokens=data.rerank_passage_tokens if judges else None,
                          rag_formats=tuple(formats), extra={"base_model": config.model})
 
 
