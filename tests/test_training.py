@@ -33,6 +33,8 @@ from grit_components.training.config import TrainConfig, from_dict, load_config
 from grit_components.training.run import build_trainer
 from grit_components.training.trainer import GritTrainingModel, SameDatasetSampler
 
+SHIPPED_RECIPE = "grit-smollm2-135m-rerank.yaml"  # the (last) recipe that made the shipped adapter
+
 pytest.importorskip("peft")
 
 
@@ -370,6 +372,27 @@ def test_recipe_config_loads():
     cfg = load_config(recipe)
     assert cfg.model == "smollm2-135m-instruct" and cfg.data.embedding[0].mine_negatives.method == "bm25"
     assert cfg.loss.temperature == 0.02
+
+
+def test_every_recipe_loads_and_the_shipped_recipe_declares_the_shipped_metadata():
+    """Every training recipe in recipes/ is a valid config, and the recipe that makes the shipped
+    grit-smollm2-135m declares exactly the metadata shipped beside its adapter (instruction, chat format,
+    capabilities, judged passage length, RAG formats): re-running it gives a model that says the same
+    about itself, and a recipe edit that would change what the model declares fails here."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from grit_components.metadata import ModelMetadata
+    from grit_components.training.run import training_metadata
+
+    root = Path(__file__).resolve().parents[1]
+    recipes = {p.name: load_config(p) for p in sorted((root / "recipes").glob("*.yaml"))
+               if not p.name.startswith("accelerate")}  # accelerate-*.yaml are accelerate's own configs
+    assert SHIPPED_RECIPE in recipes and len(recipes) >= 2
+    shipped = json.loads((root / "grit_components" / "adapters" / "grit-smollm2-135m" / "grit_model.json").read_text())
+    declared = training_metadata(recipes[SHIPPED_RECIPE], SimpleNamespace(uses_grit_chat_format=False))
+    assert declared == ModelMetadata.from_dict(shipped)
+    assert declared.extra["base_model"] == shipped["base_model"] == recipes[SHIPPED_RECIPE].model
 
 
 def test_beir_records_and_hard_negative_mining(tmp_path, fresh_tiny):
