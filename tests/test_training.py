@@ -383,16 +383,16 @@ def test_every_recipe_loads_and_the_shipped_recipe_declares_the_shipped_metadata
     from types import SimpleNamespace
 
     from grit_components.metadata import ModelMetadata
+    from grit_components.models import adapter_dir
     from grit_components.training.run import training_metadata
 
-    root = Path(__file__).resolve().parents[1]
-    recipes = {p.name: load_config(p) for p in sorted((root / "recipes").glob("*.yaml"))
+    recipes = {p.name: load_config(p) for p in sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
                if not p.name.startswith("accelerate")}  # accelerate-*.yaml are accelerate's own configs
     assert SHIPPED_RECIPE in recipes and len(recipes) >= 2
-    shipped = json.loads((root / "grit_components" / "adapters" / "grit-smollm2-135m" / "grit_model.json").read_text())
+    shipped = ModelMetadata.read(adapter_dir("grit-smollm2-135m"))
     declared = training_metadata(recipes[SHIPPED_RECIPE], SimpleNamespace(uses_grit_chat_format=False))
-    assert declared == ModelMetadata.from_dict(shipped)
-    assert declared.extra["base_model"] == shipped["base_model"] == recipes[SHIPPED_RECIPE].model
+    assert declared == shipped
+    assert declared.extra["base_model"] == shipped.extra["base_model"] == recipes[SHIPPED_RECIPE].model
 
 
 def test_beir_records_and_hard_negative_mining(tmp_path, fresh_tiny):
