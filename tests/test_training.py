@@ -570,3 +570,98 @@ def test_ranking_groups_train_the_rerankers_score(tmp_path, tiny_llama_dir, fres
     with pytest.raises(ValueError, match="one ranking task"):
         from_dict(TrainConfig, {"model": "m", "output_dir": "o", "data": {"generative": [
             {"beir": "d", "task": "pointwise_ranking"}, {"beir": "d", "task": "query_likelihood_ranking"}]}})
+
+
+def lora_deltas(model) -> dict[str, torch.Tensor]:
+    """B @ A of every LoRA pair of a peft model (its scaling is the same for all pairs of one adapter)."""
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(model)
+    return {k: state[k.replace("lora_A", "lora_B")].double() @ state[k].double() for k in state if "lora_A" in k}
+
+
+def randomize_lora(model, seed: int, scale: float = 0.1) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * scale)
+
+
+def test_interpolate_adapter_mixes_the_starting_adapter_back_in(tmp_path, tiny_llama_dir):
+    """WiSE-FT: weight * init + (1 - weight) * trained, re-fitted to the adapter's rank by a truncated SVD."""
+    from grit_components.training.run import load_training_model
+    from grit_components.training.trainer import interpolate_adapter, save_grit_model
+
+    first = config(tmp_path, tiny_llama_dir, lora={"enabled": True, "r": 4, "alpha": 8})
+    model, grit = load_training_model(first)
+    randomize_lora(model, seed=1)
+    save_grit_model(model, grit.tokenizer, tmp_path / "stage1", merge_lora=False)
+    init = lora_deltas(model)
+    second = config(tmp_path, tiny_llama_dir, lora={"enabled": True, "init_adapter": str(tmp_path / "stage1" / "adapter"),
+                                                    "init_adapter_weight": 0.3})
+
+    def trained(seed):
+        model2, _ = load_training_model(second)
+        randomize_lora(model2, seed=seed)
+        return model2, lora_deltas(model2)
+
+    for weight, expected in ((0.0, "trained"), (1.0, "init")):  # the ends are rank r: fitted exactly
+        model2, deltas = trained(seed=2)
+        assert interpolate_adapter(model2, tmp_path / "stage1" / "adapter", weight) < 1e-9
+        target = deltas if expected == "trained" else init
+        assert all(torch.allclose(lora_deltas(model2)[k], target[k], atol=1e-5) for k in target)
+
+    model2, deltas = trained(seed=3)
+    lost = interpolate_adapter(model2, tmp_path / "stage1" / "adapter", 0.3)
+    assert 1e-4 < lost < 1  # two random rank-4 deltas mix to rank 8: the re-fit keeps the top 4 directions
+    for key, fitted in lora_deltas(model2).items():
+        mixture = 0.3 * init[key] + 0.7 * deltas[key]
+        singular = torch.linalg.svdvals(mixture)
+        best = (singular[4:] ** 2).sum()  # Eckart-Young: no rank-4 matrix is closer to the mixture
+        assert torch.isclose(((fitted - mixture) ** 2).sum(), best, rtol=1e-6)
+        assert float(best / (singular**2).sum()) <= lost + 1e-12
+
+    other = config(tmp_path, tiny_llama_dir, lora={"enabled": True, "r": 2, "alpha": 4})
+    model3, _ = load_training_model(other)
+    with pytest.raises(ValueError, match="does not match"):
+        interpolate_adapter(model3, tmp_path / "stage1" / "adapter", 0.5)
+    with pytest.raises(ValueError, match="weight"):
+        interpolate_adapter(model2, tmp_path / "stage1" / "adapter", 1.5)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        interpolate_adapter(model2, tmp_path / "nowhere", 0.5)
+
+
+def test_init_adapter_weight_is_checked_and_applied_by_grit_train(tmp_path, tiny_llama_dir):
+    from grit_components.cli import app
+    from grit_components.training import write_jsonl
+
+    with pytest.raises(ValueError, match="init_adapter_weight needs"):
+        config(tmp_path, tiny_llama_dir, lora={"enabled": True, "init_adapter_weight": 0.5})
+    with pytest.raises(ValueError, match=r"init_adapter_weight must be in \[0, 1\]"):
+        config(tmp_path, tiny_llama_dir, lora={"enabled": True, "init_adapter": "x", "init_adapter_weight": 1.5})
+    with pytest.raises(TypeError, match="init_adapter_weight"):
+        config(tmp_path, tiny_llama_dir, lora={"enabled": True, "init_adapter": "x", "init_adapter_weight": "half"})
+
+    write_jsonl(toy_records(16), tmp_path / "emb.jsonl")
+    (tmp_path / "gen.jsonl").write_text("\n".join(json.dumps({"turns": [f"Say {i}", f"{i}"]}) for i in range(4)) + "\n")
+    common = ("data: {embedding: [{path: emb.jsonl}], generative: [{path: gen.jsonl}]}\n"
+              "training: {batch_size: 4, max_steps: 2, learning_rate: 1.0e-2, logging_steps: 1, progress_bar: false}\n")
+    (tmp_path / "one.yaml").write_text(f"model: {tiny_llama_dir}\noutput_dir: {tmp_path / 'one'}\n"
+                                       "lora: {enabled: true, r: 4, alpha: 8}\n" + common)
+    (tmp_path / "two.yaml").write_text(f"model: {tiny_llama_dir}\noutput_dir: {tmp_path / 'two'}\n"
+                                       f"lora: {{enabled: true, init_adapter: {tmp_path / 'one' / 'adapter'}, "
+                                       "init_adapter_weight: 1.0}\n" + common)
+    for name in ("one", "two"):
+        result = CliRunner().invoke(app, ["train", str(tmp_path / f"{name}.yaml")])
+        assert result.exit_code == 0, result.output
+    from safetensors.torch import load_file
+
+    one, two = (load_file(str(tmp_path / n / "adapter" / "adapter_model.safetensors")) for n in ("one", "two"))
+    pairs = [k for k in one if "lora_A" in k]
+    assert pairs and any(one[k.replace("lora_A", "lora_B")].abs().max() > 0 for k in pairs)  # stage 1 learned
+    for key in pairs:  # weight 1: stage 2's training is undone, stage 1's adapter is what is saved
+        b = key.replace("lora_A", "lora_B")
+        assert torch.allclose(two[b] @ two[key], one[b] @ one[key], atol=1e-6)
+    history = json.loads((tmp_path / "two" / "trainer_state.json").read_text())["log_history"]
+    assert any(log.get("init_adapter_weight") == 1.0 and log["interpolation_energy_lost"] < 1e-9 for log in history)

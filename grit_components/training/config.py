@@ -128,6 +128,10 @@ class LoraSettings:
     # instead of starting a new one: r, alpha and target_modules then come from it. One adapter over the base
     # model, so a multi-stage recipe still ships a single LoRA.
     init_adapter: Optional[str] = None
+    # Weight-space ensemble with the adapter the stage started from (WiSE-FT, Wortsman et al. 2022): the saved
+    # adapter is init_adapter_weight * init_adapter + (1 - init_adapter_weight) * the trained one, re-fitted to
+    # rank r (`interpolate_adapter`). Keeps more of the earlier stage's skills than the trained adapter alone.
+    init_adapter_weight: Optional[float] = None
 
 
 @dataclass
@@ -195,6 +199,11 @@ class TrainConfig:
             (bool(self.data.embedding or self.data.generative), "data needs at least one embedding or generative source"),
         ]
         checks.append((self.training.mixed_precision in (None, "bf16"), "training.mixed_precision must be null or 'bf16'"))
+        weight = self.lora.init_adapter_weight
+        if weight is not None:
+            checks.append((0 <= weight <= 1, f"lora.init_adapter_weight must be in [0, 1], got {weight}"))
+            checks.append((bool(self.lora.enabled and self.lora.init_adapter),
+                           "lora.init_adapter_weight needs lora.enabled and lora.init_adapter (the adapter to mix in)"))
         for source in self.data.embedding:
             checks.append((source.task in ("qrels", "inverse_cloze"), "embedding task must be 'qrels' or 'inverse_cloze'"))
             checks.append((source.task == "qrels" or source.beir is not None, "task 'inverse_cloze' needs a 'beir' source"))

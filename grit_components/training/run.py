@@ -253,6 +253,16 @@ def train(config: TrainConfig, *, resume_from_checkpoint: str | None = None) -> 
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     evaluated_last = any("eval_ndcg@10" in log and log.get("step") == trainer.state.global_step
                          for log in trainer.state.log_history)
+    if config.lora.init_adapter_weight is not None:  # WiSE-FT: mix the starting adapter back in, then evaluate that
+        from grit_components.training.trainer import interpolate_adapter
+
+        inner = trainer.accelerator.unwrap_model(trainer.model).model
+        lost = interpolate_adapter(inner, config.lora.init_adapter, config.lora.init_adapter_weight)
+        logger.info("saved adapter = %.2f x %s + %.2f x trained (rank-%d re-fit lost at most %.2g of a module's energy)",
+                    config.lora.init_adapter_weight, config.lora.init_adapter, 1 - config.lora.init_adapter_weight,
+                    inner.peft_config["default"].r, lost)
+        trainer.log({"init_adapter_weight": config.lora.init_adapter_weight, "interpolation_energy_lost": lost})
+        evaluated_last = False
     if trainer.retrieval_eval is not None and not evaluated_last:
         trainer.evaluate()
     trainer.save_model(config.output_dir)

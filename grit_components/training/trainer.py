@@ -431,6 +431,50 @@ class GritTrainer(Trainer):
         torch.save(self.args, Path(output_dir) / "training_args.bin")
 
 
+@torch.no_grad()
+def interpolate_adapter(model: torch.nn.Module, init_adapter, weight: float) -> float:
+    """Mix the adapter a stage started from back into the trained one, in place (WiSE-FT, Wortsman et al. 2022).
+
+    Every LoRA pair of `model` (a peft model whose adapter was initialised from `init_adapter`, so both share
+    rank and scaling) becomes the rank-r fit of ``weight * B_init @ A_init + (1 - weight) * B @ A``: the exact
+    mixture has rank up to 2r, so it is re-fitted by a truncated SVD to keep the adapter's size. Returns the
+    largest share of a mixture's energy (squared Frobenius norm) the re-fit lost, 0 when the mixture fits exactly.
+    """
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if not hasattr(model, "peft_config"):
+        raise TypeError("interpolate_adapter needs a peft (LoRA) model")
+    if not 0 <= weight <= 1:
+        raise ValueError(f"weight must be in [0, 1], got {weight}")
+    weights = Path(init_adapter).expanduser() / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"init_adapter={str(init_adapter)!r} has no adapter_model.safetensors")
+    init = load_file(str(weights))
+    trained = get_peft_model_state_dict(model)
+    if set(init) != set(trained) or any(init[k].shape != v.shape for k, v in trained.items()):
+        raise ValueError(f"the adapter in {init_adapter} does not match the trained one (tensor names or shapes differ); "
+                         "give the adapter the trained one was initialised from")
+    mixed, lost = {}, 0.0
+    for key_a in [k for k in trained if "lora_A" in k]:
+        key_b = key_a.replace("lora_A", "lora_B")
+        a, b = trained[key_a], trained[key_b]
+        delta = ((1 - weight) * b.double() @ a.double() + weight * init[key_b].double() @ init[key_a].double())
+        u, singular, vh = torch.linalg.svd(delta, full_matrices=False)
+        rank = a.shape[0]
+        energy = (singular**2).sum()
+        if energy > 0:
+            lost = max(lost, float((singular[rank:] ** 2).sum() / energy))
+        root = singular[:rank].sqrt()
+        mixed[key_a] = (root[:, None] * vh[:rank]).to(a.dtype)
+        mixed[key_b] = (u[:, :rank] * root[None, :]).to(b.dtype)
+    mixed.update({k: v for k, v in trained.items() if k not in mixed})
+    result = set_peft_model_state_dict(model, mixed)
+    if getattr(result, "unexpected_keys", None):
+        raise ValueError(f"could not set the interpolated adapter: unexpected keys {result.unexpected_keys[:3]}")
+    return lost
+
+
 def load_checkpoint_weights(model: torch.nn.Module, checkpoint) -> None:
     """Load the weights `save_grit_model` wrote into the model being trained (to resume a run).
 
