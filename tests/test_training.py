@@ -630,6 +630,12 @@ def test_interpolate_adapter_mixes_the_starting_adapter_back_in(tmp_path, tiny_l
         interpolate_adapter(model2, tmp_path / "stage1" / "adapter", 1.5)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         interpolate_adapter(model2, tmp_path / "nowhere", 0.5)
+    from peft import LoraConfig, get_peft_model
+
+    dora, _, _ = load_weights(str(tiny_llama_dir), device="cpu", dtype=torch.float32)
+    dora = get_peft_model(dora, LoraConfig(r=4, lora_alpha=8, use_dora=True, target_modules="all-linear"))
+    with pytest.raises(ValueError, match="DoRA"):
+        interpolate_adapter(dora, tmp_path / "stage1" / "adapter", 0.5)
 
 
 def test_init_adapter_weight_is_checked_and_applied_by_grit_train(tmp_path, tiny_llama_dir):

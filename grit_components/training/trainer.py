@@ -437,7 +437,8 @@ def interpolate_adapter(model: torch.nn.Module, init_adapter, weight: float) -> 
 
     Every LoRA pair of `model` (a peft model whose adapter was initialised from `init_adapter`, so both share
     rank and scaling) becomes the rank-r fit of ``weight * B_init @ A_init + (1 - weight) * B @ A``: the exact
-    mixture has rank up to 2r, so it is re-fitted by a truncated SVD to keep the adapter's size. Returns the
+    mixture has rank up to 2r, so it is re-fitted by a truncated SVD to keep the adapter's size; other tensors
+    of the adapter (`modules_to_save` copies) are mixed element-wise. DoRA adapters are refused. Returns the
     largest share of a mixture's energy (squared Frobenius norm) the re-fit lost, 0 when the mixture fits exactly.
     """
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
@@ -447,6 +448,9 @@ def interpolate_adapter(model: torch.nn.Module, init_adapter, weight: float) -> 
         raise TypeError("interpolate_adapter needs a peft (LoRA) model")
     if not 0 <= weight <= 1:
         raise ValueError(f"weight must be in [0, 1], got {weight}")
+    if any(getattr(config, "use_dora", False) for config in model.peft_config.values()):
+        raise ValueError("interpolate_adapter mixes plain LoRA adapters; a DoRA adapter's magnitudes do not mix "
+                         "linearly with its directions")
     weights = Path(init_adapter).expanduser() / "adapter_model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"init_adapter={str(init_adapter)!r} has no adapter_model.safetensors")
@@ -468,7 +472,9 @@ def interpolate_adapter(model: torch.nn.Module, init_adapter, weight: float) -> 
         root = singular[:rank].sqrt()
         mixed[key_a] = (root[:, None] * vh[:rank]).to(a.dtype)
         mixed[key_b] = (u[:, :rank] * root[None, :]).to(b.dtype)
-    mixed.update({k: v for k, v in trained.items() if k not in mixed})
+    # anything else the adapter holds (modules_to_save copies, biases) is a full tensor: mixed element-wise
+    mixed.update({k: (weight * init[k].to(v.dtype) + (1 - weight) * v) if v.is_floating_point() else v
+                  for k, v in trained.items() if k not in mixed})
     result = set_peft_model_state_dict(model, mixed)
     if getattr(result, "unexpected_keys", None):
         raise ValueError(f"could not set the interpolated adapter: unexpected keys {result.unexpected_keys[:3]}")
