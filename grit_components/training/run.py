@@ -251,9 +251,8 @@ def train(config: TrainConfig, *, resume_from_checkpoint: str | None = None) -> 
     """
     trainer = build_trainer(config)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    evaluated_last = any("eval_ndcg@10" in log and log.get("step") == trainer.state.global_step
-                         for log in trainer.state.log_history)
-    if config.lora.init_adapter_weight is not None:  # WiSE-FT: mix the starting adapter back in, then evaluate that
+    mixing = config.lora.init_adapter_weight is not None
+    if mixing:  # WiSE-FT: mix the starting adapter back in (the evaluation below then measures the mix)
         from grit_components.training.trainer import interpolate_adapter
 
         inner = trainer.accelerator.unwrap_model(trainer.model).model
@@ -262,7 +261,8 @@ def train(config: TrainConfig, *, resume_from_checkpoint: str | None = None) -> 
                     config.lora.init_adapter_weight, config.lora.init_adapter, 1 - config.lora.init_adapter_weight,
                     inner.peft_config["default"].r, lost)
         trainer.log({"init_adapter_weight": config.lora.init_adapter_weight, "interpolation_energy_lost": lost})
-        evaluated_last = False
+    evaluated_last = not mixing and any("eval_ndcg@10" in log and log.get("step") == trainer.state.global_step
+                                        for log in trainer.state.log_history)
     if trainer.retrieval_eval is not None and not evaluated_last:
         trainer.evaluate()
     trainer.save_model(config.output_dir)
