@@ -42,7 +42,8 @@ def test_declarations_drive_question_inputs_and_grit_run(tiny, tmp_path):
     built = hp.load_pipeline("rag_rerank", data_dir=tmp_path, model=tiny)
     try:
         data = hp.question_inputs(built, "Who?", retrieval_text="Diogenes")
-        assert data == {"query_embedder": {"text": "Diogenes"}, "ranker": {"query": "Who?"},
+        # the search (embedder and ranker) gets what is searched for; the prompt gets the question
+        assert data == {"query_embedder": {"text": "Diogenes"}, "ranker": {"query": "Diogenes"},
                         "prompt_builder": {"query": "Who?"}}
         assert hp.expand_declared_inputs(built, {"question": "Who?", "retriever": {"top_k": 2}}) == {
             "query_embedder": {"text": "Who?"}, "ranker": {"query": "Who?"}, "prompt_builder": {"query": "Who?"},

@@ -559,13 +559,27 @@ def _history_text(history: list[dict[str, str]], question: str) -> str:
     return "\n".join([HISTORY_LEAD, *lines, "", question])
 
 
+def _search_sockets(pipeline: Pipeline) -> set[tuple[str, str]]:
+    """(component, socket) pairs that search: every `text` input (embedders) and the `query` of rankers
+    (components with a `documents` input and output)."""
+    found = set()
+    for name, data in pipeline.graph.nodes(data=True):
+        inputs, outputs = data.get("input_sockets", {}), data.get("output_sockets", {})
+        found.add((name, "text"))
+        if "query" in inputs and "documents" in inputs and "documents" in outputs:
+            found.add((name, "query"))
+    return found
+
+
 def question_inputs(pipeline: Pipeline, question: str, retrieval_text: str | None = None,
                     history: Sequence[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Pipeline input data giving `question` to the sockets of the declared `question` input (the YAML's
     hayhooks `inputs`), or to every open `text`, `query` or `question` input when none is declared.
 
-    With `retrieval_text`, the embedders' `text` input gets it instead (what is searched for may differ
-    from what is asked, e.g. a description to look up and a question about it).
+    With `retrieval_text`, the search gets it instead of the question: the embedders' `text` input and a
+    ranker's `query` (a component taking `query` and `documents` and returning `documents`). What is
+    searched for may differ from what is asked, e.g. a description to look up and a question about it;
+    the prompt and the generator still get the question.
 
     With `history` (the conversation before `question`: system, user and assistant messages), retrieval and
     reranking still use the question alone, and the answer sees the whole conversation: a `ChatPromptBuilder`
@@ -578,8 +592,9 @@ def question_inputs(pipeline: Pipeline, question: str, retrieval_text: str | Non
 
     history = check_history(history)
     data: dict[str, dict[str, Any]] = {}
+    searching = _search_sockets(pipeline) if retrieval_text is not None else set()
     for name, socket in _question_targets(pipeline):
-        value = retrieval_text if socket == "text" and retrieval_text is not None else question
+        value = retrieval_text if (name, socket) in searching else question
         instance = pipeline.get_component(name)
         if history and isinstance(instance, ChatPromptBuilder):
             data.setdefault(name, {})["template"] = _history_template(instance.template, history)
