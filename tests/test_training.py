@@ -638,6 +638,40 @@ def test_interpolate_adapter_mixes_the_starting_adapter_back_in(tmp_path, tiny_l
         interpolate_adapter(dora, tmp_path / "stage1" / "adapter", 0.5)
 
 
+def test_interpolate_adapter_mixes_modules_to_save_element_wise(tmp_path, tiny_llama_dir):
+    """Full copies an adapter trains (peft `modules_to_save`) are mixed element-wise, not kept as trained."""
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+
+    from grit_components.training.trainer import interpolate_adapter
+
+    def adapted(seed: int):
+        base, _, _ = load_weights(str(tiny_llama_dir), device="cpu", dtype=torch.float32)
+        model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                modules_to_save=["model.norm"]))
+        randomize_lora(model, seed=seed)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "modules_to_save" in name:
+                    param.copy_(torch.full_like(param, float(seed)))
+        return model
+
+    first = adapted(seed=1)
+    first.save_pretrained(str(tmp_path / "stage1"))
+    init = {k: v.clone() for k, v in get_peft_model_state_dict(first).items()}
+    saved = [k for k in init if "lora_" not in k]
+    assert saved, "the adapter should hold the modules_to_save copy"
+    model = adapted(seed=5)
+    trained = {k: v.clone() for k, v in get_peft_model_state_dict(model).items()}
+    interpolate_adapter(model, tmp_path / "stage1", 0.25)
+    mixed = get_peft_model_state_dict(model)
+    for key in saved:  # 0.25 * 1 + 0.75 * 5
+        assert torch.allclose(mixed[key], 0.25 * init[key] + 0.75 * trained[key])
+        assert torch.allclose(mixed[key], torch.full_like(mixed[key], 4.0))
+    deltas = lora_deltas(model)
+    assert deltas and all(not torch.allclose(deltas[k], trained[k.replace("lora_A", "lora_B")].double()
+                                             @ trained[k].double()) for k in deltas)
+
+
 def test_init_adapter_weight_is_checked_and_applied_by_grit_train(tmp_path, tiny_llama_dir):
     from grit_components.cli import app
     from grit_components.training import write_jsonl
