@@ -422,6 +422,39 @@ def test_beir_records_and_hard_negative_mining(tmp_path, fresh_tiny):
     assert "What is described as 'Temple on the Athenian Acropolis'?" in rag[0].messages[0]["content"]
 
 
+def test_fact_cloze_source_builds_rag_answers_outside_the_excluded_corpus(tmp_path):
+    from grit_components.training.config import load_config
+    from grit_components.training.run import build_records
+    from grit_components.training.tasks import CLOZE_BLANK, CLOZE_QUESTION
+
+    (tmp_path / "train").mkdir()
+    corpus = [(f"d{i}", f"Entity {i}", f"It was founded by Marcus Aurelius in the year {1000 + i} near the river bank. "
+               f"It stands on a hill and has about {20 + i} rooms for the many guests.") for i in range(8)]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": i, "title": t, "text": x}) for i, t, x in corpus))
+    (tmp_path / "eval.jsonl").write_text("\n".join(json.dumps({"_id": i, "title": t, "text": x}) for i, t, x in corpus[:3]))
+    (tmp_path / "train" / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "x"}))
+    (tmp_path / "train" / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    (tmp_path / "train.yaml").write_text(
+        "model: none\noutput_dir: run\ndata:\n  generative:\n"
+        f"    - {{beir: {tmp_path}, task: fact_cloze, corpus_file: corpus.jsonl, exclude_corpus_file: eval.jsonl,\n"
+        "       formats: [doc_first, multi_doc], sources: [causal], max_documents: 3, untitled: 0,\n"
+        "       mine_negatives: {method: bm25, num_negatives: 2}}\n")
+    _, records = build_records(load_config(tmp_path / "train.yaml"))
+    assert len(records) == 5  # one question per passage, none from the three excluded ones
+    excluded = {f"Entity {i}" for i in range(3)}
+    for record in records:
+        blanked = record.question[len(CLOZE_QUESTION.split("{query}")[0]):-len(CLOZE_QUESTION.split("{query}")[1])]
+        gold = [d for d in record.documents if blanked.replace(CLOZE_BLANK, record.answer) in d]
+        assert len(gold) == 1 and not any(d.startswith(tuple(excluded)) for d in gold)
+        assert record.fmt in ("doc_first", "multi_doc") and record.source == "causal"
+        assert len(record.documents) >= (2 if record.fmt == "multi_doc" else 1)
+    assert {r.answer for r in records} <= {"Marcus Aurelius", *map(str, range(1000, 1008)), *map(str, range(20, 28))}
+    bad = (tmp_path / "train.yaml").read_text().replace("task: fact_cloze,", "task: fact_cloze, question: 'no field',")
+    (tmp_path / "bad.yaml").write_text(bad)
+    with pytest.raises(ValueError, match="question"):
+        load_config(tmp_path / "bad.yaml")
+
+
 def test_ranking_metrics_of_the_periodic_evaluation():
     from grit_components.training.evaluate import ranking_metrics
 

@@ -14,8 +14,9 @@ from grit_components.rerank import pointwise_prompt_ids
 from grit_components.training import EmbeddingRecord
 from grit_components.training.collator import GritCollator
 from grit_components.training.loss import generative_loss, ranking_loss, selected_generative_loss
-from grit_components.training.tasks import (PointwiseRecord, RagRecord, RankingGroup, encode_rag, inverse_cloze_records,
-                                            pointwise_records, rag_records, ranking_groups)
+from grit_components.training.tasks import (CLOZE_BLANK, PointwiseRecord, RagRecord, RankingGroup, encode_rag,
+                                            fact_cloze_records, inverse_cloze_records, pointwise_records, rag_records,
+                                            ranking_groups)
 from grit_components.training.trainer import GritTrainingModel
 
 pytest.importorskip("peft")
@@ -126,6 +127,32 @@ def test_inverse_cloze_pairs_take_a_sentence_out_of_its_passage():
     assert len(out) == 1  # a one-sentence passage gives no pair
     query, positive = out[0].query[1], out[0].pos[0][1]
     assert query in passages[0] and query not in positive
+
+
+def test_fact_cloze_blanks_a_fact_the_passage_states():
+    body = ("Polaris is a star in the northern circumpolar constellation of Ursa Minor. "
+            "It is the brightest star in the constellation and lies about 433 light-years away. Short one.")
+    documents = [(f"Polaris {body}", body, "Polaris")]
+    answers = set()
+    for seed in range(30):
+        [(record, answer)] = fact_cloze_records(documents, min_words=8, seed=seed)
+        question, positive = record.query[1], record.pos[0][1]
+        assert positive == documents[0][0] and record.neg == ()
+        assert CLOZE_BLANK in question and answer not in question
+        assert question.replace(CLOZE_BLANK, answer) in body  # the passage states the answer verbatim
+        answers.add(answer)
+    # sentence starts ("Polaris", "It"), the title and function words are never the answer
+    assert answers <= {"Ursa Minor", "433"} and len(answers) == 2
+    # possessives lose their ending; a part of a longer name and two-letter abbreviations are not used
+    [(record, answer)] = fact_cloze_records([("t", "Most of all it was Georges Seurat's best known work.", "X")])
+    assert answer == "Georges Seurat" and record.query[1] == f"Most of all it was {CLOZE_BLANK}'s best known work."
+    assert fact_cloze_records([("t", "The tale is part of One Thousand and One Nights in 800 AD.", "X")])[0][1] == "800"
+    assert fact_cloze_records([("t", "Nothing at all here to be asked about in this.", "X")]) == []
+    # max_words: only whole sentences a prompt cut to that many words (title included) still shows
+    long = "It was built in 1201 by the monks of the order. " + "It was rebuilt in 1450 after a great fire there. " * 3
+    cut = [(f"Abbey {long}", long, "Abbey")]
+    assert {fact_cloze_records(cut, max_words=22, seed=s)[0][1] for s in range(20)} == {"1201", "1450"}
+    assert {fact_cloze_records(cut, max_words=21, seed=s)[0][1] for s in range(20)} == {"1201"}
 
 
 def test_ranking_groups_put_the_positive_first_and_skip_short_queries():

@@ -16,12 +16,11 @@ from typing import Any, Optional
 import yaml
 
 from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION
-from grit_components.training.data import DEFAULT_RAG_QUESTION
 from grit_components.training.tasks import RAG_FORMATS
 
 # generative tasks; the ranking ones train a reranker score with L_rank (task -> score)
 RANKING_TASKS = {"pointwise_ranking": "pointwise", "query_likelihood_ranking": "query_likelihood"}
-GENERATIVE_TASKS = ("rag", "rag_formats", "pointwise", *RANKING_TASKS)
+GENERATIVE_TASKS = ("rag", "rag_formats", "fact_cloze", "pointwise", *RANKING_TASKS)
 
 
 @dataclass
@@ -66,7 +65,10 @@ class GenerativeSourceConfig:
     "pointwise_ranking" (that prompt over groups of a positive and `group_size - 1` mined negatives, trained
     with the ranking loss `loss.rank_weight` weighs: the scores the reranker sorts by, compared per query)
     and "query_likelihood_ranking" (the same groups scored by query likelihood, `GritReranker`'s
-    "query_likelihood" cross-encoder).
+    "query_likelihood" cross-encoder). "fact_cloze" builds fact questions from the corpus alone, in the
+    prompt formats of "rag_formats": a sentence of a passage with a number or a name blanked out, asked
+    about over that passage and mined distractors, answered with the blanked words; passages of
+    `exclude_corpus_file` are left out. `question` defaults to the task's own template.
     """
 
     path: Optional[str] = None
@@ -75,8 +77,9 @@ class GenerativeSourceConfig:
     corpus_file: Optional[str] = None
     name: Optional[str] = None
     max_records: Optional[int] = None
-    skip: int = 0  # BEIR: skip the first N queries
-    question: str = DEFAULT_RAG_QUESTION
+    skip: int = 0  # BEIR: skip the first N queries (fact_cloze: N passages)
+    question: Optional[str] = None  # a template with {query}; None: the task's own (DEFAULT_RAG_QUESTION, CLOZE_QUESTION)
+    exclude_corpus_file: Optional[str] = None  # fact_cloze: never build questions from these passages
     max_passage_words: Optional[int] = 150
     task: str = "rag"
     formats: list[str] = field(default_factory=lambda: list(RAG_FORMATS))
@@ -219,6 +222,9 @@ class TrainConfig:
             checks.append((set(source.sources) <= {"embedding", "causal"} and bool(source.sources),
                            "sources must be a non-empty list of 'embedding' and 'causal'"))
             checks.append((source.max_documents >= 1, "max_documents must be >= 1"))
+            checks.append((source.question is None or "{query}" in source.question,
+                           "question must contain a '{query}' field"))
+            checks.append((source.task != "fact_cloze" or source.beir is not None, "task 'fact_cloze' needs a 'beir' source"))
         ranking_tasks = {s.task for s in self.data.generative if s.task in RANKING_TASKS}
         checks.append((len(ranking_tasks) <= 1, f"one ranking task per run, got {sorted(ranking_tasks)}"))
         for source in [*self.data.embedding, *self.data.generative]:

@@ -14,6 +14,7 @@ from grit_components.evaluation.data import load_beir
 from grit_components.metadata import ModelMetadata
 from grit_components.training.config import RANKING_TASKS, TrainConfig
 from grit_components.training.data import (
+    DEFAULT_RAG_QUESTION,
     ChatRecord,
     EmbeddingRecord,
     beir_embedding_records,
@@ -22,8 +23,8 @@ from grit_components.training.data import (
     load_embedding_records,
     mine_hard_negatives,
 )
-from grit_components.training.tasks import (RankingGroup, inverse_cloze_records, pointwise_records, rag_records,
-                                            ranking_groups)
+from grit_components.training.tasks import (CLOZE_QUESTION, RankingGroup, fact_cloze_records, inverse_cloze_records,
+                                            pointwise_records, rag_records, ranking_groups)
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +90,14 @@ def _generative_source(source, config: TrainConfig, grit) -> list:
     data = config.data
     if source.path is not None:
         return load_chat_records(source.path, on_error=data.on_error, dataset=source.name, max_records=source.max_records)
+    question = source.question or (CLOZE_QUESTION if source.task == "fact_cloze" else DEFAULT_RAG_QUESTION)
     if source.task == "rag":
         return beir_rag_records(source.beir, split=source.split, corpus_file=source.corpus_file, dataset=source.name,
-                                max_records=source.max_records, skip=source.skip, question=source.question,
+                                max_records=source.max_records, skip=source.skip, question=question,
                                 max_passage_words=source.max_passage_words)
     beir = load_beir(source.beir, split=source.split, corpus_file=source.corpus_file)
+    if source.task == "fact_cloze":
+        return _fact_cloze_source(source, beir, question, config, grit)
     records, corpus = beir_embedding_records(source.beir, split=source.split, corpus_file=source.corpus_file)
     records = records[source.skip:]
     records = records[: source.max_records] if source.max_records else records
@@ -109,10 +113,31 @@ def _generative_source(source, config: TrainConfig, grit) -> list:
     titles = {beir.document_text(d): doc["title"] for d, doc in beir.corpus.items() if doc.get("title")}
     answers = [titles.get(record.pos[0][1], "") for record in records]
     kept = [(r, a) for r, a in zip(records, answers) if a]
-    return rag_records([r for r, _ in kept], [a for _, a in kept], question=source.question, formats=source.formats,
+    return rag_records([r for r, _ in kept], [a for _, a in kept], question=question, formats=source.formats,
                        sources=source.sources, max_documents=source.max_documents,
                        max_passage_words=source.max_passage_words, titles=titles, untitled=source.untitled, seed=seed,
                        dataset=source.name or "rag")
+
+
+def _fact_cloze_source(source, beir, question: str, config: TrainConfig, grit) -> list:
+    """Cloze fact questions from the corpus (minus `exclude_corpus_file`), over their passage and mined
+    distractors, in every prompt format of the source."""
+    excluded = set(load_beir(source.beir, split=source.split, corpus_file=source.exclude_corpus_file).corpus) \
+        if source.exclude_corpus_file else set()
+    ids = [d for d in beir.corpus if d not in excluded]
+    random.Random(config.training.seed).shuffle(ids)
+    documents = [(beir.document_text(d), beir.corpus[d]["text"], beir.corpus[d].get("title") or "") for d in ids]
+    pairs = fact_cloze_records(documents[source.skip:], max_words=source.max_passage_words, seed=config.training.seed,
+                               dataset=source.name or "fact-cloze")
+    pairs = pairs[: source.max_records] if source.max_records else pairs
+    records, answers = [r for r, _ in pairs], [a for _, a in pairs]
+    if source.mine_negatives is not None:
+        records = _mine(records, [beir.document_text(d) for d in beir.corpus], source.mine_negatives, config, grit)
+    titles = {beir.document_text(d): doc["title"] for d, doc in beir.corpus.items() if doc.get("title")}
+    return rag_records(records, answers, question=question, formats=source.formats, sources=source.sources,
+                       max_documents=source.max_documents, max_passage_words=source.max_passage_words,
+                       titles=titles, untitled=source.untitled, seed=config.training.seed,
+                       dataset=source.name or "fact-cloze")
 
 
 def build_records(config: TrainConfig, grit=None) -> tuple[list[EmbeddingRecord], list]:

@@ -240,6 +240,69 @@ def rag_records(records: Sequence[EmbeddingRecord], answers: Sequence[str], *, q
     return out
 
 
+CLOZE_BLANK = "____"
+CLOZE_QUESTION = 'Which words fill the blank in "{query}"?'
+# a number (years, counts, 209,331, 3.5) or a run of capitalised words ("Ursa Minor", "Francisco Pizarro",
+# "Cape of Good Hope"): the facts a passage states that a question asks for
+_CLOZE_SPAN = re.compile(r"\b\d{1,3}(?:,\d{3})+\b|\b\d+(?:\.\d+)?\b"
+                         r"|\b[A-Z][\w'-]*(?:\s+(?:(?:of|the|de|von|van|da|del|la|le)\s+)?[A-Z][\w'-]*)*")
+_CLOZE_SKIP = frozenset("A An And As At But By For From He Her His I In It Its On Or She The Their They This These "
+                        "Those To We With".split())
+
+
+def fact_cloze_records(documents: Sequence[tuple[str, str, str]], *, min_words: int = 8,
+                       max_words: int | None = None, seed: int = 0,
+                       dataset: str = "fact-cloze") -> list[tuple[EmbeddingRecord, str]]:
+    """Self-supervised fact questions (cloze questions, as in Lewis et al. 2019, "Unsupervised Question
+    Answering by Cloze Translation"): a sentence of a passage with one fact blanked out, answered with it.
+
+    `documents` are (document as indexed, its body, its title). Per document, a random sentence of at least
+    `min_words` words with a number or a capitalised name not at its start, not part of the title and not
+    repeated in the sentence, is blanked (`CLOZE_BLANK`). Returns (record, answer) pairs: the record's query
+    is the blanked sentence and its positive the whole document (mine distractors for it like for any query).
+    With `max_words`, only whole sentences within the document's first `max_words` words are used (what a
+    prompt that cuts passages to that many words still shows; the title before the body counts).
+    """
+    rng = random.Random(seed)
+    out = []
+    for document, body, title in documents:
+        words = body.split()
+        keep = len(words) if max_words is None else max_words - (len(document.split()) - len(words))
+        sentences, seen = [], 0
+        for sentence in _SENTENCE_END.split(" ".join(words)):
+            seen += len(sentence.split())
+            if seen > keep:
+                break
+            sentences.append(sentence)
+        sentences = [s for s in sentences if len(s.split()) >= min_words]
+        rng.shuffle(sentences)
+        for sentence in sentences:
+            spans = [span for span in map(_cloze_span, _CLOZE_SPAN.finditer(sentence))
+                     if span is not None and sentence.count(span[2]) == 1 and span[2].lower() not in title.lower()
+                     and title.lower() not in span[2].lower()]
+            if spans:
+                start, end, answer = rng.choice(spans)
+                blanked = sentence[:start] + CLOZE_BLANK + sentence[end:]
+                out.append((EmbeddingRecord((None, blanked), ((None, document),), (), dataset), answer))
+                break
+    return out
+
+
+def _cloze_span(match: re.Match) -> tuple[int, int, str] | None:
+    """(start, end, text) of a usable cloze answer, without a possessive ending; None when the match starts
+    the sentence, is a function word, a one- or two-letter abbreviation (AD, BC) or a part of a longer name
+    ("One Thousand" of "One Thousand and One Nights")."""
+    start, text, sentence = match.start(), match.group(), match.string
+    text = re.sub(r"(?:'s|')$", "", text)
+    end = start + len(text)
+    if start == 0 or text in _CLOZE_SKIP or (text[0].isupper() and len(text) < 3):
+        return None
+    if re.match(r"\s+(?:and|of|&)\s+[A-Z]", sentence[end:]) or re.search(r"[A-Z][\w'-]*\s+(?:and|of|&)\s+$",
+                                                                          sentence[:start]):
+        return None
+    return start, end, text
+
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
 
