@@ -64,6 +64,13 @@ def _mine(records, corpus, mining, config: TrainConfig, grit):
     return records
 
 
+def _excluded_ids(source) -> set[str]:
+    """Passage ids of the source's `exclude_corpus_file` (e.g. the evaluation corpus), never trained on."""
+    if not source.exclude_corpus_file:
+        return set()
+    return set(load_beir(source.beir, split=source.split, corpus_file=source.exclude_corpus_file).corpus)
+
+
 def _embedding_source(source, config: TrainConfig, grit) -> list[EmbeddingRecord]:
     data = config.data
     if source.path is not None:
@@ -71,8 +78,7 @@ def _embedding_source(source, config: TrainConfig, grit) -> list[EmbeddingRecord
                                       max_records=source.max_records)
     if source.task == "inverse_cloze":
         beir = load_beir(source.beir, split=source.split, corpus_file=source.corpus_file)
-        excluded = set(load_beir(source.beir, split=source.split, corpus_file=source.exclude_corpus_file).corpus) \
-            if source.exclude_corpus_file else set()
+        excluded = _excluded_ids(source)
         corpus = [beir.document_text(d) for d in beir.corpus if d not in excluded]
         passages = corpus[:]
         random.Random(config.training.seed).shuffle(passages)
@@ -110,34 +116,39 @@ def _generative_source(source, config: TrainConfig, grit) -> list:
     if source.task == "pointwise":
         return pointwise_records(records, negatives_per_positive=source.negatives_per_positive, seed=seed,
                                  dataset=source.name or "pointwise")
-    titles = {beir.document_text(d): doc["title"] for d, doc in beir.corpus.items() if doc.get("title")}
+    titles = _titles(beir)
     answers = [titles.get(record.pos[0][1], "") for record in records]
     kept = [(r, a) for r, a in zip(records, answers) if a]
-    return rag_records([r for r, _ in kept], [a for _, a in kept], question=question, formats=source.formats,
-                       sources=source.sources, max_documents=source.max_documents,
-                       max_passage_words=source.max_passage_words, titles=titles, untitled=source.untitled, seed=seed,
-                       dataset=source.name or "rag")
+    return _rag_format_records(source, [r for r, _ in kept], [a for _, a in kept], question, titles, config, "rag")
+
+
+def _titles(beir) -> dict[str, str]:
+    """Passage as indexed ("title text") -> its title."""
+    return {beir.document_text(d): doc["title"] for d, doc in beir.corpus.items() if doc.get("title")}
+
+
+def _rag_format_records(source, records, answers, question: str, titles, config: TrainConfig, dataset: str) -> list:
+    """`records` answered with `answers` in every prompt format and cache source of `source`."""
+    return rag_records(records, answers, question=question, formats=source.formats, sources=source.sources,
+                       max_documents=source.max_documents, max_passage_words=source.max_passage_words, titles=titles,
+                       untitled=source.untitled, seed=config.training.seed, dataset=source.name or dataset)
 
 
 def _fact_cloze_source(source, beir, question: str, config: TrainConfig, grit) -> list:
     """Cloze fact questions from the corpus (minus `exclude_corpus_file`), over their passage and mined
     distractors, in every prompt format of the source."""
-    excluded = set(load_beir(source.beir, split=source.split, corpus_file=source.exclude_corpus_file).corpus) \
-        if source.exclude_corpus_file else set()
+    excluded = _excluded_ids(source)
+    texts = {d: beir.document_text(d) for d in beir.corpus}
     ids = [d for d in beir.corpus if d not in excluded]
     random.Random(config.training.seed).shuffle(ids)
-    documents = [(beir.document_text(d), beir.corpus[d]["text"], beir.corpus[d].get("title") or "") for d in ids]
+    documents = [(texts[d], beir.corpus[d]["text"], beir.corpus[d].get("title") or "") for d in ids]
     pairs = fact_cloze_records(documents[source.skip:], max_words=source.max_passage_words, seed=config.training.seed,
                                dataset=source.name or "fact-cloze")
     pairs = pairs[: source.max_records] if source.max_records else pairs
     records, answers = [r for r, _ in pairs], [a for _, a in pairs]
     if source.mine_negatives is not None:
-        records = _mine(records, [beir.document_text(d) for d in beir.corpus], source.mine_negatives, config, grit)
-    titles = {beir.document_text(d): doc["title"] for d, doc in beir.corpus.items() if doc.get("title")}
-    return rag_records(records, answers, question=question, formats=source.formats, sources=source.sources,
-                       max_documents=source.max_documents, max_passage_words=source.max_passage_words,
-                       titles=titles, untitled=source.untitled, seed=config.training.seed,
-                       dataset=source.name or "fact-cloze")
+        records = _mine(records, list(texts.values()), source.mine_negatives, config, grit)
+    return _rag_format_records(source, records, answers, question, _titles(beir), config, "fact-cloze")
 
 
 def build_records(config: TrainConfig, grit=None) -> tuple[list[EmbeddingRecord], list]:

@@ -559,16 +559,13 @@ def _history_text(history: list[dict[str, str]], question: str) -> str:
     return "\n".join([HISTORY_LEAD, *lines, "", question])
 
 
-def _search_sockets(pipeline: Pipeline) -> set[tuple[str, str]]:
-    """(component, socket) pairs that search: every `text` input (embedders) and the `query` of rankers
-    (components with a `documents` input and output)."""
-    found = set()
-    for name, data in pipeline.graph.nodes(data=True):
-        inputs, outputs = data.get("input_sockets", {}), data.get("output_sockets", {})
-        found.add((name, "text"))
-        if "query" in inputs and "documents" in inputs and "documents" in outputs:
-            found.add((name, "query"))
-    return found
+def _searches(pipeline: Pipeline, name: str, socket: str) -> bool:
+    """Whether `name.socket` is part of the search: a `text` input (embedders) or the `query` of a ranker
+    (a component with a `documents` input and output)."""
+    if socket == "text":
+        return True
+    node = pipeline.graph.nodes[name]
+    return socket == "query" and "documents" in node["input_sockets"] and "documents" in node["output_sockets"]
 
 
 def question_inputs(pipeline: Pipeline, question: str, retrieval_text: str | None = None,
@@ -592,9 +589,8 @@ def question_inputs(pipeline: Pipeline, question: str, retrieval_text: str | Non
 
     history = check_history(history)
     data: dict[str, dict[str, Any]] = {}
-    searching = _search_sockets(pipeline) if retrieval_text is not None else set()
     for name, socket in _question_targets(pipeline):
-        value = retrieval_text if (name, socket) in searching else question
+        value = retrieval_text if retrieval_text is not None and _searches(pipeline, name, socket) else question
         instance = pipeline.get_component(name)
         if history and isinstance(instance, ChatPromptBuilder):
             data.setdefault(name, {})["template"] = _history_template(instance.template, history)
