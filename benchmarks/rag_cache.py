@@ -449,9 +449,12 @@ QUALITY_CONFIGS = (("uncached_doc_first", "none", None, "doc_first"),
                    *((f"{mode}/{source}", mode, source, "doc_first")
                      for mode in ("doc", "query", "query_doc", "doc_query") for source in ("embedding", "causal")),
                    ("no_retrieval", "none", None, "doc_first"), ("uncached_query_first", "none", None, "query_first"),
-                   *((f"multi_doc_3/{source}", "multi_doc", source, "doc_first") for source in ("embedding", "causal")))
+                   *((f"multi_doc_3/{source}", "multi_doc", source, "doc_first") for source in ("embedding", "causal")),
+                   ("uncached_doc_first_3", "none", None, "doc_first"))
 # multi_doc_3: the gold passage and the two passages BM25 ranks highest among the others of corpus-2k
-# (retrieved distractors), the gold one at a fixed pseudo-random place per query.
+# (retrieved distractors), the gold one at a fixed pseudo-random place per query; uncached_doc_first_3: the
+# same three passages in one uncached doc-first prompt (the control for multi_doc's separately cached passages).
+THREE_PASSAGE_CONFIGS = ("multi_doc_3/embedding", "multi_doc_3/causal", "uncached_doc_first_3")
 
 
 def bm25_distractors(directory: Path, items: list[dict], count: int = 2) -> list[list[str]]:
@@ -527,7 +530,8 @@ def run_quality(model_spec: str, data_dir: Path, *, limit: int | None, output: P
     for name, mode, source, order in QUALITY_CONFIGS:
         if configs and name not in configs:
             continue
-        if mode == "multi_doc" and "distractors" not in items[0]:
+        three = name in THREE_PASSAGE_CONFIGS
+        if three and "distractors" not in items[0]:
             for item, distractors in zip(items, bm25_distractors(data_dir, items)):
                 docs = [*distractors]
                 docs.insert(sum(map(ord, item["id"])) % (len(docs) + 1), item["passage"])
@@ -537,12 +541,12 @@ def run_quality(model_spec: str, data_dir: Path, *, limit: int | None, output: P
             store = model.kv_store if dtype == MODEL_DTYPE else _store(dtype)
             matches, outputs, start = 0, [], time.perf_counter()
             for item in items:
-                docs = [] if name == "no_retrieval" else item["passages"] if mode == "multi_doc" else [item["passage"]]
+                docs = [] if name == "no_retrieval" else item["passages"] if three else [item["passage"]]
                 r = rag.answer(model, QUESTION.format(query=item["query"]), docs, mode=mode, source=source or "causal",
                                order=order, max_new_tokens=new_tokens, store=store)
                 hit = item["answer"].lower() in r.text.lower()
                 matches += hit
-                outputs.append({"id": item["id"], "output": r.text, "match": hit})
+                outputs.append({"id": item["id"], "output": r.text, "match": hit, "passages": len(docs)})
             results[key] = {"match": matches / len(items), "n": len(items), "seconds": time.perf_counter() - start,
                             "outputs": outputs}
             line = f"{key:32s} match {results[key]['match']:.3f}"

@@ -297,6 +297,16 @@ def test_quality_benchmark_runs_chosen_configs_and_scores_matches(tiny_llama_dir
         run_quality(str(tiny_llama_dir), wikidesc_dir, limit=1, output=out, configs=["doc/bogus"])
 
 
+def test_quality_benchmark_gives_multi_doc_and_its_uncached_control_the_same_three_passages(tiny_llama_dir,
+                                                                                             wikidesc_dir, tmp_path):
+    from benchmarks.rag_cache import run_quality
+
+    report = run_quality(str(tiny_llama_dir), wikidesc_dir, limit=2, output=tmp_path / "q.json", new_tokens=2,
+                         configs=["uncached_doc_first", "multi_doc_3/causal", "uncached_doc_first_3"])
+    passages = {name: [o["passages"] for o in result["outputs"]] for name, result in report["results"].items()}
+    assert passages == {"uncached_doc_first": [1, 1], "multi_doc_3/causal": [3, 3], "uncached_doc_first_3": [3, 3]}
+
+
 def test_quality_benchmark_compares_cache_dtypes_with_the_model_dtype(tiny_llama_dir, wikidesc_dir, tmp_path):
     from benchmarks.rag_cache import run_quality
 
