@@ -291,7 +291,7 @@ def train(config: TrainConfig, *, resume_from_checkpoint: str | None = None) -> 
     if mixing:  # WiSE-FT: mix the starting adapter back in (the evaluation below then measures the mix)
         from grit_components.training.trainer import interpolate_adapter
 
-        inner = trainer.accelerator.unwrap_model(trainer.model).model
+        inner = trainer.inner_model
         lost = interpolate_adapter(inner, config.lora.init_adapter, config.lora.init_adapter_weight)
         logger.info("saved adapter = %.2f x %s + %.2f x trained (rank-%d re-fit lost at most %.2g of a module's energy)",
                     config.lora.init_adapter_weight, config.lora.init_adapter, 1 - config.lora.init_adapter_weight,

@@ -416,6 +416,11 @@ class GritTrainer(Trainer):
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
+    @property
+    def inner_model(self) -> torch.nn.Module:
+        """The causal LM (or its peft model) inside the accelerate/DDP wrappers and `GritTrainingModel`."""
+        return self.accelerator.unwrap_model(self.model).model
+
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
         # Checkpoints hold the inner model (loadable by every component), not this wrapper's state dict.
         load_checkpoint_weights(self.accelerator.unwrap_model(model or self.model).model, resume_from_checkpoint)
@@ -425,9 +430,8 @@ class GritTrainer(Trainer):
         if not self.args.should_save:
             return
         output_dir = output_dir or self.args.output_dir
-        inner = self.accelerator.unwrap_model(self.model).model
-        save_grit_model(inner, self.grit_model.tokenizer, output_dir, merge_lora=self.merge_lora, info=self.save_info,
-                        metadata=self.metadata)
+        save_grit_model(self.inner_model, self.grit_model.tokenizer, output_dir, merge_lora=self.merge_lora,
+                        info=self.save_info, metadata=self.metadata)
         torch.save(self.args, Path(output_dir) / "training_args.bin")
 
 
