@@ -47,3 +47,13 @@ def test_chat_one_message(tiny_llama_dir, tiny_model):
     result = runner.invoke(app, ["chat", "Hello", "--model", str(tiny_llama_dir), "--max-new-tokens", "6"])
     assert result.exit_code == 0, result.output
     assert tiny_model.generate("Hello", max_new_tokens=6).text in result.stdout
+
+
+def test_demo_answer_check_names_the_title_as_a_whole_phrase():
+    from grit_components.cli.pipelines import names_answer
+
+    assert names_answer("Executive (government)", "Executive (government)")  # ends with ")": no \b there
+    assert names_answer("It is the Rock Dove.", "rock dove")
+    assert not names_answer("Dalton", "Dalton (unit)")
+    assert not names_answer("Amman-based", "Amma")
+    assert not names_answer("Religious conversions", "Religious conversion")

@@ -388,6 +388,12 @@ def _write_demo_corpus(folder: Path) -> tuple[list[Path], list[dict]]:
     return paths, meta
 
 
+def names_answer(text: str, expected: str) -> bool:
+    """Whether `text` names `expected` as a whole phrase (case-insensitive): not inside a longer word, and
+    right for titles that start or end with a non-word character ("Dalton (unit)")."""
+    return re.search(rf"(?<!\w){re.escape(expected)}(?!\w)", text, re.IGNORECASE) is not None
+
+
 def _demo_questions(count: int) -> list[dict]:
     from importlib.resources import files as package_files
 
@@ -483,8 +489,7 @@ def demo(
         hp.close_pipeline(built)
     if items:
         found = sum(any(d.meta.get("passage_id") == item["gold"] for d in a.sources) for a, item in zip(answers, items))
-        correct = sum(bool(re.search(rf"\b{re.escape(item['answer'])}\b", a.text, re.IGNORECASE))
-                      for a, item in zip(answers, items))
+        correct = sum(names_answer(a.text, item["answer"]) for a, item in zip(answers, items))
         console.print(f"\nretrieval: the relevant passage was among the sources for {found}/{len(items)} questions; "
                       f"the answer named the expected title {correct}/{len(items)} times")
     console.print(f"done in {time.perf_counter() - start:.1f}s (data in {data_dir}; "
