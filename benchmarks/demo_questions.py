@@ -32,7 +32,7 @@ os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from grit_components.cli.pipelines import WIKIDESC_INSTRUCTION, _demo_questions, names_answer  # noqa: E402
+from grit_components.cli.pipelines import WIKIDESC_INSTRUCTION, _demo_questions, demo_question, names_answer  # noqa: E402
 
 
 def index_demo_corpus(model: str, data_dir: Path) -> float:
@@ -49,7 +49,7 @@ def run_pipeline(hp, name: str, model: str, data_dir: Path, items: list[dict]) -
     start = time.perf_counter()
     try:
         for item in items:
-            answer = hp.ask(built, f"{item['question']} Answer with the name only.", retrieval_text=item["description"])
+            answer = hp.ask(built, demo_question(item), retrieval_text=item["description"])
             ids = [d.meta.get("passage_id") for d in answer.sources]
             match = names_answer(answer.text, item["answer"])
             first += ids[:1] == [item["gold"]]
@@ -83,7 +83,7 @@ def main() -> None:
     report = json.loads(args.output.read_text()) if args.output.exists() else {}
     report.setdefault("models", {})
     report["setup"] = {"questions": len(items), "instruction": WIKIDESC_INSTRUCTION,
-                       "question_suffix": " Answer with the name only.", "retrieval_text": "the description"}
+                       "question": demo_question({"question": "<question>"}), "retrieval_text": "the description"}
     with tempfile.TemporaryDirectory(prefix="grit-demo-questions-") as tmp:
         for number, model in enumerate(args.model or ["grit-smollm2-135m", "smollm2-135m-instruct"]):
             data_dir = Path(tmp) / str(number)

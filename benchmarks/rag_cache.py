@@ -445,16 +445,16 @@ def _write_latency(output: Path, plot_path: Path | None, results: dict, summary:
 # --- quality --------------------------------------------------------------------------------------
 
 QUESTION = "What is described as '{query}'?"
-QUALITY_CONFIGS = (("uncached_doc_first", "none", None, "doc_first"),
-                   *((f"{mode}/{source}", mode, source, "doc_first")
+# (name, cache mode, cache source, prompt order, passages: 1 = the gold one, 3 = gold + 2 distractors)
+QUALITY_CONFIGS = (("uncached_doc_first", "none", None, "doc_first", 1),
+                   *((f"{mode}/{source}", mode, source, "doc_first", 1)
                      for mode in ("doc", "query", "query_doc", "doc_query") for source in ("embedding", "causal")),
-                   ("no_retrieval", "none", None, "doc_first"), ("uncached_query_first", "none", None, "query_first"),
-                   *((f"multi_doc_3/{source}", "multi_doc", source, "doc_first") for source in ("embedding", "causal")),
-                   ("uncached_doc_first_3", "none", None, "doc_first"))
+                   ("no_retrieval", "none", None, "doc_first", 0), ("uncached_query_first", "none", None, "query_first", 1),
+                   *((f"multi_doc_3/{source}", "multi_doc", source, "doc_first", 3) for source in ("embedding", "causal")),
+                   ("uncached_doc_first_3", "none", None, "doc_first", 3))
 # multi_doc_3: the gold passage and the two passages BM25 ranks highest among the others of corpus-2k
 # (retrieved distractors), the gold one at a fixed pseudo-random place per query; uncached_doc_first_3: the
 # same three passages in one uncached doc-first prompt (the control for multi_doc's separately cached passages).
-THREE_PASSAGE_CONFIGS = ("multi_doc_3/embedding", "multi_doc_3/causal", "uncached_doc_first_3")
 
 
 def bm25_distractors(directory: Path, items: list[dict], count: int = 2) -> list[list[str]]:
@@ -527,11 +527,10 @@ def run_quality(model_spec: str, data_dir: Path, *, limit: int | None, output: P
     items = load_wikidesc_dev(data_dir, limit)
     kv_dtypes = [MODEL_DTYPE, *(d for d in kv_dtypes if d != MODEL_DTYPE)]
     results: dict = {}
-    for name, mode, source, order in QUALITY_CONFIGS:
+    for name, mode, source, order, passages in QUALITY_CONFIGS:
         if configs and name not in configs:
             continue
-        three = name in THREE_PASSAGE_CONFIGS
-        if three and "distractors" not in items[0]:
+        if passages == 3 and "distractors" not in items[0]:
             for item, distractors in zip(items, bm25_distractors(data_dir, items)):
                 docs = [*distractors]
                 docs.insert(sum(map(ord, item["id"])) % (len(docs) + 1), item["passage"])
@@ -541,7 +540,7 @@ def run_quality(model_spec: str, data_dir: Path, *, limit: int | None, output: P
             store = model.kv_store if dtype == MODEL_DTYPE else _store(dtype)
             matches, outputs, start = 0, [], time.perf_counter()
             for item in items:
-                docs = [] if name == "no_retrieval" else item["passages"] if three else [item["passage"]]
+                docs = [] if passages == 0 else [item["passage"]] if passages == 1 else item["passages"]
                 r = rag.answer(model, QUESTION.format(query=item["query"]), docs, mode=mode, source=source or "causal",
                                order=order, max_new_tokens=new_tokens, store=store)
                 hit = item["answer"].lower() in r.text.lower()

@@ -394,6 +394,11 @@ def names_answer(text: str, expected: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(expected)}(?!\w)", text, re.IGNORECASE) is not None
 
 
+def demo_question(item: dict) -> str:
+    """What `grit demo` asks for a bundled question (its description is the search text)."""
+    return f"{item['question']} Answer with the name only."
+
+
 def _demo_questions(count: int) -> list[dict]:
     from importlib.resources import files as package_files
 
@@ -482,7 +487,7 @@ def demo(
     built = _load(hp, pipeline, data_dir=data_dir, qdrant_url=qdrant_url, model=model, instruction=instruction)
     try:
         # WikiDesc: search with the description (and its task instruction), ask for the name.
-        answers = _ask_many(hp, built, [f"{item['question']} Answer with the name only." for item in items],
+        answers = _ask_many(hp, built, [demo_question(item) for item in items],
                             [item["answer"] for item in items], [item["description"] for item in items])
         answers += _ask_many(hp, built, asked)
     finally:

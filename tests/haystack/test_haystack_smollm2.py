@@ -7,6 +7,7 @@ from importlib.resources import files
 
 import pytest
 
+from grit_components.cli.pipelines import demo_question
 from haystack_integrations.common.grit import pipelines as hp
 from tests._models import index_folders
 
@@ -35,7 +36,7 @@ def test_smollm2_indexing_and_rag_pipelines(tmp_path, smol):
     for name in ("rag", "rag_rerank", "rag_doc_cache"):
         built = hp.load_pipeline(name, data_dir=tmp_path, instruction=WIKIDESC)
         try:
-            answer = hp.ask(built, f"{item['question']} Answer with the name only.", retrieval_text=item["description"])
+            answer = hp.ask(built, demo_question(item), retrieval_text=item["description"])
         finally:
             hp.close_pipeline(built)
         assert answer.text, name
