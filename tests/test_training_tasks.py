@@ -230,3 +230,40 @@ def test_query_likelihood_groups_score_as_the_reranker_does(tiny):
         collator.ranking_batch([groups[0], RankingGroup("x", DOCS)])
     with pytest.raises(ValueError, match="score"):
         ranking_groups([], score="bm25")
+
+
+@pytest.mark.parametrize("averaging", ["token", "sample"])
+def test_sequence_chunks_give_the_padded_batchs_loss_and_gradients(tiny, averaging):
+    """`loss.sequence_chunk_size`: generative sequences (plain, cached layouts with 4D masks, relevance
+    prompts) and query-likelihood groups run a few rows at a time, each chunk cut to its longest row; the
+    losses and every gradient are those of the whole padded batch."""
+    from grit_components.training.trainer import GritTrainer
+
+    collator = GritCollator(tiny, generative_max_length=1024, rerank_passage_tokens=40)
+    generative = [RagRecord("What is X?", DOCS, "multi_doc", "embedding", "Alum"),
+                  PointwiseRecord("temple", DOCS[0], True),
+                  RagRecord("What is described as 'a war in Bohemia'?", DOCS[1:], "query_doc", "causal", "Hussite Wars"),
+                  RagRecord("Y?", DOCS[:1], "doc_first", "causal", "Parthenon, a temple")]
+    groups = [RankingGroup("temple in Athens", DOCS, score="query_likelihood"),
+              RankingGroup("salt used to purify water", (DOCS[1], DOCS[2], DOCS[0]), score="query_likelihood")]
+    batch = {**collator.generative_batch(generative), **collator.ranking_batch(groups)}
+    assert len(set(batch["gen_lengths"].tolist())) == 4 and len(set(batch["rank_lengths"].tolist())) > 1
+    wrapper = GritTrainingModel(tiny.model)
+
+    def run(chunk_size):
+        trainer = GritTrainer.__new__(GritTrainer)  # only grit_losses is used: no Trainer set-up needed
+        trainer.rep_weight = trainer.gen_weight = trainer.rank_weight = trainer.rank_lm_weight = 1.0
+        trainer.gen_averaging, trainer.sequence_chunk_size, trainer.gradcache_chunk_size = averaging, chunk_size, None
+        wrapper.zero_grad()
+        losses = trainer.grit_losses(wrapper, batch)
+        (losses["loss_gen"] + losses["loss_rank"]).backward()
+        return losses, {name: p.grad.clone() for name, p in wrapper.named_parameters() if p.grad is not None}
+
+    padded, padded_grads = run(None)
+    for size in (1, 3):
+        chunked, grads = run(size)
+        for name in ("loss_gen", "loss_rank"):
+            torch.testing.assert_close(chunked[name], padded[name], atol=1e-5, rtol=1e-5)
+        assert grads.keys() == padded_grads.keys()
+        for name, grad in grads.items():
+            torch.testing.assert_close(grad, padded_grads[name], atol=1e-5, rtol=1e-4)

@@ -86,9 +86,11 @@ class GritCollator:
     `PointwiseRecord`, `RagRecord` or None) and optionally "ranking" (a `RankingGroup` or None). The batch
     holds `query_*` and `passage_*` tensors (passages: every query's positive first, in query order, then
     all hard negatives, so query i's positive is passage i and every other passage is an in-batch
-    negative), `gen_*` tensors (input_ids, attention_mask, labels) and `rank_*` tensors (the reranker's
-    pointwise prompts of each group, row-major: group g's passage j is row g * group_size + j;
-    `rank_last` is the position of each prompt's last token, where the answer is read).
+    negative), `gen_*` tensors (input_ids, attention_mask, labels, and lengths: each row's tokens without
+    padding) and `rank_*` tensors (the reranker's pointwise prompts of each group, row-major: group g's
+    passage j is row g * group_size + j;
+    `rank_last` is the position of each prompt's last token, where the answer is read; query-likelihood
+    groups have `rank_labels` and `rank_lengths` instead).
 
     :param model: the `GritModel` being trained (its tokenizer, BOS and chat format are used).
     :param query_instruction: instruction of queries given as plain str.
@@ -171,7 +173,8 @@ class GritCollator:
         labels = torch.full_like(ids, IGNORE_INDEX)
         for row, sequence in enumerate(encoded):
             labels[row, : len(sequence.labels)] = torch.tensor(sequence.labels, dtype=torch.long)
-        batch = {"gen_input_ids": ids, "gen_attention_mask": mask, "gen_labels": labels}
+        batch = {"gen_input_ids": ids, "gen_attention_mask": mask, "gen_labels": labels,
+                 "gen_lengths": torch.tensor([len(e.ids) for e in encoded], dtype=torch.long)}  # (B,) without padding
         if any(e.blocks for e in encoded):  # a layout of cached texts: a 4D mask and explicit positions
             width = ids.shape[1]
             positions = torch.arange(width).repeat(len(encoded), 1)  # (B, T)
@@ -206,7 +209,8 @@ class GritCollator:
             labels = torch.full_like(ids, IGNORE_INDEX)
             for row, (sequence, start) in enumerate(zip(sequences, starts)):
                 labels[row, start : len(sequence)] = torch.tensor(sequence[start:], dtype=torch.long)
-            return {**out, "rank_input_ids": ids, "rank_attention_mask": mask, "rank_labels": labels}
+            return {**out, "rank_input_ids": ids, "rank_attention_mask": mask, "rank_labels": labels,
+                    "rank_lengths": torch.tensor([len(s) for s in sequences], dtype=torch.long)}
         prompts = [pointwise_prompt_ids(self.model, g.query, passage, max_passage_tokens=self.rerank_passage_tokens)
                    for g in groups for passage in g.passages]
         ids, mask = pad_batch(prompts, self.model.pad_token_id, "cpu")  # (Q * G, T)

@@ -117,6 +117,9 @@ class LossConfig:
     rank_bce_weight: float = 0.0  # pointwise groups: plus this weight of binary cross-entropy (calibration)
     rank_lm_weight: float = 0.0  # query-likelihood groups: plus this weight of the relevant passage's query NLL
     gradcache_chunk_size: Optional[int] = None  # set to embed the batch in chunks of this many texts
+    # Run generative and query-likelihood sequences this many at a time, longest first, each chunk cut to its
+    # longest row: the same loss without computing the padding of mixed-length batches (null: all at once).
+    sequence_chunk_size: Optional[int] = None
 
 
 @dataclass
@@ -197,6 +200,8 @@ class TrainConfig:
              "data.ranking_batch_size must be >= 1"),
             (self.loss.gradcache_chunk_size is None or self.loss.gradcache_chunk_size >= 1,
              "loss.gradcache_chunk_size must be >= 1"),
+            (self.loss.sequence_chunk_size is None or self.loss.sequence_chunk_size >= 1,
+             "loss.sequence_chunk_size must be >= 1"),
             (self.training.batch_size >= 1, "training.batch_size must be >= 1"),
             (0 <= self.training.warmup_ratio < 1, "training.warmup_ratio must be in [0, 1)"),
             (bool(self.data.embedding or self.data.generative), "data needs at least one embedding or generative source"),

@@ -10,7 +10,7 @@ embeddings, then each chunk again with grad, back-propagating that gradient.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -64,19 +64,49 @@ def selected_generative_loss(logits: torch.Tensor, labels: torch.Tensor, *, aver
     `logits` (N, V) are those of the positions t with `labels[:, t + 1] != -100`, in row-major order
     (what `GritTrainingModel` returns when given labels); equals `generative_loss` of the full logits.
     """
+    return chunked_generative_loss([(logits, labels)], averaging=averaging)
+
+
+def chunked_generative_loss(parts: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
+                            averaging: str = "token") -> torch.Tensor:
+    """`selected_generative_loss` of a batch whose rows went through the model in several chunks.
+
+    `parts` are (logits (N_c, V), labels (B_c, T_c)) of each chunk (a set of the batch's rows, padding
+    columns no row of it needs dropped): the loss is the one of the whole batch, token- or sample-averaged
+    over all chunks, not a mean of per-chunk losses.
+    """
     check_choice("averaging", averaging, ("token", "sample"))
-    shifted = labels[:, 1:]
-    predicts = shifted != -100  # (B, T-1)
-    if not bool(predicts.any()):
-        return logits.sum() * 0
-    per_token = F.cross_entropy(logits.float(), shifted[predicts], reduction="none")  # (N,)
-    if averaging == "token":
-        return per_token.mean()
-    rows = torch.nonzero(predicts)[:, 0]  # (N,) sample of each target
-    counts = predicts.sum(dim=1)
-    has = counts > 0
-    per_sample = torch.zeros(labels.shape[0], dtype=per_token.dtype, device=per_token.device).index_add_(0, rows, per_token)
-    return (per_sample[has] / counts[has]).mean()
+    per_token, per_sample = [], []
+    for logits, labels in parts:
+        shifted = labels[:, 1:]
+        predicts = shifted != -100  # (B_c, T_c - 1)
+        if not bool(predicts.any()):
+            continue
+        losses = F.cross_entropy(logits.float(), shifted[predicts], reduction="none")  # (N_c,)
+        if averaging == "token":
+            per_token.append(losses)
+            continue
+        rows = torch.nonzero(predicts)[:, 0]  # (N_c,) row of each target
+        counts = predicts.sum(dim=1)
+        has = counts > 0
+        sums = torch.zeros(labels.shape[0], dtype=losses.dtype, device=losses.device).index_add_(0, rows, losses)
+        per_sample.append(sums[has] / counts[has])
+    kept = per_token or per_sample
+    if not kept:  # no target anywhere: a zero that keeps the graph
+        return sum(logits.sum() for logits, _ in parts) * 0
+    return torch.cat(kept).mean()
+
+
+def length_chunks(lengths: torch.Tensor, size: int | None) -> list[torch.Tensor] | None:
+    """Row indices of a right-padded batch grouped `size` at a time by decreasing length (None: one chunk).
+
+    Each chunk then runs cut to its own longest row, so short rows do not pay for a long one's padding;
+    the rows' results are the same as in the padded batch (up to float rounding).
+    """
+    if not size or lengths.numel() <= 1:
+        return None
+    order = torch.argsort(lengths, descending=True, stable=True)
+    return list(order.split(size))
 
 
 def ranking_loss(scores: torch.Tensor, *, bce_weight: float = 0.0) -> torch.Tensor:

@@ -25,8 +25,8 @@ from grit_components.attention import bidirectional_forward
 from grit_components.embedding import TruncationWarning
 from grit_components.metadata import ModelMetadata
 from grit_components.training.data import ChatRecord, EmbeddingRecord
-from grit_components.training.loss import (chunked_info_nce_backward, info_nce_loss, pool, ranking_loss,
-                                           selected_generative_loss)
+from grit_components.training.loss import (chunked_generative_loss, chunked_info_nce_backward, info_nce_loss,
+                                           length_chunks, pool, ranking_loss, selected_generative_loss)
 from grit_components.training.tasks import RankingGroup
 
 if TYPE_CHECKING:
@@ -234,6 +234,9 @@ class GritTrainer(Trainer):
     :param rank_lm_weight: weight of the relevant passage's query NLL per token inside L_rank (query-likelihood
         groups: the query-generation term).
     :param gradcache_chunk_size: embed the contrastive batch in chunks of this many texts (GradCache).
+    :param sequence_chunk_size: run generative and query-likelihood sequences through the model this many at
+        a time, longest first, each chunk cut to its own longest row (None: the whole padded batch at once).
+        The loss is the same; the padding of mixed-length batches is not computed.
     :param retrieval_eval: a `RetrievalEvalSet` scored at every evaluation (nDCG@10, Recall@10).
     :param generative_eval: dev `ChatRecord`s whose L_gen is reported at every evaluation.
     :param eval_settings: query/passage instructions and lengths for the retrieval evaluation.
@@ -244,7 +247,7 @@ class GritTrainer(Trainer):
     def __init__(self, *args, grit_model: GritModel, temperature: float = 0.02, rep_weight: float = 1.0,
                  gen_weight: float = 1.0, gen_averaging: str = "token", rank_weight: float = 1.0,
                  rank_bce_weight: float = 0.0, rank_lm_weight: float = 0.0, gradcache_chunk_size: int | None = None,
-                 retrieval_eval: RetrievalEvalSet | None = None, generative_eval: Sequence[ChatRecord] = (),
+                 sequence_chunk_size: int | None = None, retrieval_eval: RetrievalEvalSet | None = None, generative_eval: Sequence[ChatRecord] = (),
                  eval_settings: dict | None = None, merge_lora: bool = True, save_info: dict | None = None,
                  metadata: ModelMetadata | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -258,6 +261,7 @@ class GritTrainer(Trainer):
         self.rank_lm_weight = rank_lm_weight
         self._answer_ids: tuple[list[int], list[int]] | None = None
         self.gradcache_chunk_size = gradcache_chunk_size
+        self.sequence_chunk_size = sequence_chunk_size
         self.retrieval_eval = retrieval_eval
         self.generative_eval = list(generative_eval)
         self.eval_settings = eval_settings or {}
@@ -298,20 +302,21 @@ class GritTrainer(Trainer):
             else:
                 losses["loss_rep"] = info_nce_loss(model(*query), model(*passage), temperature=self.temperature)
         if "gen_input_ids" in inputs and self.gen_weight > 0:
-            labels = inputs["gen_labels"]
-            logits = model(inputs["gen_input_ids"], inputs["gen_attention_mask"], labels=labels,
-                           position_ids=inputs.get("gen_position_ids"))
-            losses["loss_gen"] = selected_generative_loss(logits, labels, averaging=self.gen_averaging)
+            parts = [(model(ids, mask, labels=labels, position_ids=positions), labels)
+                     for _, ids, mask, labels, positions in self._sequence_chunks(inputs, "gen")]
+            losses["loss_gen"] = chunked_generative_loss(parts, averaging=self.gen_averaging)
         if "rank_input_ids" in inputs and self.rank_weight > 0:
             groups = len(inputs["rank_group_size"])
             if "rank_labels" in inputs:  # query likelihood: log p(query | passage prompt), summed over the query
+                rows_total = inputs["rank_labels"].shape[0]
+                totals = torch.zeros(rows_total, device=inputs["rank_labels"].device)
+                for index, ids, mask, labels, _ in self._sequence_chunks(inputs, "rank"):
+                    logits = model(ids, mask, labels=labels, float_head=True)  # (N_c, V)
+                    predicts = labels[:, 1:] != -100
+                    token_log_probs = logits.float().log_softmax(dim=-1).gather(1, labels[:, 1:][predicts][:, None])[:, 0]
+                    rows = torch.nonzero(predicts)[:, 0]  # (N_c,) chunk row of each target
+                    totals = totals.index_add(0, rows if index is None else index[rows], token_log_probs)
                 labels = inputs["rank_labels"]
-                logits = model(inputs["rank_input_ids"], inputs["rank_attention_mask"], labels=labels,
-                               float_head=True)  # (N, V)
-                targets = labels[:, 1:][labels[:, 1:] != -100]
-                token_log_probs = logits.float().log_softmax(dim=-1).gather(1, targets[:, None])[:, 0]  # (N,)
-                rows = torch.nonzero(labels[:, 1:] != -100)[:, 0]
-                totals = torch.zeros(labels.shape[0], device=token_log_probs.device).index_add(0, rows, token_log_probs)
                 scores = totals.view(groups, -1)  # (Q, G): within a query, the order of the reranker's mean
                 counts = (labels[:, 1:] != -100).sum(dim=1).view(groups, -1)[:, 0].clamp(min=1)
                 lm = -(scores[:, 0] / counts).mean()  # the relevant passage's query, per token (query generation)
@@ -321,6 +326,23 @@ class GritTrainer(Trainer):
                 scores = self.relevance_scores(logits).view(groups, -1)  # (Q, G)
                 losses["loss_rank"] = ranking_loss(scores, bce_weight=self.rank_bce_weight)
         return losses
+
+    def _sequence_chunks(self, inputs: dict[str, torch.Tensor], prefix: str):
+        """(row indices, input_ids, attention_mask, labels, position_ids) of each chunk of the `prefix`
+        sequences (`sequence_chunk_size` rows, longest first, cut to the chunk's longest row; a 4D layout
+        mask (B, 1, T, T) is cut on both sequence axes). Without chunking: one chunk, indices None."""
+        ids, mask, labels = inputs[f"{prefix}_input_ids"], inputs[f"{prefix}_attention_mask"], inputs[f"{prefix}_labels"]
+        positions = inputs.get(f"{prefix}_position_ids")
+        lengths = inputs.get(f"{prefix}_lengths")
+        chunks = length_chunks(lengths, self.sequence_chunk_size) if lengths is not None else None
+        if chunks is None:
+            yield None, ids, mask, labels, positions
+            return
+        for index in chunks:
+            width = int(lengths[index].max())
+            cut = mask[index][..., :width, :width] if mask.dim() == 4 else mask[index, :width]
+            yield (index, ids[index, :width], cut, labels[index, :width],
+                   None if positions is None else positions[index, :width])
 
     def relevance_scores(self, logits: torch.Tensor) -> torch.Tensor:
         """log p(yes) - log p(no) from next-token logits (N, V), as `rerank.pointwise_scores` computes it."""

@@ -1,0 +1,110 @@
+"""Cost of a training step with and without `loss.sequence_chunk_size`, on a recipe's own batches.
+
+The recipe's trainer is built as `grit train` builds it (model, LoRA, data, collator, bf16 autocast);
+its first `--steps` batches are collated once, then every batch runs a full training step (forward and
+backward of every loss, no optimizer update) once padded as one batch (the baseline) and once for each
+chunk size, interleaved batch by batch so a machine that slows down over the run slows every setting
+alike. It reports per setting the mean wall and process-CPU seconds of a step, the ratio to the baseline
+and the largest difference of the step's losses from the baseline's (the loss must not change).
+
+    python benchmarks/training_step.py recipes/grit-smollm2-135m.yaml --steps 8 --chunk-size 1 --chunk-size 2
+    python benchmarks/training_step.py recipes/grit-smollm2-135m-rerank.yaml --set lora.init_adapter=null \\
+        --set lora.init_adapter_weight=null
+
+Writes benchmarks/results/training_step_<recipe>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from grit_components.training.config import load_config  # noqa: E402
+from grit_components.training.run import build_trainer  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", type=Path)
+    parser.add_argument("--steps", type=int, default=8, help="batches measured (each once per setting)")
+    parser.add_argument("--chunk-size", type=int, action="append", dest="chunk_sizes",
+                        help="sequence_chunk_size settings to compare with the padded batch (default: 1 and 2)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe setting, as `grit train --set` does (VALUE is YAML)")
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args()
+    if args.steps < 1:
+        parser.error("--steps must be >= 1")
+    sizes = args.chunk_sizes or [1, 2]
+    if any(size < 1 for size in sizes):
+        parser.error("--chunk-size must be >= 1")
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set takes KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    recipe = args.recipe.resolve()
+    config = load_config(recipe, overrides={**overrides, "eval.beir": None,
+                                            "output_dir": str(Path("/tmp") / f"training-step-{os.getpid()}")})
+    trainer = build_trainer(config)
+    loader = trainer.get_train_dataloader()
+    batches = []
+    for batch in loader:
+        batches.append(batch)
+        if len(batches) == args.steps:
+            break
+    model = trainer.model
+    model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which is not run here
+    settings = [None, *sizes]
+    results = {str(s): {"wall": [], "cpu": [], "losses": []} for s in settings}
+    for index, batch in enumerate(batches):
+        for size in settings:
+            trainer.sequence_chunk_size = size
+            trainer._parts = {k: [] for k in trainer._parts}
+            wall, cpu = time.perf_counter(), time.process_time()
+            trainer.training_step(model, batch)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            model.zero_grad(set_to_none=True)
+            row = results[str(size)]
+            row["wall"].append(wall)
+            row["cpu"].append(cpu)
+            row["losses"].append({k: v[0] for k, v in trainer._parts.items() if v and k.startswith("loss")})
+            print(f"batch {index + 1}/{len(batches)} chunk {size}: {wall:.1f} s wall, {cpu:.1f} CPU-s", flush=True)
+    base = results["None"]
+    summary = {}
+    for size in settings:
+        row = results[str(size)]
+        wall, cpu = sum(row["wall"][1:] or row["wall"]), sum(row["cpu"][1:] or row["cpu"])  # batch 1 warms up
+        base_wall, base_cpu = sum(base["wall"][1:] or base["wall"]), sum(base["cpu"][1:] or base["cpu"])
+        difference = max(abs(a[k] - b[k]) for a, b in zip(row["losses"], base["losses"]) for k in a)
+        summary[str(size)] = {"step_wall_seconds": wall / max(len(batches) - 1, 1),
+                              "step_cpu_seconds": cpu / max(len(batches) - 1, 1),
+                              "wall_ratio_to_padded": wall / base_wall, "cpu_ratio_to_padded": cpu / base_cpu,
+                              "max_loss_difference": difference}
+    print(f"\n{'sequence_chunk_size':>20} {'s/step':>8} {'CPU-s/step':>11} {'x padded':>9} {'max |dloss|':>12}")
+    for size, row in summary.items():
+        print(f"{size if size != 'None' else 'null (padded)':>20} {row['step_wall_seconds']:8.2f} "
+              f"{row['step_cpu_seconds']:11.2f} {row['wall_ratio_to_padded']:9.3f} {row['max_loss_difference']:12.2e}")
+    output = args.output or ROOT / "benchmarks" / "results" / f"training_step_{recipe.stem}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({"recipe": str(recipe.relative_to(ROOT)) if recipe.is_relative_to(ROOT) else str(recipe),
+                                  "overrides": overrides, "steps": len(batches), "threads": torch.get_num_threads(),
+                                  "summary": summary, "per_batch": results}, indent=1) + "\n")
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
