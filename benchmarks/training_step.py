@@ -69,7 +69,8 @@ def main() -> None:
     model.train()
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which is not run here
     settings = [None, *sizes]
-    results = {str(s): {"wall": [], "cpu": [], "losses": []} for s in settings}
+    label = {size: "padded" if size is None else f"chunks_of_{size}" for size in settings}
+    results = {label[s]: {"wall": [], "cpu": [], "losses": []} for s in settings}
     for index, batch in enumerate(batches):
         for size in settings:
             trainer.sequence_chunk_size = size
@@ -78,25 +79,26 @@ def main() -> None:
             trainer.training_step(model, batch)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             model.zero_grad(set_to_none=True)
-            row = results[str(size)]
+            row = results[label[size]]
             row["wall"].append(wall)
             row["cpu"].append(cpu)
             row["losses"].append({k: v[0] for k, v in trainer._parts.items() if v and k.startswith("loss")})
             print(f"batch {index + 1}/{len(batches)} chunk {size}: {wall:.1f} s wall, {cpu:.1f} CPU-s", flush=True)
-    base = results["None"]
+    base = results["padded"]
     summary = {}
     for size in settings:
-        row = results[str(size)]
+        row = results[label[size]]
         wall, cpu = sum(row["wall"][1:] or row["wall"]), sum(row["cpu"][1:] or row["cpu"])  # batch 1 warms up
         base_wall, base_cpu = sum(base["wall"][1:] or base["wall"]), sum(base["cpu"][1:] or base["cpu"])
         difference = max(abs(a[k] - b[k]) for a, b in zip(row["losses"], base["losses"]) for k in a)
-        summary[str(size)] = {"step_wall_seconds": wall / max(len(batches) - 1, 1),
-                              "step_cpu_seconds": cpu / max(len(batches) - 1, 1),
-                              "wall_ratio_to_padded": wall / base_wall, "cpu_ratio_to_padded": cpu / base_cpu,
-                              "max_loss_difference": difference}
+        measured = max(len(batches) - 1, 1)
+        summary[label[size]] = {"sequence_chunk_size": size, "step_wall_seconds": wall / measured,
+                                "step_cpu_seconds": cpu / measured, "wall_ratio_to_padded": wall / base_wall,
+                                "cpu_ratio_to_padded": cpu / base_cpu, "max_loss_difference": difference}
     print(f"\n{'sequence_chunk_size':>20} {'s/step':>8} {'CPU-s/step':>11} {'x padded':>9} {'max |dloss|':>12}")
-    for size, row in summary.items():
-        print(f"{size if size != 'None' else 'null (padded)':>20} {row['step_wall_seconds']:8.2f} "
+    for row in summary.values():
+        shown = "null (padded)" if row["sequence_chunk_size"] is None else row["sequence_chunk_size"]
+        print(f"{shown:>20} {row['step_wall_seconds']:8.2f} "
               f"{row['step_cpu_seconds']:11.2f} {row['wall_ratio_to_padded']:9.3f} {row['max_loss_difference']:12.2e}")
     output = args.output or ROOT / "benchmarks" / "results" / f"training_step_{recipe.stem}.json"
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import math
 import random
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -366,7 +369,6 @@ def test_unknown_config_key_is_an_error_naming_it(tmp_path):
 
 
 def test_recipe_config_loads():
-    from pathlib import Path
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "wikidesc-smollm2.yaml"
     cfg = load_config(recipe)
@@ -379,7 +381,6 @@ def test_every_recipe_loads_and_the_shipped_recipe_declares_the_shipped_metadata
     grit-smollm2-135m declares exactly the metadata shipped beside its adapter (instruction, chat format,
     capabilities, judged passage length, RAG formats): re-running it gives a model that says the same
     about itself, and a recipe edit that would change what the model declares fails here."""
-    from pathlib import Path
     from types import SimpleNamespace
 
     from grit_components.metadata import ModelMetadata
@@ -738,3 +739,31 @@ def test_init_adapter_weight_is_checked_and_applied_by_grit_train(tmp_path, tiny
         assert torch.allclose(two[b] @ two[key], one[b] @ one[key], atol=1e-6)
     history = json.loads((tmp_path / "two" / "trainer_state.json").read_text())["log_history"]
     assert any(log.get("init_adapter_weight") == 1.0 and log["interpolation_energy_lost"] < 1e-9 for log in history)
+
+
+def test_training_step_benchmark_compares_chunked_and_padded_steps_on_a_recipe(tmp_path, tiny_llama_dir):
+    """benchmarks/training_step.py on a tiny recipe with generative records of mixed lengths: every setting's
+    step has the padded step's losses, and the report says so next to the time ratios."""
+    (tmp_path / "emb.jsonl").write_text("".join(
+        json.dumps({"query": f"question {i}", "pos": [f"answer passage {i}"], "neg": [f"other passage {i}"]}) + "\n"
+        for i in range(8)))
+    (tmp_path / "gen.jsonl").write_text("".join(
+        json.dumps({"turns": [f"say {i}", " ".join(["word"] * (3 + 9 * i))]}) + "\n" for i in range(8)))
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(f"model: {tiny_llama_dir}\noutput_dir: out\n"
+                      "data: {embedding: [{path: emb.jsonl}], generative: [{path: gen.jsonl}], generative_batch_size: 4}\n"
+                      "training: {batch_size: 4, max_steps: 2, progress_bar: false}\n")
+    output = tmp_path / "report.json"
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "training_step.py"), str(recipe), "--steps", "2",
+                           "--chunk-size", "1", "--output", str(output)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(output.read_text())
+    assert set(report["summary"]) == {"padded", "chunks_of_1"} and report["steps"] == 2
+    chunked = report["summary"]["chunks_of_1"]
+    assert chunked["sequence_chunk_size"] == 1 and chunked["wall_ratio_to_padded"] > 0
+    assert chunked["max_loss_difference"] < 1e-4
+    assert all(len(run["losses"]) == 2 and "loss_gen" in run["losses"][0] for run in report["per_batch"].values())
+    bad = subprocess.run([sys.executable, str(root / "benchmarks" / "training_step.py"), str(recipe), "--steps", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--steps must be >= 1" in bad.stderr
