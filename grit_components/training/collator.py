@@ -88,9 +88,8 @@ class GritCollator:
     all hard negatives, so query i's positive is passage i and every other passage is an in-batch
     negative), `gen_*` tensors (input_ids, attention_mask, labels, and lengths: each row's tokens without
     padding) and `rank_*` tensors (the reranker's pointwise prompts of each group, row-major: group g's
-    passage j is row g * group_size + j;
-    `rank_last` is the position of each prompt's last token, where the answer is read; query-likelihood
-    groups have `rank_labels` and `rank_lengths` instead).
+    passage j is row g * group_size + j; `rank_last` is the position of each prompt's last token, where the
+    answer is read; query-likelihood groups have `rank_labels` and `rank_lengths` instead).
 
     :param model: the `GritModel` being trained (its tokenizer, BOS and chat format are used).
     :param query_instruction: instruction of queries given as plain str.

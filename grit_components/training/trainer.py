@@ -247,9 +247,10 @@ class GritTrainer(Trainer):
     def __init__(self, *args, grit_model: GritModel, temperature: float = 0.02, rep_weight: float = 1.0,
                  gen_weight: float = 1.0, gen_averaging: str = "token", rank_weight: float = 1.0,
                  rank_bce_weight: float = 0.0, rank_lm_weight: float = 0.0, gradcache_chunk_size: int | None = None,
-                 sequence_chunk_size: int | None = None, retrieval_eval: RetrievalEvalSet | None = None, generative_eval: Sequence[ChatRecord] = (),
-                 eval_settings: dict | None = None, merge_lora: bool = True, save_info: dict | None = None,
-                 metadata: ModelMetadata | None = None, **kwargs) -> None:
+                 sequence_chunk_size: int | None = None, retrieval_eval: RetrievalEvalSet | None = None,
+                 generative_eval: Sequence[ChatRecord] = (), eval_settings: dict | None = None,
+                 merge_lora: bool = True, save_info: dict | None = None, metadata: ModelMetadata | None = None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.grit_model = grit_model
         self.temperature = temperature
@@ -308,15 +309,15 @@ class GritTrainer(Trainer):
         if "rank_input_ids" in inputs and self.rank_weight > 0:
             groups = len(inputs["rank_group_size"])
             if "rank_labels" in inputs:  # query likelihood: log p(query | passage prompt), summed over the query
-                rows_total = inputs["rank_labels"].shape[0]
-                totals = torch.zeros(rows_total, device=inputs["rank_labels"].device)
-                for index, ids, mask, labels, _ in self._sequence_chunks(inputs, "rank"):
-                    logits = model(ids, mask, labels=labels, float_head=True)  # (N_c, V)
-                    predicts = labels[:, 1:] != -100
-                    token_log_probs = logits.float().log_softmax(dim=-1).gather(1, labels[:, 1:][predicts][:, None])[:, 0]
-                    rows = torch.nonzero(predicts)[:, 0]  # (N_c,) chunk row of each target
-                    totals = totals.index_add(0, rows if index is None else index[rows], token_log_probs)
                 labels = inputs["rank_labels"]
+                totals = torch.zeros(labels.shape[0], device=labels.device)  # (Q * G,) summed query log-probs
+                for index, ids, mask, part, _ in self._sequence_chunks(inputs, "rank"):
+                    logits = model(ids, mask, labels=part, float_head=True)  # (N_c, V)
+                    predicts = part[:, 1:] != -100
+                    targets = part[:, 1:][predicts]
+                    token_log_probs = logits.float().log_softmax(dim=-1).gather(1, targets[:, None])[:, 0]  # (N_c,)
+                    rows = torch.nonzero(predicts)[:, 0]  # the chunk's row of each target
+                    totals = totals.index_add(0, rows if index is None else index[rows], token_log_probs)
                 scores = totals.view(groups, -1)  # (Q, G): within a query, the order of the reranker's mean
                 counts = (labels[:, 1:] != -100).sum(dim=1).view(groups, -1)[:, 0].clamp(min=1)
                 lm = -(scores[:, 0] / counts).mean()  # the relevant passage's query, per token (query generation)
