@@ -1,11 +1,12 @@
 """Cost of a training step with and without `loss.sequence_chunk_size`, on a recipe's own batches.
 
-The recipe's trainer is built as `grit train` builds it (model, LoRA, data, collator, bf16 autocast);
-its first `--steps` batches are collated once, then every batch runs a full training step (forward and
-backward of every loss, no optimizer update) once padded as one batch (the baseline) and once for each
-chunk size, interleaved batch by batch so a machine that slows down over the run slows every setting
-alike. It reports per setting the mean wall and process-CPU seconds of a step, the ratio to the baseline
-and the largest difference of the step's losses from the baseline's (the loss must not change).
+The recipe's trainer is built as `grit train` builds it (model, LoRA, data, collator, precision: bf16
+autocast only where the CPU multiplies bfloat16 natively); its first `--steps` batches are collated once,
+then every batch runs a full training step (forward and backward of every loss, in the autocast training
+uses, no optimizer update) once padded as one batch (the baseline) and once for each chunk size,
+interleaved batch by batch so a machine that slows down over the run slows every setting alike. It
+reports per setting the mean wall and process-CPU seconds of a step, the ratio to the baseline and the
+largest difference of the step's losses from the baseline's (the loss must not change).
 
     python benchmarks/training_step.py recipes/grit-smollm2-135m.yaml --steps 8 --chunk-size 1 --chunk-size 2
     python benchmarks/training_step.py recipes/grit-smollm2-135m-rerank.yaml --set lora.init_adapter=null \\
@@ -76,7 +77,8 @@ def main() -> None:
             trainer.sequence_chunk_size = size
             trainer._parts = {k: [] for k in trainer._parts}
             wall, cpu = time.perf_counter(), time.process_time()
-            trainer.training_step(model, batch)
+            with trainer.accelerator.autocast():  # what `train()` wraps the model in (bf16 autocast if it uses it)
+                trainer.training_step(model, batch)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             model.zero_grad(set_to_none=True)
             row = results[label[size]]
@@ -102,7 +104,7 @@ def main() -> None:
               f"{row['step_cpu_seconds']:11.2f} {row['wall_ratio_to_padded']:9.3f} {row['max_loss_difference']:12.2e}")
     output = args.output or ROOT / "benchmarks" / "results" / f"training_step_{recipe.stem}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"recipe": str(recipe.relative_to(ROOT)) if recipe.is_relative_to(ROOT) else str(recipe),
+    output.write_text(json.dumps({"bf16_autocast": bool(trainer.args.bf16), "recipe": str(recipe.relative_to(ROOT)) if recipe.is_relative_to(ROOT) else str(recipe),
                                   "overrides": overrides, "steps": len(batches), "threads": torch.get_num_threads(),
                                   "summary": summary, "per_batch": results}, indent=1) + "\n")
     print(f"wrote {output}")

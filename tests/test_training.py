@@ -767,3 +767,43 @@ def test_training_step_benchmark_compares_chunked_and_padded_steps_on_a_recipe(t
     bad = subprocess.run([sys.executable, str(root / "benchmarks" / "training_step.py"), str(recipe), "--steps", "0"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--steps must be >= 1" in bad.stderr
+
+
+def test_bf16_autocast_falls_back_to_float32_on_a_cpu_without_native_bf16(tmp_path, tiny_llama_dir, fresh_tiny,
+                                                                         monkeypatch):
+    """On a CPU without AVX512-BF16/AMX a bfloat16 matrix product takes PyTorch's generic kernel (about 60x
+    slower than float32 on an AVX2 host): `mixed_precision: bf16` then trains in float32 and says so once;
+    where bfloat16 is native, bf16 autocast is kept."""
+    from grit_components.training import run
+
+    monkeypatch.setattr(run.torch.cuda, "is_available", lambda: False)
+    cfg = config(tmp_path, tiny_llama_dir, training={"max_steps": 1, "mixed_precision": "bf16"})
+    records = (toy_records(8), [])
+    monkeypatch.setattr(run, "cpu_bf16_is_fast", lambda: False)
+    with pytest.warns(run.SlowPrecisionWarning, match=r"training\.mixed_precision: bf16.*float32"):
+        trainer = build_trainer(cfg, model=fresh_tiny.model, grit=fresh_tiny, records=records)
+    assert trainer.args.bf16 is False and trainer.save_info["bf16_autocast"] is False
+    monkeypatch.setattr(run, "cpu_bf16_is_fast", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", run.SlowPrecisionWarning)
+        trainer = build_trainer(cfg, model=fresh_tiny.model, grit=fresh_tiny, records=records)
+    assert trainer.args.bf16 is True and trainer.save_info["bf16_autocast"] is True
+    monkeypatch.setattr(run, "cpu_bf16_is_fast", lambda: False)
+    with pytest.warns(run.SlowPrecisionWarning, match=r"training\.dtype: bfloat16"):
+        run.load_training_model(config(tmp_path, tiny_llama_dir, training={"dtype": "bfloat16"}))
+
+
+def test_cpu_bf16_probe_matches_this_machine():
+    """The probe is oneDNN's: native bfloat16 (AVX512-BF16 or AMX) is fast, no AVX-512 at all is not."""
+    from grit_components.training.run import cpu_bf16_is_fast
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split())
+    if {"avx512_bf16", "amx_bf16"} & flags:
+        assert cpu_bf16_is_fast() is True
+    elif "avx512f" not in flags:
+        assert cpu_bf16_is_fast() is False
+    else:
+        pytest.skip("AVX-512 without native bfloat16: oneDNN may emulate it")

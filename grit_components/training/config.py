@@ -156,7 +156,9 @@ class TrainingSettings:
     save_total_limit: Optional[int] = 2
     seed: int = 42
     dtype: Optional[str] = None  # float32 (CPU default), bfloat16 (accelerator default), float16
-    mixed_precision: Optional[str] = None  # "bf16": fp32 weights, bf16 autocast (fast on CPUs with AMX/AVX512-BF16)
+    # "bf16": fp32 weights, bf16 autocast (fast on GPUs and on CPUs with AMX/AVX512-BF16; on a CPU without them
+    # the run trains in float32 with a SlowPrecisionWarning, as bfloat16 products there are ~60x slower)
+    mixed_precision: Optional[str] = None
     torch_threads: Optional[int] = None
     progress_bar: bool = True
     report_to: list[str] = field(default_factory=list)  # e.g. ["tensorboard"]

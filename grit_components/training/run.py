@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import random
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -29,12 +30,46 @@ from grit_components.training.tasks import (CLOZE_QUESTION, RankingGroup, fact_c
 logger = logging.getLogger(__name__)
 
 
+class SlowPrecisionWarning(UserWarning):
+    """bfloat16 was asked for on a CPU that has no native bfloat16 matrix products."""
+
+
+def cpu_bf16_is_fast() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX, through oneDNN).
+
+    Without them PyTorch falls back to a generic single-threaded kernel: measured on an AVX2-only AMD EPYC
+    host, a (2048 x 576) @ (576 x 1536) product took 1.96 s in bfloat16 against 32 ms in float32.
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without the probe: keep what was asked
+        return True
+
+
+def training_precision(config: TrainConfig) -> bool:
+    """Whether to train with bf16 autocast: `training.mixed_precision: bf16`, except on a CPU without native
+    bfloat16 matrix products, where every step would be tens of times slower (warns and trains in float32)."""
+    if config.training.mixed_precision != "bf16":
+        return False
+    if torch.cuda.is_available() or cpu_bf16_is_fast():
+        return True
+    warnings.warn("training.mixed_precision: bf16 asks for bfloat16 autocast, but this CPU has no native bfloat16 "
+                  "matrix products (AVX512-BF16 or AMX), so every step would run tens of times slower; training in "
+                  "float32 instead (same model up to rounding, more memory). Set training.mixed_precision: null "
+                  "to silence this.", SlowPrecisionWarning, stacklevel=2)
+    return False
+
+
 def load_training_model(config: TrainConfig):
     """(HF model, possibly wrapped by peft; `GritModel` view of it) for training."""
     from grit_components.models import GritModel, load_weights, normalize_device, normalize_dtype, quiet_peft_wrapping
 
     device = normalize_device(None)
     dtype = normalize_dtype(config.training.dtype, device)
+    if dtype == torch.bfloat16 and device == "cpu" and not cpu_bf16_is_fast():
+        warnings.warn(f"training.dtype: {config.training.dtype} keeps the weights in bfloat16, but this CPU has no "
+                      "native bfloat16 matrix products (AVX512-BF16 or AMX): every step will run tens of times "
+                      "slower than in float32", SlowPrecisionWarning, stacklevel=2)
     # The Trainer (accelerate) places the model; load on CPU so a multi-GPU launch does not fill GPU 0.
     model, tokenizer, resolved = load_weights(config.model, device="cpu", dtype=dtype)
     if config.lora.enabled and config.lora.init_adapter:
@@ -233,6 +268,7 @@ def build_trainer(config: TrainConfig, *, model=None, grit=None, records=None):
                                                corpus_file=config.eval.corpus_file,
                                                max_records=config.eval.generative_records)
     evaluating = retrieval_eval is not None and config.eval.every_steps is not None
+    bf16 = training_precision(config) or (grit.dtype == torch.bfloat16 and grit.device.type != "cpu")
     args = TrainingArguments(
         output_dir=config.output_dir,
         per_device_train_batch_size=settings.batch_size,
@@ -253,7 +289,7 @@ def build_trainer(config: TrainConfig, *, model=None, grit=None, records=None):
         eval_steps=config.eval.every_steps if evaluating else None,
         eval_on_start=config.eval.on_start and evaluating,
         seed=settings.seed,
-        bf16=settings.mixed_precision == "bf16" or (grit.dtype == torch.bfloat16 and grit.device.type != "cpu"),
+        bf16=bf16,
         fp16=False,
         disable_tqdm=not settings.progress_bar,
         remove_unused_columns=False,
@@ -265,7 +301,7 @@ def build_trainer(config: TrainConfig, *, model=None, grit=None, records=None):
     info = {"base_model": config.model, "chat_format": "grit" if grit.uses_grit_chat_format else "template",
             "query_instruction": data.query_instruction, "passage_instruction": data.passage_instruction,
             "query_max_length": data.query_max_length, "passage_max_length": data.passage_max_length,
-            "config": dataclasses.asdict(config)}
+            "bf16_autocast": bf16, "config": dataclasses.asdict(config)}
     return GritTrainer(
         model=GritTrainingModel(model), args=args, train_dataset=dataset, data_collator=collator,
         eval_dataset=dataset if evaluating else None,
