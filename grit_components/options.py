@@ -68,7 +68,8 @@ class LoadingOptions:
 
     :param device: "cpu", "cuda", "cuda:1", "mps" (default: the best available). Not with `device_map`.
     :param dtype: "float32", "bfloat16", "float16" or a `torch.dtype` (default: float32 on CPU, bfloat16
-        on an accelerator).
+        on an accelerator). bfloat16 on a CPU without native bfloat16 (AMX, AVX512-BF16) is tens of times
+        slower than float32; loading so warns (`SlowPrecisionWarning`).
     :param revision: hub revision (branch, tag or commit).
     :param token: hub token for private models (never shown in `repr`).
     :param trust_remote_code: allow model code from the hub repository.

@@ -179,3 +179,24 @@ def test_conflicting_chat_format_is_an_error_not_a_silent_choice(tiny_llama_dir)
     with pytest.raises(ValueError, match="chat_format='template' conflicts"):
         registry.acquire(str(tiny_llama_dir), chat_format="template")
     assert registry.refcount(grit) == 3  # the refused request holds no reference
+
+
+def test_bfloat16_on_a_cpu_without_native_bfloat16_warns(tiny_llama_dir, monkeypatch):
+    """Loading in bfloat16 on a CPU without AVX512-BF16/AMX is allowed (it halves memory) but every matrix
+    product takes PyTorch's generic kernel, tens of times slower: the user is told; float32 is not."""
+    import warnings
+
+    import torch
+
+    from grit_components import models
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(models, "cpu_bf16_is_fast", lambda: False)
+    with pytest.warns(models.SlowPrecisionWarning, match="bfloat16 on a CPU without native bfloat16"):
+        model, _, _ = models.load_weights(str(tiny_llama_dir), device="cpu", dtype="bfloat16")
+    assert model.dtype == torch.bfloat16  # what was asked for, not silently changed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", models.SlowPrecisionWarning)
+        models.load_weights(str(tiny_llama_dir), device="cpu", dtype="float32")
+        monkeypatch.setattr(models, "cpu_bf16_is_fast", lambda: True)
+        models.load_weights(str(tiny_llama_dir), device="cpu", dtype="bfloat16")

@@ -788,9 +788,6 @@ def test_bf16_autocast_falls_back_to_float32_on_a_cpu_without_native_bf16(tmp_pa
         warnings.simplefilter("error", run.SlowPrecisionWarning)
         trainer = build_trainer(cfg, model=fresh_tiny.model, grit=fresh_tiny, records=records)
     assert trainer.args.bf16 is True and trainer.save_info["bf16_autocast"] is True
-    monkeypatch.setattr(run, "cpu_bf16_is_fast", lambda: False)
-    with pytest.warns(run.SlowPrecisionWarning, match=r"training\.dtype: bfloat16"):
-        run.load_training_model(config(tmp_path, tiny_llama_dir, training={"dtype": "bfloat16"}))
 
 
 def test_cpu_bf16_probe_matches_this_machine():

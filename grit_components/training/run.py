@@ -13,6 +13,7 @@ import torch
 
 from grit_components.evaluation.data import load_beir
 from grit_components.metadata import ModelMetadata
+from grit_components.models import SlowPrecisionWarning, cpu_bf16_is_fast
 from grit_components.training.config import RANKING_TASKS, TrainConfig
 from grit_components.training.data import (
     DEFAULT_RAG_QUESTION,
@@ -28,22 +29,6 @@ from grit_components.training.tasks import (CLOZE_QUESTION, RankingGroup, fact_c
                                             pointwise_records, rag_records, ranking_groups)
 
 logger = logging.getLogger(__name__)
-
-
-class SlowPrecisionWarning(UserWarning):
-    """bfloat16 was asked for on a CPU that has no native bfloat16 matrix products."""
-
-
-def cpu_bf16_is_fast() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX, through oneDNN).
-
-    Without them PyTorch falls back to a generic single-threaded kernel: measured on an AVX2-only AMD EPYC
-    host, a (2048 x 576) @ (576 x 1536) product took 1.96 s in bfloat16 against 32 ms in float32.
-    """
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without the probe: keep what was asked
-        return True
 
 
 def training_precision(config: TrainConfig) -> bool:
@@ -66,10 +51,6 @@ def load_training_model(config: TrainConfig):
 
     device = normalize_device(None)
     dtype = normalize_dtype(config.training.dtype, device)
-    if dtype == torch.bfloat16 and device == "cpu" and not cpu_bf16_is_fast():
-        warnings.warn(f"training.dtype: {config.training.dtype} keeps the weights in bfloat16, but this CPU has no "
-                      "native bfloat16 matrix products (AVX512-BF16 or AMX): every step will run tens of times "
-                      "slower than in float32", SlowPrecisionWarning, stacklevel=2)
     # The Trainer (accelerate) places the model; load on CPU so a multi-GPU launch does not fill GPU 0.
     model, tokenizer, resolved = load_weights(config.model, device="cpu", dtype=dtype)
     if config.lora.enabled and config.lora.init_adapter:
