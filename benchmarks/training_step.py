@@ -29,9 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
-from grit_components.training.config import load_config  # noqa: E402
+from grit_components.training.config import load_config, parse_overrides  # noqa: E402
 from grit_components.training.run import build_trainer  # noqa: E402
 
 
@@ -50,12 +49,10 @@ def main() -> None:
     sizes = args.chunk_sizes or [1, 2]
     if any(size < 1 for size in sizes):
         parser.error("--chunk-size must be >= 1")
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set takes KEY=VALUE, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
+    try:
+        overrides = parse_overrides(args.set)
+    except ValueError as error:
+        parser.error(str(error))
     recipe = args.recipe.resolve()
     config = load_config(recipe, overrides={**overrides, "eval.beir": None,
                                             "output_dir": str(Path("/tmp") / f"training-step-{os.getpid()}")})
@@ -86,12 +83,15 @@ def main() -> None:
             row["cpu"].append(cpu)
             row["losses"].append({k: v[0] for k, v in trainer._parts.items() if v and k.startswith("loss")})
             print(f"batch {index + 1}/{len(batches)} chunk {size}: {wall:.1f} s wall, {cpu:.1f} CPU-s", flush=True)
+    def measured_total(row: dict, key: str) -> float:
+        return sum(row[key][1:] or row[key])  # batch 1 warms up (unless it is the only one)
+
     base = results["padded"]
+    base_wall, base_cpu = measured_total(base, "wall"), measured_total(base, "cpu")
     summary = {}
     for size in settings:
         row = results[label[size]]
-        wall, cpu = sum(row["wall"][1:] or row["wall"]), sum(row["cpu"][1:] or row["cpu"])  # batch 1 warms up
-        base_wall, base_cpu = sum(base["wall"][1:] or base["wall"]), sum(base["cpu"][1:] or base["cpu"])
+        wall, cpu = measured_total(row, "wall"), measured_total(row, "cpu")
         difference = max(abs(a[k] - b[k]) for a, b in zip(row["losses"], base["losses"]) for k in a)
         measured = max(len(batches) - 1, 1)
         summary[label[size]] = {"sequence_chunk_size": size, "step_wall_seconds": wall / measured,

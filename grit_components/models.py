@@ -60,8 +60,6 @@ class DamagedModelError(OSError):
 def quiet_peft_wrapping():
     """Wrapping a transformers model in peft without its FutureWarning that `is_gradient_checkpointing` is
     deprecated: peft reads that property of every model it wraps, so users would see it for nothing they did."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
         yield
@@ -405,6 +403,7 @@ def load_weights(spec: str, options: LoadingOptions | None = None, **loading_kwa
     elif model_kwargs.get("quantization_config") is not None:
         model_kwargs["device_map"] = {"": device}  # a quantized model cannot be moved after loading
     dtype = default_dtype(options)
+    # with a GPU present, a CPU load is a staging step (grit train loads on CPU, accelerate then moves it)
     if dtype == torch.bfloat16 and device == "cpu" and not torch.cuda.is_available() and not cpu_bf16_is_fast():
         warnings.warn(f"model {spec!r} is loaded in bfloat16 on a CPU without native bfloat16 matrix products "
                       "(AVX512-BF16 or AMX): every forward pass will be tens of times slower than in float32 "

@@ -481,6 +481,8 @@ def test_grit_train_command_runs_a_config_with_jsonl_sources(tmp_path, tiny_llam
     assert result.exit_code == 0, result.output
     state = json.loads((tmp_path / "run" / "grit_training.json").read_text())
     assert state["config"]["training"]["max_steps"] == 2 and state["config"]["training"]["learning_rate"] == 1e-3
+    bad = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml"), "--set", "training.learning_rate"])
+    assert bad.exit_code != 0 and "expected key=value" in bad.output
     history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
     assert [log["step"] for log in history if "loss" in log] == [1, 2]  # the learning curve is kept
     from grit_components.registry import ModelRegistry

@@ -19,16 +19,12 @@ def train(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any key: --set eval.max_queries=20 (value read as YAML).")] = None,
 ) -> None:
     """Train a GRIT model: L = L_rep + lambda_gen * L_gen (contrastive + next-token), on the HF Trainer."""
-    from grit_components.training.config import load_config
+    from grit_components.training.config import load_config, parse_overrides
 
-    import yaml
-
-    overrides = {}
-    for item in set_ or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            fail(f"--set {item!r}: expected key=value, e.g. --set training.learning_rate=1e-4")
-        overrides[key.strip()] = yaml.safe_load(value)
+    try:
+        overrides = parse_overrides(set_ or [])
+    except ValueError as error:
+        fail(str(error))
     if max_steps is not None:
         overrides["training.max_steps"] = max_steps
     if output_dir is not None:

@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -292,6 +293,17 @@ def from_dict(cls, data: Any, where: str = "config"):
     if missing:
         raise ValueError(f"missing key(s) in {where}: {', '.join(missing)}")
     return cls(**{key: _convert(hints[key], value, f"{where}.{key}") for key, value in data.items()})
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """`--set key.path=value` items as `load_config`'s overrides (each value read as YAML)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected key=value, e.g. --set training.learning_rate=1e-4")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
 
 
 def load_config(path: str | Path, *, overrides: dict[str, Any] | None = None) -> TrainConfig:
