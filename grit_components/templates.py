@@ -78,6 +78,8 @@ QUERY_LIKELIHOOD_RERANK = "Passage: {passage}\n\nWrite a search query that this 
 RAG_ANSWER_QUERY_FIRST = "Optionally using the prior context answer the query prior to it"
 RAG_ANSWER_DOC_FIRST = "Answer the prior query while optionally using the context prior to it"
 RAG_SUFFIX_LEAD = "\n"
+# What a RAG answer says when its passages do not hold the answer (the trained reply of unanswerable questions).
+NO_ANSWER = "The passages do not say."
 RAG_DOCUMENT_SEPARATOR = "\n\n"
 
 

@@ -17,11 +17,12 @@ from typing import Any, Optional
 import yaml
 
 from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION
+from grit_components.training.questions import QUESTION_KINDS
 from grit_components.training.tasks import RAG_FORMATS
 
 # generative tasks; the ranking ones train a reranker score with L_rank (task -> score)
 RANKING_TASKS = {"pointwise_ranking": "pointwise", "query_likelihood_ranking": "query_likelihood"}
-GENERATIVE_TASKS = ("rag", "rag_formats", "fact_cloze", "pointwise", *RANKING_TASKS)
+GENERATIVE_TASKS = ("rag", "rag_formats", "fact_cloze", "qa_forms", "pointwise", *RANKING_TASKS)
 
 
 @dataclass
@@ -69,7 +70,12 @@ class GenerativeSourceConfig:
     "query_likelihood" cross-encoder). "fact_cloze" builds fact questions from the corpus alone, in the
     prompt formats of "rag_formats": a sentence of a passage with a number or a name blanked out, asked
     about over that passage and mined distractors, answered with the blanked words; passages of
-    `exclude_corpus_file` are left out. `question` defaults to the task's own template.
+    `exclude_corpus_file` are left out. "qa_forms" builds questions of many forms from the corpus alone
+    (`training.questions`: definitions, who / when / where, why, how, numbers, superlatives, yes/no, and the
+    cloze questions of "fact_cloze"; `kinds` picks them), over their passage and mined distractors in the
+    same prompt formats, a share `unanswerable` of them without their passage, answered `templates.NO_ANSWER`.
+    `min_documents` .. `max_documents` passages go into each prompt. `question` defaults to the task's own
+    template.
     """
 
     path: Optional[str] = None
@@ -86,6 +92,9 @@ class GenerativeSourceConfig:
     formats: list[str] = field(default_factory=lambda: list(RAG_FORMATS))
     sources: list[str] = field(default_factory=lambda: ["embedding", "causal"])
     max_documents: int = 3
+    min_documents: int = 1
+    unanswerable: float = 0.0  # rag_formats / fact_cloze / qa_forms: share of records without their passage
+    kinds: list[str] = field(default_factory=lambda: list(QUESTION_KINDS))  # qa_forms: question kinds
     untitled: float = 0.5  # rag_formats: share of records whose passages lose their leading title
     negatives_per_positive: int = 1
     group_size: int = 4  # pointwise_ranking: passages per group (1 positive + group_size - 1 negatives)
@@ -230,9 +239,16 @@ class TrainConfig:
             checks.append((set(source.sources) <= {"embedding", "causal"} and bool(source.sources),
                            "sources must be a non-empty list of 'embedding' and 'causal'"))
             checks.append((source.max_documents >= 1, "max_documents must be >= 1"))
+            checks.append((1 <= source.min_documents <= source.max_documents,
+                           "min_documents must be >= 1 and <= max_documents"))
+            checks.append((0 <= source.unanswerable < 1, "unanswerable must be in [0, 1)"))
+            unknown_kinds = set(source.kinds) - set(QUESTION_KINDS)
+            checks.append((not unknown_kinds and bool(source.kinds),
+                           f"kinds must be a non-empty list from {list(QUESTION_KINDS)}, got {sorted(unknown_kinds)}"))
             checks.append((source.question is None or "{query}" in source.question,
                            "question must contain a '{query}' field"))
-            checks.append((source.task != "fact_cloze" or source.beir is not None, "task 'fact_cloze' needs a 'beir' source"))
+            checks.append((source.task not in ("fact_cloze", "qa_forms") or source.beir is not None,
+                           f"task {source.task!r} needs a 'beir' source"))
         ranking_tasks = {s.task for s in self.data.generative if s.task in RANKING_TASKS}
         checks.append((len(ranking_tasks) <= 1, f"one ranking task per run, got {sorted(ranking_tasks)}"))
         for source in [*self.data.embedding, *self.data.generative]:

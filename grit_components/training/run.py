@@ -122,6 +122,8 @@ def _generative_source(source, config: TrainConfig, grit) -> list:
     beir = load_beir(source.beir, split=source.split, corpus_file=source.corpus_file)
     if source.task == "fact_cloze":
         return _fact_cloze_source(source, beir, question, config, grit)
+    if source.task == "qa_forms":
+        return _qa_forms_source(source, beir, config, grit)
     records, corpus = beir_embedding_records(source.beir, split=source.split, corpus_file=source.corpus_file)
     records = records[source.skip:]
     records = records[: source.max_records] if source.max_records else records
@@ -145,11 +147,14 @@ def _titles(beir) -> dict[str, str]:
     return {beir.document_text(d): doc["title"] for d, doc in beir.corpus.items() if doc.get("title")}
 
 
-def _rag_format_records(source, records, answers, question: str, titles, config: TrainConfig, dataset: str) -> list:
+def _rag_format_records(source, records, answers, question: str, titles, config: TrainConfig, dataset: str,
+                        evidence=None) -> list:
     """`records` answered with `answers` in every prompt format and cache source of `source`."""
     return rag_records(records, answers, question=question, formats=source.formats, sources=source.sources,
-                       max_documents=source.max_documents, max_passage_words=source.max_passage_words, titles=titles,
-                       untitled=source.untitled, seed=config.training.seed, dataset=source.name or dataset)
+                       max_documents=source.max_documents, min_documents=source.min_documents,
+                       max_passage_words=source.max_passage_words, titles=titles, untitled=source.untitled,
+                       unanswerable=source.unanswerable, evidence=evidence, seed=config.training.seed,
+                       dataset=source.name or dataset)
 
 
 def _fact_cloze_source(source, beir, question: str, config: TrainConfig, grit) -> list:
@@ -167,6 +172,43 @@ def _fact_cloze_source(source, beir, question: str, config: TrainConfig, grit) -
     if source.mine_negatives is not None:
         records = _mine(records, list(texts.values()), source.mine_negatives, config, grit)
     return _rag_format_records(source, records, answers, question, _titles(beir), config, "fact-cloze")
+
+
+def _qa_forms_source(source, beir, config: TrainConfig, grit) -> list:
+    """Questions of every kind in `source.kinds` from the corpus (minus `exclude_corpus_file`), balanced across
+    kinds, over their passage and mined distractors in every prompt format of the source; a share
+    `source.unanswerable` without their passage."""
+    from grit_components.training.questions import interleave_kinds, passage_questions
+
+    excluded = _excluded_ids(source)
+    texts = {d: beir.document_text(d) for d in beir.corpus}
+    ids = [d for d in beir.corpus if d not in excluded]
+    random.Random(config.training.seed).shuffle(ids)
+    documents = [(texts[d], beir.corpus[d]["text"], beir.corpus[d].get("title") or "") for d in ids][source.skip:]
+    name = source.name or "qa-forms"
+    templated = [k for k in source.kinds if k != "cloze"]
+    questions = passage_questions(documents, max_words=source.max_passage_words, kinds=templated,
+                                  seed=config.training.seed) if templated else []
+    items = [(EmbeddingRecord((None, q.question), ((None, q.document),), (), name), q.target, q.answer, q.kind)
+             for q in interleave_kinds(questions)]
+    if "cloze" in source.kinds:  # every (1 + number of kinds)-th item a cloze question, as if a kind of its own
+        cloze = fact_cloze_records(documents, max_words=source.max_passage_words, seed=config.training.seed,
+                                   dataset=name)
+        step = len(templated) + 1
+        for position, (record, answer) in enumerate(cloze):
+            index = min(position * step + step - 1, len(items))
+            items.insert(index, (EmbeddingRecord((None, CLOZE_QUESTION.format(query=record.query[1])), record.pos, (),
+                                                 name), answer, answer, "cloze"))
+    items = items[: source.max_records] if source.max_records else items
+    records = [item[0] for item in items]
+    if source.mine_negatives is not None:
+        records = _mine(records, list(texts.values()), source.mine_negatives, config, grit)
+    kinds = {}
+    for item in items:
+        kinds[item[3]] = kinds.get(item[3], 0) + 1
+    logger.info("qa_forms source %s: %d questions by kind %s", name, len(items), kinds)
+    return _rag_format_records(source, records, [item[1] for item in items], "{query}", _titles(beir), config, name,
+                               evidence=[item[2] for item in items])
 
 
 def build_records(config: TrainConfig, grit=None) -> tuple[list[EmbeddingRecord], list]:

@@ -203,25 +203,38 @@ def ranking_groups(records: Sequence[EmbeddingRecord], *, group_size: int = 4, s
 def rag_records(records: Sequence[EmbeddingRecord], answers: Sequence[str], *, question: str,
                 formats: Sequence[str] = RAG_FORMATS, sources: Sequence[str] = ("embedding", "causal"),
                 max_documents: int = 3, max_passage_words: int | None = 120, titles: Mapping[str, str] | None = None,
-                untitled: float = 0.5, seed: int = 0, dataset: str = "rag") -> list[RagRecord]:
+                untitled: float = 0.5, seed: int = 0, dataset: str = "rag", min_documents: int = 1,
+                unanswerable: float = 0.0, evidence: Sequence[str] | None = None) -> list[RagRecord]:
     """One RAG answer per query, cycling through `formats` (and `sources` for cache formats).
 
-    Every prompt holds the gold passage and 0..max_documents-1 of the query's hard negatives as
-    distractors, the gold one at a random place; `multi_doc` always gets at least two passages.
+    Every prompt holds the gold passage and `min_documents - 1`..`max_documents - 1` of the query's hard
+    negatives as distractors, the gold one at a random place; `multi_doc` always gets at least two passages.
     `titles` maps a passage ("title text", as retrieval indexes it) to its title: in a share `untitled`
     of the records every passage loses its leading title, as passages stored without one look.
+    In a share `unanswerable` of the records the gold passage is left out and the answer is
+    `templates.NO_ANSWER`; a record whose distractors contain its `evidence` string (by default its answer,
+    case-insensitive) keeps its gold passage, so a refusal is never trained where the answer is shown.
     """
+    from grit_components.templates import NO_ANSWER
+
     unknown = set(formats) - set(RAG_FORMATS) - {"no_retrieval"}
     if unknown:
         raise ValueError(f"formats: unknown {sorted(unknown)}; choose from {[*RAG_FORMATS, 'no_retrieval']}")
     if "{query}" not in question:
         raise ValueError("question must contain a '{query}' field")
+    if not 1 <= min_documents <= max_documents:
+        raise ValueError(f"min_documents must be between 1 and max_documents ({max_documents}), got {min_documents}")
+    if not 0.0 <= unanswerable < 1.0:
+        raise ValueError(f"unanswerable must be in [0, 1), got {unanswerable}")
+    if evidence is not None and len(evidence) != len(answers):
+        raise ValueError(f"evidence has {len(evidence)} entries for {len(answers)} answers")
     rng = random.Random(seed)
     out = []
     for index, (record, answer) in enumerate(zip(records, answers)):
         fmt = formats[index % len(formats)]
         source = sources[(index // len(formats)) % len(sources)]
         strip = titles is not None and rng.random() < untitled
+        refuse = unanswerable > 0 and fmt != "no_retrieval" and rng.random() < unanswerable  # no draw at 0: seeds keep
 
         def passage(text: str) -> str:
             title = (titles or {}).get(text)
@@ -231,8 +244,17 @@ def rag_records(records: Sequence[EmbeddingRecord], answers: Sequence[str], *, q
 
         gold = passage(record.pos[0][1])
         distractors = [passage(text) for _, text in record.neg]
-        wanted = rng.randint(2 if fmt == "multi_doc" else 1, max_documents)
-        documents = [gold] + rng.sample(distractors, min(wanted - 1, len(distractors)))
+        wanted = rng.randint(max(min_documents, 2 if fmt == "multi_doc" else 1), max(max_documents, 2 if fmt ==
+                                                                                        "multi_doc" else 1))
+        chosen = rng.sample(distractors, min(wanted - 1, len(distractors)))
+        key = (evidence[index] if evidence is not None else answer).lower()
+        if refuse and distractors and not any(key in text.lower() for text in distractors):
+            # the same number of passages, none of them the gold one
+            documents = rng.sample(distractors, min(max(len(chosen) + 1, 2 if fmt == "multi_doc" else 1),
+                                                    len(distractors)))
+            answer = NO_ANSWER
+        else:
+            documents = [gold] + chosen
         rng.shuffle(documents)
         if fmt == "no_retrieval":
             documents = []

@@ -1,0 +1,158 @@
+"""Questions of many forms built from passages (training.questions) and the qa_forms training source."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from grit_components.templates import NO_ANSWER
+from grit_components.training import EmbeddingRecord
+from grit_components.training.questions import QUESTION_KINDS, interleave_kinds, passage_questions
+from grit_components.training.tasks import rag_records
+
+PASSAGES = {
+    "Parthenon": "The Parthenon is a former temple on the Athenian Acropolis, Greece, that was dedicated to the "
+                 "goddess Athena. It was built in 447 BC. Its construction was paid for by the Delian League.",
+    "Alice's Adventures in Wonderland": "Alice's Adventures in Wonderland is an 1865 English children's novel. "
+                                        "It was written by Lewis Carroll.",
+    "Venus de Milo": "The Venus de Milo is an ancient Greek sculpture. It was discovered in 1820 on the island "
+                     "of Milos.",
+    "Stuttgart": "Stuttgart is the capital and largest city of the German state of Baden-Württemberg. It has a "
+                 "population of 613,111 as of 2023.",
+    "Basil": "Basil is a culinary herb of the family Lamiaceae. It is native to tropical regions from Central "
+             "Africa to Southeast Asia.",
+    "Lake Baikal": "Lake Baikal is the deepest lake in the world, located in southern Siberia.",
+    "Glucose": "Glucose is a sugar with the molecular formula C6H12O6. It is made from water and carbon dioxide "
+               "during photosynthesis by plants.",
+    "Sahara": "The Sahara is a desert spanning North Africa. The desert is dry because the Hadley cell keeps "
+              "the air descending over it.",
+}
+
+
+def triples(passages=PASSAGES):
+    return [(f"{title} {text}", text, title) for title, text in passages.items()]
+
+
+def test_every_answer_is_stated_by_its_passage_and_every_question_names_the_subject():
+    questions = passage_questions(triples(), seed=0, per_passage=10)
+    assert {q.kind for q in questions} >= {"definition", "who", "when", "where", "why", "how", "number",
+                                           "superlative", "yes_no"}
+    for q in questions:
+        title = q.document.split(" ")[0]
+        if q.kind == "yes_no":
+            assert q.answer in ("Yes", "No") and q.target.startswith(q.answer)
+        else:
+            assert q.answer.lower() in q.document.lower(), q
+            assert q.answer in q.target
+        assert q.question.endswith("?")
+        if q.kind not in ("superlative", "why"):
+            assert title.lower().strip("'s") in q.question.lower(), q  # the subject is named, not "it"
+
+
+def test_question_forms_on_known_sentences():
+    by = {(q.document.split(" ")[0], q.kind): q for q in passage_questions(triples(), seed=0, per_passage=10)}
+    assert by[("Alice's", "who")].answer == "Lewis Carroll"
+    assert by[("Alice's", "who")].question in ("Who wrote Alice's Adventures in Wonderland?",
+                                               "By whom was Alice's Adventures in Wonderland written?")
+    assert by[("Venus", "when")].answer == "1820" and "discovered" in by[("Venus", "when")].question
+    assert by[("Stuttgart", "number")].answer == "613,111"
+    assert by[("Stuttgart", "number")].question == "What was the population of Stuttgart in 2023?"
+    assert by[("Basil", "where")].answer.startswith("tropical regions")
+    assert by[("Lake", "superlative")].question == "What is the deepest lake in the world?"
+    assert by[("Lake", "superlative")].answer == "Lake Baikal"
+    assert by[("Glucose", "how")].answer.startswith("water and carbon dioxide")
+    assert by[("Sahara", "why")].answer.startswith("the Hadley cell")
+    definition = by[("Parthenon", "definition")]
+    assert definition.answer == "a former temple on the Athenian Acropolis, Greece" and "the Parthenon" in definition.question
+
+
+def test_yes_no_questions_are_true_or_use_another_passages_category():
+    answers = Counter()
+    for seed in range(30):
+        for q in passage_questions(triples(), kinds=["yes_no"], seed=seed):
+            answers[q.answer] += 1
+            if q.answer == "Yes":
+                assert q.question.lower().split(" ", 2)[2].rstrip("?").split(" ", q.question.count(" "))[-1] in \
+                    q.document.lower()
+            else:
+                assert q.target.startswith("No, ")
+    assert answers["Yes"] > 20 and answers["No"] > 20
+
+
+def test_sentences_past_max_words_and_unknown_kinds():
+    cut = passage_questions(triples({"Venus de Milo": PASSAGES["Venus de Milo"]}), max_words=14, per_passage=10)
+    assert cut and all(q.kind != "when" for q in cut)  # the date is in the second sentence, past 14 words
+    with pytest.raises(ValueError, match="kinds"):
+        passage_questions(triples(), kinds=["definition", "riddle"])
+    assert "cloze" in QUESTION_KINDS
+
+
+def test_interleaving_balances_the_kinds_of_any_prefix():
+    questions = passage_questions(triples(), seed=0, per_passage=10)
+    mixed = interleave_kinds(questions)
+    assert sorted(map(id, mixed)) == sorted(map(id, questions))
+    kinds = {q.kind for q in questions}
+    assert {q.kind for q in mixed[:len(kinds)]} == kinds
+
+
+def _record(query, gold, negatives):
+    return EmbeddingRecord((None, query), ((None, gold),), tuple((None, n) for n in negatives), "t")
+
+
+def test_unanswerable_records_leave_the_gold_passage_out_and_refuse():
+    records = [_record(f"Where is thing {i}?", f"Thing {i} is in Place {i}.", [f"Other {i}.{j} is elsewhere." for j in
+                                                                               range(4)]) for i in range(200)]
+    out = rag_records(records, [f"Place {i}" for i in range(200)], question="{query}", formats=["doc_first", "multi_doc"],
+                      min_documents=3, max_documents=5, unanswerable=0.3, seed=1)
+    refused = [r for r in out if r.answer == NO_ANSWER]
+    assert 40 < len(refused) < 80
+    for index, record in enumerate(out):
+        assert 3 <= len(record.documents) <= 5
+        gold = f"Thing {index} is in Place {index}."
+        assert (gold in record.documents) == (record.answer != NO_ANSWER)
+    # a distractor that states the answer: never a refusal
+    shown = [_record("Where is X?", "X is in Paris.", ["Paris is big.", "Y is in Paris."]) for _ in range(50)]
+    assert NO_ANSWER not in {r.answer for r in rag_records(shown, ["Paris"] * 50, question="{query}", unanswerable=0.9)}
+    # without unanswerable, the random draws (and so older recipes' data) are unchanged
+    plain = rag_records(records, ["x"] * 200, question="{query}", seed=3)
+    assert plain == rag_records(records, ["x"] * 200, question="{query}", seed=3, unanswerable=0.0)
+    with pytest.raises(ValueError, match="min_documents"):
+        rag_records(records, ["x"] * 200, question="{query}", min_documents=4, max_documents=3)
+    with pytest.raises(ValueError, match="unanswerable"):
+        rag_records(records, ["x"] * 200, question="{query}", unanswerable=1.0)
+
+
+def test_qa_forms_source_builds_balanced_questions_outside_the_excluded_corpus(tmp_path):
+    from grit_components.training.config import load_config
+    from grit_components.training.run import build_records
+
+    (tmp_path / "train").mkdir()
+    corpus = [(f"d{i}", title, text) for i, (title, text) in enumerate(PASSAGES.items())]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": i, "title": t, "text": x}) for i, t, x in corpus))
+    (tmp_path / "eval.jsonl").write_text(json.dumps({"_id": "d0", "title": corpus[0][1], "text": corpus[0][2]}))
+    (tmp_path / "train" / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "x"}))
+    (tmp_path / "train" / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td0\t1\n")
+    (tmp_path / "train.yaml").write_text(
+        "model: none\noutput_dir: run\ndata:\n  generative:\n"
+        f"    - {{beir: {tmp_path}, task: qa_forms, corpus_file: corpus.jsonl, exclude_corpus_file: eval.jsonl,\n"
+        "       formats: [doc_first, multi_doc], sources: [causal], max_documents: 3, untitled: 0,\n"
+        "       mine_negatives: {method: bm25, num_negatives: 2}}\n")
+    _, records = build_records(load_config(tmp_path / "train.yaml"))
+    assert len(records) >= 10
+    assert not any("Parthenon" in d for r in records for d in r.documents if r.answer != NO_ANSWER and
+                   d.startswith("Parthenon"))
+    questions = [r.question for r in records]
+    assert any(q.startswith("Which words fill the blank") for q in questions)  # cloze questions are mixed in
+    assert any(q.startswith(("Who ", "By whom")) for q in questions) and any(q.startswith(("When ", "In what year")) for q in questions)
+    for record in records:
+        assert record.answer.rstrip(".").lower() in " ".join(record.documents).lower() or \
+            record.answer.startswith(("Yes", "No", "Because", "It is named")) or record.answer[:-1] in record.question or \
+            record.answer.split(" ")[0] in " ".join(record.documents)
+    for bad, message in (("max_documents: 3,", "max_documents: 3, min_documents: 4,"),
+                         ("max_documents: 3,", "max_documents: 3, unanswerable: 1.5,"),
+                         ("max_documents: 3,", "max_documents: 3, kinds: [riddle],")):
+        (tmp_path / "bad.yaml").write_text((tmp_path / "train.yaml").read_text().replace(bad, message))
+        with pytest.raises(ValueError, match=message.split(",")[1].split(":")[0].strip()):
+            load_config(tmp_path / "bad.yaml")
