@@ -148,6 +148,16 @@ def template_supports_tools(tokenizer: Any) -> bool:
     return isinstance(template, str) and "tools" in template
 
 
+def assistant_text(message: Mapping[str, Any]) -> str:
+    """An assistant message as the model writes it in the JSON-in-text tool format: its content, then one
+    `templates.tool_call_text` block per call in `tool_calls` (one per line). Without calls: the content."""
+    content = message["content"]
+    if not message.get("tool_calls"):
+        return content
+    calls = [templates.tool_call_text(call["name"], call["arguments"]) for call in message["tool_calls"]]
+    return "\n".join([content, *calls] if content else calls)
+
+
 def _text_tool_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping]) -> list[dict[str, str]]:
     """The JSON-in-text tool format (`templates.TOOLS_SYSTEM`): the tool list joins the system text, calls
     become `<tool_call>` blocks in the assistant turn and consecutive tool results one user turn."""
@@ -167,11 +177,7 @@ def _text_tool_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[M
         if results:
             converted.append({"role": "user", "content": "\n".join(results)})
             results = []
-        content = message["content"]
-        if message.get("tool_calls"):
-            calls = [templates.tool_call_text(call["name"], call["arguments"]) for call in message["tool_calls"]]
-            content = "\n".join([content, *calls] if content else calls)
-        converted.append({"role": message["role"], "content": content})
+        converted.append({"role": message["role"], "content": assistant_text(message)})
     if results:
         converted.append({"role": "user", "content": "\n".join(results)})
     return converted

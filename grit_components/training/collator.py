@@ -5,8 +5,9 @@ Embedding side: each text becomes `BOS + embed_prefix(instruction) + text` throu
 `pad_batch`, with `pooling_weights` that are zero on BOS, instruction and padding. The forward that
 consumes these runs with bidirectional attention (`attention.bidirectional_forward`).
 Generative side: the chat prompt comes from `generation.chat_prompt_ids` (GRIT chat format or the
-tokenizer's template, as the model generates), followed by the assistant answer and EOS; labels are
--100 everywhere except the assistant tokens (and their EOS). That forward is causal. Relevance
+tokenizer's template, as the model generates; with the record's tools), followed by the assistant answer
+(tool calls as `<tool_call>` blocks) and EOS; labels are -100 everywhere except the assistant tokens (and
+their EOS). That forward is causal. Relevance
 judgements and RAG answers (`training.tasks`) use the reranker's and the RAG engine's own prompt
 builders; a RAG answer from cached texts brings its own attention layout, and a batch holding one gets
 a 4D mask and explicit positions (`gen_position_ids`).
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from grit_components.embedding import EmbeddingInput, build_inputs, pad_batch, pooling_weights
-from grit_components.generation import chat_prompt_ids
+from grit_components.generation import assistant_text, chat_prompt_ids
 from grit_components.training.data import ChatRecord, EmbeddingRecord, Text
 from grit_components.training.tasks import (GenerativeSequence, PointwiseRecord, RagRecord, RankingGroup,
                                             encode_pointwise, encode_rag, sequence_mask)
@@ -54,24 +55,35 @@ def embedding_tensors(model: GritModel, inputs: Sequence[EmbeddingInput]) -> dic
             "pooling": pooling_weights(mask, [item.text_start for item in inputs], "mean")}
 
 
-def encode_chat(model: GritModel, messages: Sequence[dict[str, str]], *, max_length: int) -> tuple[list[int], list[int]]:
+def encode_chat(model: GritModel, messages: Sequence[dict[str, Any]], *, max_length: int,
+                tools: Sequence[dict[str, Any]] | None = None) -> tuple[list[int], list[int]]:
     """(ids, labels) of a conversation ending with an assistant turn; labels only on assistant tokens.
 
+    The prompt before each assistant turn is `chat_prompt_ids(model, messages[:turn], tools)`, what
+    generation builds; an assistant turn's target is its text as the model writes it
+    (`generation.assistant_text`: the content and, for a turn with `tool_calls`, one
+    `templates.tool_call_text` block per call) followed by EOS. `tool` messages are context only.
     The last assistant turn is always a target. An earlier assistant turn is a target too when the
-    chat format renders it as the same tokens it would generate (true for the GRIT format and ChatML
-    templates); otherwise it is context only. Sequences longer than `max_length` are cut at the end.
+    chat format renders it as the same tokens it would generate (true for the GRIT format, ChatML
+    templates and the JSON-in-text tool format); otherwise it is context only. Sequences longer than
+    `max_length` are cut at the end.
     """
     messages = list(messages)
     eos = model.tokenizer.eos_token_id
+    tools = list(tools) if tools else None
     answer_turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     last = answer_turns[-1]
-    prompt = chat_prompt_ids(model, messages[:last])
-    answer = model.tokenize(messages[last]["content"]) + ([eos] if eos is not None else [])
+
+    def answer_ids(message) -> list[int]:
+        return model.tokenize(assistant_text(message)) + ([eos] if eos is not None else [])
+
+    prompt = chat_prompt_ids(model, messages[:last], tools)
+    answer = answer_ids(messages[last])
     ids = prompt + answer
     labels = [IGNORE_INDEX] * len(prompt) + answer
     for turn in answer_turns[:-1]:
-        earlier_prompt = chat_prompt_ids(model, messages[:turn])
-        earlier = model.tokenize(messages[turn]["content"]) + ([eos] if eos is not None else [])
+        earlier_prompt = chat_prompt_ids(model, messages[:turn], tools)
+        earlier = answer_ids(messages[turn])
         end = len(earlier_prompt) + len(earlier)
         if ids[:end] == earlier_prompt + earlier:
             labels[len(earlier_prompt):end] = earlier
@@ -156,7 +168,8 @@ class GritCollator:
         elif isinstance(record, RagRecord):
             sequence = encode_rag(self.model, record)
         else:
-            sequence = GenerativeSequence(*encode_chat(self.model, record.messages, max_length=self.generative_max_length))
+            sequence = GenerativeSequence(*encode_chat(self.model, record.messages, max_length=self.generative_max_length,
+                                                        tools=record.tools))
         limit = self.generative_max_length
         if len(sequence.ids) > limit:
             blocks = None if sequence.blocks is None else [

@@ -9,6 +9,9 @@ Generative record:
     {"messages": [{"role": "user" | "assistant" | "system", "content": "..."}, ...]}   or
     {"turns": ["user text", "assistant text", "user text", "assistant text", ...]}
 ending with an assistant message. The loss covers assistant tokens only (see `collator`).
+A record with tool use adds `"tools": [OpenAI function specs]`; its assistant messages may carry
+`"tool_calls": [{"name": ..., "arguments": {...}}]` and `tool` messages hold the results, as
+`generation.normalize_messages` and `chat_prompt_ids(model, messages, tools)` take them at inference.
 
 Every record is validated when loaded; bad ones are reported with their line (or row) number and either
 stop the load (`on_error="raise"`) or are skipped with one warning listing them (`on_error="skip"`).
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grit_components import templates
-from grit_components._checks import check_choice, check_int
+from grit_components._checks import check_choice, check_int, check_unicode
 
 if TYPE_CHECKING:
     from grit_components.models import GritModel
@@ -55,10 +58,16 @@ class EmbeddingRecord:
 
 @dataclass(frozen=True)
 class ChatRecord:
-    """A conversation ending with an assistant turn; every assistant turn is a training target."""
+    """A conversation ending with an assistant turn; every assistant turn is a training target.
 
-    messages: tuple[dict[str, str], ...]
+    `tools` holds the tool specs offered in the conversation (OpenAI function specs, as
+    `generation.normalize_tools` returns them); assistant messages may then carry `tool_calls`
+    ([{"name", "arguments": dict}]) and `tool` messages the results.
+    """
+
+    messages: tuple[dict[str, Any], ...]
     dataset: str = "default"
+    tools: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass
@@ -111,13 +120,84 @@ def parse_embedding_record(obj: Any, *, dataset: str = "default") -> EmbeddingRe
                            _texts(obj.get("neg"), "neg", required=False), name)
 
 
+def _chat_tools(value: Any) -> tuple[dict[str, Any], ...]:
+    from grit_components.generation import normalize_tools
+
+    if not isinstance(value, list):
+        raise ValueError(f"'tools' must be a list of tool specs (OpenAI function specs), not {type(value).__name__}")
+    for i, tool in enumerate(value):
+        function = tool.get("function", tool) if isinstance(tool, Mapping) else None
+        parameters = function.get("parameters") if isinstance(function, Mapping) else None
+        if parameters is not None and not isinstance(parameters, Mapping):
+            raise ValueError(f"'tools'[{i}] 'parameters' must be a JSON schema object, not {type(parameters).__name__}")
+    try:
+        return tuple(normalize_tools(value))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"'tools': {error}") from None
+
+
+def _chat_tool_calls(i: int, calls: Any) -> list[dict[str, Any]]:
+    if not isinstance(calls, list):
+        raise ValueError(f"message {i} 'tool_calls' must be a list of {{name, arguments}} objects, "
+                         f"not {type(calls).__name__}")
+    checked = []
+    for j, call in enumerate(calls):
+        if not isinstance(call, Mapping):
+            raise ValueError(f"message {i} 'tool_calls'[{j}] must be an object with 'name' and 'arguments', "
+                             f"not {type(call).__name__}")
+        unknown = sorted(set(call) - {"name", "arguments", "id"})
+        if unknown:
+            raise ValueError(f"message {i} 'tool_calls'[{j}] has unknown key(s) {unknown}; a call has name, arguments, id")
+        if not isinstance(call.get("name"), str) or not call["name"].strip():
+            raise ValueError(f"message {i} 'tool_calls'[{j}] 'name' must be a non-empty str")
+        arguments = call.get("arguments", {})
+        if not isinstance(arguments, Mapping):
+            raise ValueError(f"message {i} 'tool_calls'[{j}] 'arguments' must be an object (dict), "
+                             f"not {type(arguments).__name__}")
+        if call.get("id") is not None and not isinstance(call["id"], str):
+            raise ValueError(f"message {i} 'tool_calls'[{j}] 'id' must be a str")
+        checked.append({"name": call["name"], "arguments": dict(arguments),
+                        **({"id": call["id"]} if call.get("id") is not None else {})})
+    return checked
+
+
+def _chat_message(i: int, message: Any) -> dict[str, Any]:
+    if not isinstance(message, Mapping):
+        raise ValueError(f"message {i} must be an object with 'role' and 'content', not {type(message).__name__}")
+    role = message.get("role")
+    if role not in ("system", "user", "assistant", "tool"):
+        raise ValueError(f"message {i} has role {role!r}; use system, user, assistant or tool")
+    content = message.get("content")
+    calls = message.get("tool_calls")
+    if calls is not None and role != "assistant":
+        raise ValueError(f"message {i} has 'tool_calls' but role {role!r}; only assistant messages call tools")
+    calls = _chat_tool_calls(i, calls) if calls is not None else []
+    if content is None and calls:
+        content = ""
+    if not isinstance(content, str):
+        raise ValueError(f"message {i} must have a str 'content', not {type(content).__name__}")
+    check_unicode(f"message {i} 'content'", content)
+    if not content.strip() and not calls:
+        raise ValueError(f"message {i} has empty content" + (" and no 'tool_calls'" if role == "assistant" else ""))
+    entry: dict[str, Any] = {"role": role, "content": content}
+    if calls:
+        entry["tool_calls"] = calls
+    if role == "tool":
+        for key in ("name", "tool_call_id"):
+            if message.get(key) is not None:
+                if not isinstance(message[key], str) or not message[key]:
+                    raise ValueError(f"message {i} '{key}' must be a non-empty str")
+                entry[key] = message[key]
+    return entry
+
+
 def parse_chat_record(obj: Any, *, dataset: str = "default") -> ChatRecord:
-    """Validate one generative record (`messages` or alternating `turns`); raises ValueError."""
+    """Validate one generative record (`messages` or alternating `turns`, optional `tools`); raises ValueError."""
     if not isinstance(obj, Mapping):
         raise ValueError(f"record must be a JSON object, not {type(obj).__name__}")
-    unknown = sorted(set(obj) - {"messages", "turns", "dataset"})
+    unknown = sorted(set(obj) - {"messages", "turns", "tools", "dataset"})
     if unknown:
-        raise ValueError(f"unknown key(s) {unknown}; a generative record has messages (or turns), dataset")
+        raise ValueError(f"unknown key(s) {unknown}; a generative record has messages (or turns), tools, dataset")
     if ("messages" in obj) == ("turns" in obj):
         raise ValueError("give exactly one of 'messages' or 'turns'")
     if "turns" in obj:
@@ -129,16 +209,16 @@ def parse_chat_record(obj: Any, *, dataset: str = "default") -> ChatRecord:
         messages = obj["messages"]
         if not isinstance(messages, list) or not messages:
             raise ValueError("'messages' must be a non-empty list of {role, content} objects")
-    checked = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, Mapping) or not isinstance(message.get("content"), str):
-            raise ValueError(f"message {i} must be an object with a str 'content'")
-        role = message.get("role")
-        if role not in ("system", "user", "assistant"):
-            raise ValueError(f"message {i} has role {role!r}; use system, user or assistant")
-        if not message["content"].strip():
-            raise ValueError(f"message {i} has empty content")
-        checked.append({"role": role, "content": message["content"]})
+    tools = _chat_tools(obj["tools"]) if obj.get("tools") is not None else ()
+    checked = [_chat_message(i, message) for i, message in enumerate(messages)]
+    offered = {tool["function"]["name"] for tool in tools}
+    for i, message in enumerate(checked):
+        if message["role"] == "tool" and (i == 0 or not (checked[i - 1].get("tool_calls") or checked[i - 1]["role"] == "tool")):
+            raise ValueError(f"message {i} is a tool result that follows no assistant message with 'tool_calls'")
+        for j, call in enumerate(message.get("tool_calls", ())):
+            if tools and call["name"] not in offered:
+                raise ValueError(f"message {i} 'tool_calls'[{j}] calls {call['name']!r}, which is not in the "
+                                 f"record's 'tools' {sorted(offered)}")
     if checked[-1]["role"] != "assistant":
         raise ValueError("the last message must be an assistant turn (the training target)")
     if not any(m["role"] == "user" for m in checked):
@@ -146,7 +226,7 @@ def parse_chat_record(obj: Any, *, dataset: str = "default") -> ChatRecord:
     name = obj.get("dataset", dataset)
     if not isinstance(name, str) or not name:
         raise ValueError("'dataset' must be a non-empty str")
-    return ChatRecord(tuple(checked), name)
+    return ChatRecord(tuple(checked), name, tools)
 
 
 def _rows(source: Any) -> tuple[Iterable[tuple[str, Any]], str]:
@@ -359,7 +439,8 @@ def write_jsonl(records: Iterable[EmbeddingRecord | ChatRecord], path) -> int:
                 obj = {"query": text(record.query), "pos": [text(t) for t in record.pos],
                        "neg": [text(t) for t in record.neg], "dataset": record.dataset}
             else:
-                obj = {"messages": list(record.messages), "dataset": record.dataset}
+                obj = {"messages": list(record.messages), "dataset": record.dataset,
+                       **({"tools": list(record.tools)} if record.tools else {})}
             handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
             count += 1
     return count
