@@ -451,10 +451,18 @@ QUALITY_CONFIGS = (("uncached_doc_first", "none", None, "doc_first", 1),
                      for mode in ("doc", "query", "query_doc", "doc_query") for source in ("embedding", "causal")),
                    ("no_retrieval", "none", None, "doc_first", 0), ("uncached_query_first", "none", None, "query_first", 1),
                    *((f"multi_doc_3/{source}", "multi_doc", source, "doc_first", 3) for source in ("embedding", "causal")),
-                   ("uncached_doc_first_3", "none", None, "doc_first", 3))
+                   ("uncached_doc_first_3", "none", None, "doc_first", 3),
+                   *((f"multi_doc_5/{source}", "multi_doc", source, "doc_first", 5) for source in ("embedding", "causal")),
+                   ("uncached_doc_first_5", "none", None, "doc_first", 5),
+                   ("unanswerable_3", "none", None, "doc_first", -3),
+                   ("unanswerable_multi_doc_3/causal", "multi_doc", "causal", "doc_first", -3))
 # multi_doc_3: the gold passage and the two passages BM25 ranks highest among the others of corpus-2k
 # (retrieved distractors), the gold one at a fixed pseudo-random place per query; uncached_doc_first_3: the
-# same three passages in one uncached doc-first prompt (the control for multi_doc's separately cached passages).
+# same three passages in one uncached doc-first prompt (the control for multi_doc's separately cached passages);
+# _5: the gold passage and four distractors. unanswerable_3 (a negative count): the three highest distractors
+# without the gold passage; there the metric is the share of answers saying the passages do not say
+# (`rag.says_no_answer`), and every other configuration reports that share as its false refusals.
+DISTRACTORS = 4
 
 
 def bm25_distractors(directory: Path, items: list[dict], count: int = 2) -> list[list[str]]:
@@ -470,6 +478,18 @@ def bm25_distractors(directory: Path, items: list[dict], count: int = 2) -> list
                                  k=count + 1, show_progress=False)
     return [[corpus[int(j)]["text"] for j in row if corpus[int(j)]["text"] != item["passage"]][:count]
             for item, row in zip(items, hits)]
+
+
+def quality_passages(item: dict, passages: int) -> list[str]:
+    """The passages of a quality configuration: none (0), the gold one (1), the gold one among `passages - 1`
+    distractors at a fixed pseudo-random place per query (> 1), or `-passages` distractors alone (< 0)."""
+    if passages < 0:
+        return item["distractors"][:-passages]
+    if passages <= 1:
+        return [item["passage"]][:passages]
+    docs = list(item["distractors"][:passages - 1])
+    docs.insert(sum(map(ord, item["id"])) % (len(docs) + 1), item["passage"])
+    return docs
 
 
 def load_wikidesc_dev(directory: Path, limit: int | None) -> list[dict]:
@@ -530,25 +550,27 @@ def run_quality(model_spec: str, data_dir: Path, *, limit: int | None, output: P
     for name, mode, source, order, passages in QUALITY_CONFIGS:
         if configs and name not in configs:
             continue
-        if passages == 3 and "distractors" not in items[0]:
-            for item, distractors in zip(items, bm25_distractors(data_dir, items)):
-                docs = [*distractors]
-                docs.insert(sum(map(ord, item["id"])) % (len(docs) + 1), item["passage"])
-                item["distractors"], item["passages"] = distractors, docs
+        if abs(passages) > 1 and "distractors" not in items[0]:
+            for item, distractors in zip(items, bm25_distractors(data_dir, items, DISTRACTORS)):
+                item["distractors"] = distractors
         for dtype in kv_dtypes if mode != "none" else kv_dtypes[:1]:
             key = name if dtype == MODEL_DTYPE else f"{name}@{dtype}"
             store = model.kv_store if dtype == MODEL_DTYPE else _store(dtype)
-            matches, outputs, start = 0, [], time.perf_counter()
+            matches, refusals, outputs, start = 0, 0, [], time.perf_counter()
             for item in items:
-                docs = [] if passages == 0 else [item["passage"]] if passages == 1 else item["passages"]
+                docs = quality_passages(item, passages)
                 r = rag.answer(model, QUESTION.format(query=item["query"]), docs, mode=mode, source=source or "causal",
                                order=order, max_new_tokens=new_tokens, store=store)
-                hit = item["answer"].lower() in r.text.lower()
+                refused = rag.says_no_answer(r.text)
+                hit = refused if passages < 0 else item["answer"].lower() in r.text.lower()
                 matches += hit
+                refusals += refused
                 outputs.append({"id": item["id"], "output": r.text, "match": hit, "passages": len(docs)})
             results[key] = {"match": matches / len(items), "n": len(items), "seconds": time.perf_counter() - start,
-                            "outputs": outputs}
-            line = f"{key:32s} match {results[key]['match']:.3f}"
+                            "refusals": refusals / len(items), "outputs": outputs}
+            line = f"{key:32s} {'refused' if passages < 0 else 'match'} {results[key]['match']:.3f}"
+            if passages >= 0:
+                line += f"  false refusals {results[key]['refusals']:.2f}"
             if dtype != MODEL_DTYPE and name in results:
                 agreement = token_agreement(model, [o["output"] for o in outputs],
                                             [o["output"] for o in results[name]["outputs"]])
@@ -559,7 +581,8 @@ def run_quality(model_spec: str, data_dir: Path, *, limit: int | None, output: P
             report = {"setup": {"model": model_spec, "queries": len(items),
                                 "first_query_ids": [i["id"] for i in items[:3]], "new_tokens": new_tokens,
                                 "split": "dev", "question": QUESTION,
-                                "metric": "answer title in output (case-insensitive)",
+                                "metric": "answer title in output (case-insensitive); unanswerable_*: the answer says "
+                                          "the passages do not say",
                                 "torch_threads": torch.get_num_threads(), "kv_dtypes": kv_dtypes},
                       "results": results}
             output.parent.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,13 @@ class CacheMode(str, Enum):
         return self.value
 
 
+def says_no_answer(text: str) -> bool:
+    """Whether a RAG answer says its passages do not hold the answer (`templates.NO_ANSWER`, which models
+    trained with unanswerable questions reply), in any case and with or without a trailing sentence."""
+    check_str("text", text)
+    return templates.NO_ANSWER.rstrip(".").lower() in " ".join(text.lower().split())
+
+
 def check_mode(mode, name: str = "mode") -> CacheMode:
     """`mode` as a `CacheMode`; errors call it `name` (components take it as `cache_mode`)."""
     if isinstance(mode, CacheMode):

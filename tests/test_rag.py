@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import pytest
 
 from grit_components import GritEmbedder, GritGenerator, load_model, rag, templates
@@ -307,6 +309,29 @@ def test_quality_benchmark_gives_multi_doc_and_its_uncached_control_the_same_thr
     assert passages == {"uncached_doc_first": [1, 1], "multi_doc_3/causal": [3, 3], "uncached_doc_first_3": [3, 3]}
 
 
+def test_quality_benchmark_scores_refusals_without_the_gold_passage(tiny_llama_dir, wikidesc_dir, tmp_path,
+                                                                    monkeypatch):
+    from benchmarks import rag_cache
+    from grit_components.templates import NO_ANSWER
+
+    seen = []
+
+    def planted(model, question, documents, **kwargs):  # the model's reply, planted: refuse on odd calls
+        seen.append(list(documents))
+        return types.SimpleNamespace(text=NO_ANSWER if len(seen) % 2 else "Parthenon")
+
+    monkeypatch.setattr(rag_cache.rag, "answer", planted)
+    report = rag_cache.run_quality(str(tiny_llama_dir), wikidesc_dir, limit=2, output=tmp_path / "q.json",
+                                   configs=["uncached_doc_first_5", "unanswerable_3"])
+    items = rag_cache.load_wikidesc_dev(wikidesc_dir, 2)
+    golds = {item["passage"] for item in items}
+    assert [len(docs) for docs in seen] == [5, 5, 3, 3]
+    assert all(any(d in golds for d in docs) for docs in seen[:2]) and not any(d in golds for docs in seen[2:] for d in docs)
+    unanswerable = report["results"]["unanswerable_3"]
+    assert unanswerable["match"] == 0.5 and unanswerable["refusals"] == 0.5  # a refusal is its match
+    assert report["results"]["uncached_doc_first_5"]["refusals"] == 0.5  # false refusals where the answer is given
+
+
 def test_quality_benchmark_compares_cache_dtypes_with_the_model_dtype(tiny_llama_dir, wikidesc_dir, tmp_path):
     from benchmarks.rag_cache import run_quality
 
@@ -327,3 +352,11 @@ def token_agreement_of(model, outputs, reference):
     from benchmarks.rag_cache import token_agreement
 
     return token_agreement(model, outputs, reference)
+
+
+def test_says_no_answer_reads_the_trained_refusal_in_any_case():
+    assert rag.says_no_answer(templates.NO_ANSWER)
+    assert rag.says_no_answer("the passages  do not say. They are about rivers.")
+    assert not rag.says_no_answer("The passages say it is Paris.")
+    with pytest.raises(TypeError, match="text"):
+        rag.says_no_answer(None)
