@@ -266,9 +266,9 @@ class GritReranker(ModelComponent):
     :param cross_encoder: "query_likelihood" (how likely the model finds the query given the passage),
         "pointwise" (yes/no log-odds), "listwise" (permutation prompt) or "none"; None (default) = the
         one the model declares it was trained for in its `grit_model.json` ("query_likelihood" for the
-        default `grit-smollm2-135m`, else "pointwise" for a model trained to judge relevance), else "none":
-        an untrained model's judgements are worse than its bi-encoder ranking (measured in
-        docs/reranking.md). Asking for "pointwise" or "query_likelihood" on a model that does not declare
+        default `grit-smollm2-135m`, "pointwise" for a model that declares yes/no judgements), else "none"
+        (with first_stage="none": "query_likelihood"): an untrained model's judgements are worse than its
+        bi-encoder ranking (measured in docs/reranking.md). Asking for "pointwise" or "query_likelihood" on a model that does not declare
         it works but warns once (`UntrainedCrossEncoderWarning`).
     :param query_instruction: instruction for the query embedding; None = the model's own, else
         `DEFAULT_QUERY_INSTRUCTION` (use the task's own instruction for a model without one).
@@ -322,16 +322,18 @@ class GritReranker(ModelComponent):
 
     @property
     def cross_encoder(self) -> str:
-        """The cross-encoder in use: the one given, else "pointwise" for a model trained to judge relevance
-        (or when there is no first stage), else "none"."""
+        """The cross-encoder in use: the one given, else the one the model declares ("query_likelihood" or
+        "pointwise"), else "query_likelihood" when there is no first stage (an untrained model's query
+        likelihood ranks better than its yes/no judgement: docs/reranking.md), else "none"."""
         metadata = self.model.metadata
         if self._cross_encoder is not None:
             chosen = self._cross_encoder
         elif metadata.declares("query_likelihood_rerank"):
             chosen = "query_likelihood"
+        elif metadata.declares("pointwise_rerank"):
+            chosen = "pointwise"
         else:
-            trained = metadata.declares("pointwise_rerank")
-            chosen = "pointwise" if trained or self.first_stage == "none" else "none"
+            chosen = "query_likelihood" if self.first_stage == "none" else "none"
         capability = {"pointwise": "pointwise_rerank", "query_likelihood": "query_likelihood_rerank"}.get(chosen)
         if capability and not self._warned_untrained and not metadata.declares(capability):
             self._warned_untrained = True

@@ -367,3 +367,13 @@ def test_query_likelihood_reranker_scales_to_a_probability(tiny_llama_dir, regis
     assert [r.index for r in ranked] == [r.index for r in raw]
     assert all(0 < r.score <= 1 for r in ranked)
     assert ranked[0].score == pytest.approx(math.exp(raw[0].score))
+
+
+def test_default_cross_encoder_of_a_model_that_declares_none(tiny_llama_dir, registry):
+    """An undeclared model gets no cross-encoder after a bi-encoder first stage, and query likelihood (not the
+    yes/no judgement, which ranks worse untrained) when the input order is the first stage."""
+    assert reranker(tiny_llama_dir, registry).cross_encoder == "none"
+    with pytest.warns(rr.UntrainedCrossEncoderWarning):
+        assert reranker(tiny_llama_dir, registry, first_stage="none").cross_encoder == "query_likelihood"
+    with pytest.warns(rr.UntrainedCrossEncoderWarning):
+        assert reranker(tiny_llama_dir, registry, cross_encoder="pointwise").cross_encoder == "pointwise"

@@ -46,7 +46,7 @@ class GritRerank(GritModelFields, BaseNodePostprocessor):
     :param first_stage_top_n: how many first-stage nodes the cross-encoder rescores (None = all).
     :param mode: cross-encoder: "query_likelihood", "pointwise", "listwise" or "none" (bi-encoder scores
         only); None (default) = the one the model declares it was trained for ("query_likelihood" for the
-        default grit-smollm2-135m), else "none".
+        default grit-smollm2-135m), else "none" (with first_stage="retriever": "query_likelihood").
     :param keep_retrieval_score: keep each node's incoming score in `node.metadata["retrieval_score"]`.
     :param query_instruction: instruction for embedding the query in stage 1 (None: the model's own).
     :param scale_score: scores in [0, 1] (default): query likelihood, exp of the mean log-probability of the

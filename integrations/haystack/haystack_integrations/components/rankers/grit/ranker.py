@@ -79,7 +79,8 @@ class GritRanker(GritModelComponent):
         :param cross_encoder: `"query_likelihood"` (how likely the model finds the query given each document),
             `"pointwise"` (yes/no log-odds per document), `"listwise"` (the model orders a window of passages)
             or `"none"` (first stage only); `None` (default) = the one the model declares it was trained for
-            (`"query_likelihood"` for the default `grit-smollm2-135m`), else `"none"`.
+            (`"query_likelihood"` for the default `grit-smollm2-135m`), else `"none"` (with `first_stage="none"`:
+            `"query_likelihood"`).
         :param query_instruction: Instruction for the query embedding of the bi-encoder stage; `None` = the
             model's own.
         :param meta_fields_to_embed: Meta fields whose values are put before the content when ranking.
