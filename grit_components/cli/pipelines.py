@@ -395,16 +395,32 @@ def names_answer(text: str, expected: str) -> bool:
 
 
 def demo_question(item: dict) -> str:
-    """What `grit demo` asks for a bundled question (its description is the search text)."""
+    """What `grit demo` asks for a bundled question: a WikiDesc description question (searched by its
+    description) asks for the name only; a question of another form is asked as written."""
+    if "description" not in item:
+        return item["question"]
     return f"{item['question']} Answer with the name only."
 
 
-def _demo_questions(count: int) -> list[dict]:
+def _bundled(name: str) -> list[dict]:
     from importlib.resources import files as package_files
 
-    lines = (package_files("grit_components") / "data" / "wikidesc-demo-questions.jsonl").read_text(
-        encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()][:count]
+    lines = (package_files("grit_components") / "data" / name).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _demo_questions(count: int) -> list[dict]:
+    """The first `count` of the 120 WikiDesc description questions over the demo corpus."""
+    return _bundled("wikidesc-demo-questions.jsonl")[:count]
+
+
+def demo_items(count: int) -> list[dict]:
+    """What `grit demo` asks: questions of different forms first (a description, who, yes/no, where, a
+    number: `data/demo-questions.jsonl`), then more WikiDesc description questions."""
+    mixed = _bundled("demo-questions.jsonl")
+    asked = {item["gold"] for item in mixed}
+    more = [item for item in _demo_questions(count) if item["gold"] not in asked]
+    return (mixed + more)[:count]
 
 
 def _load_demo_index(hp, *, data_dir: Path, qdrant_url: str | None, model: str | None, corpus: Path,
@@ -478,20 +494,30 @@ def demo(
     if report.failed and not report.indexed:
         fail(f"none of the {len(selection.files)} files of {corpus} could be indexed")
     asked = list(ask_ or [])
-    items = [] if own else _demo_questions(questions)
+    items = [] if own else demo_items(questions)
     if not asked and not items:
         console.print(f"Ask questions with: grit ask --data-dir {data_dir} \"your question\"")
         return
     console.print(f"[bold]2. Answer[/] {len(asked) + len(items)} questions with pipelines/{pipeline}.yaml")
-    instruction = None if own else WIKIDESC_INSTRUCTION
-    built = _load(hp, pipeline, data_dir=data_dir, qdrant_url=qdrant_url, model=model, instruction=instruction)
-    try:
-        # WikiDesc: search with the description (and its task instruction), ask for the name.
-        answers = _ask_many(hp, built, [demo_question(item) for item in items],
-                            [item["answer"] for item in items], [item["description"] for item in items])
-        answers += _ask_many(hp, built, asked)
-    finally:
-        hp.close_pipeline(built)
+    answers: list = [None] * len(items)
+    # WikiDesc description questions: search with the description under WikiDesc's task instruction, ask for
+    # the name; every other question (the bundled ones of other forms, --ask) is searched as written with
+    # the model's own instruction. One pipeline at a time: an embedded Qdrant folder admits one client.
+    for described in (True, False):
+        rows = [i for i, item in enumerate(items) if ("description" in item) == described]
+        if not rows and (described or not asked):
+            continue
+        built = _load(hp, pipeline, data_dir=data_dir, qdrant_url=qdrant_url, model=model,
+                      instruction=WIKIDESC_INSTRUCTION if described else None)
+        try:
+            got = _ask_many(hp, built, [demo_question(items[i]) for i in rows], [items[i]["answer"] for i in rows],
+                            [items[i]["description"] for i in rows] if described else None)
+            for i, answer in zip(rows, got):
+                answers[i] = answer
+            if not described:
+                answers += _ask_many(hp, built, asked)
+        finally:
+            hp.close_pipeline(built)
     if items:
         found = sum(any(d.meta.get("passage_id") == item["gold"] for d in a.sources) for a, item in zip(answers, items))
         correct = sum(names_answer(a.text, item["answer"]) for a, item in zip(answers, items))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -240,9 +241,12 @@ def test_cli_errors(tmp_path, tiny):
 
 def test_cli_demo_main_job(tmp_path, tiny, corpus_dir):
     """`grit demo` indexes the bundled corpus and answers questions; then a user's own folder."""
-    result = runner.invoke(app, ["demo", "--data-dir", str(tmp_path), "--model", tiny, "--questions", "2"])
+    result = runner.invoke(app, ["demo", "--data-dir", str(tmp_path), "--model", tiny, "--questions", "3"])
     assert result.exit_code == 0, result.output
-    assert "indexed 300 of 300 files: 300 added" in result.output and result.stdout.count("\nQ: ") == 2
+    assert "indexed 300 of 300 files: 300 added" in result.output and result.stdout.count("\nQ: ") == 3
+    # three forms: a description (asked for the name), a who question and a yes/no question, in that order
+    asked = [line for line in result.stdout.splitlines() if line.startswith("Q: ")]
+    assert "Answer with the name only" in asked[0] and "Who took Helen" in asked[1] and "Is the rock dove" in asked[2]
     assert "expected:" in result.stdout and "retrieval:" in result.output
     assert (tmp_path / "demo-corpus" / "NOTICE.md").exists()  # the CC BY-SA notice travels with the copy
     again = runner.invoke(app, ["demo", "--data-dir", str(tmp_path), "--model", tiny, "--questions", "1"])
@@ -251,6 +255,21 @@ def test_cli_demo_main_job(tmp_path, tiny, corpus_dir):
                               "--ask", "Who was Diogenes?"])
     assert own.exit_code == 0, own.output
     assert "indexed 10 of 10 files" in own.output and own.stdout.count("\nQ: ") == 1
+
+
+def test_demo_items_put_questions_of_different_forms_first():
+    from grit_components.cli.pipelines import demo_items, demo_question
+
+    items = demo_items(8)
+    assert len({item["form"] for item in items[:3]}) == 3 and len(items) == 8
+    assert len({item["gold"] for item in items}) == 8  # the WikiDesc questions that follow ask about other passages
+    assert all("form" not in item and "description" in item for item in items[5:])
+    assert demo_question(items[1]) == items[1]["question"]  # asked as written
+    assert demo_question(items[0]).endswith("Answer with the name only.")
+    corpus = {json.loads(line)["_id"]: json.loads(line)["text"] for line in
+              (Path(__file__).parents[2] / "grit_components" / "data" / "wikidesc-demo.jsonl").read_text().splitlines()}
+    for item in items[1:5]:  # every answer other than yes/no is stated by its passage
+        assert item["answer"] == "Yes" or item["answer"] in corpus[item["gold"]]
 
 
 def test_component_timings_are_per_request_under_concurrency():
