@@ -43,6 +43,7 @@ from transformers.cache_utils import StaticLayer
 
 from grit_components._checks import check_choice, check_int
 from grit_components._compat import output_cache
+from grit_components.options import KV_DTYPES, KV_FLOAT_DTYPES, check_kv_dtype
 
 if TYPE_CHECKING:
     from transformers import Cache, DynamicCache, StaticCache
@@ -52,29 +53,7 @@ if TYPE_CHECKING:
 CacheSource = Literal["embedding", "causal"]
 SOURCES: tuple[str, ...] = ("embedding", "causal")
 FORMAT_VERSION = "2"  # 2: the header records dtype, layer/head counts, length and a checksum
-KV_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16", "int8")
-_FLOAT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _INT8_MAX = 127
-
-
-def check_kv_dtype(value, name: str = "kv_cache_dtype") -> str | None:
-    """None (keep caches in the model's dtype) or one of `KV_DTYPES`; torch float dtypes are accepted."""
-    if value is None:
-        return None
-    if isinstance(value, torch.dtype):
-        for dtype_name, dtype in _FLOAT_DTYPES.items():
-            if dtype == value:
-                return dtype_name
-        raise ValueError(f"{name} must be one of {list(KV_DTYPES)} or None (the model's dtype), got {value}")
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str (one of {list(KV_DTYPES)}), a torch dtype or None, "
-                        f"not {type(value).__name__}")
-    canonical = value.lower().removeprefix("torch.")
-    if canonical == "model":
-        return None
-    if canonical not in KV_DTYPES:
-        raise ValueError(f"{name} must be one of {list(KV_DTYPES)} or 'model' (the model's dtype), got {value!r}")
-    return canonical
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -172,7 +151,7 @@ class DocumentKVCache:
             values, value_scales = zip(*(quantize_int8(v) for _, v in self.layers()))
             return DocumentKVCache(self.token_ids, keys, values, self.source, self.fingerprint, self.key,
                                    key_scales, value_scales)
-        target = _FLOAT_DTYPES[dtype]
+        target = KV_FLOAT_DTYPES[dtype]
         pairs = self.layers(target)
         if dtype == "float16" and not all(torch.isfinite(t).all() for pair in pairs for t in pair):
             raise ValueError("kv_cache_dtype='float16' cannot hold this model's key/value states: some exceed "
@@ -301,7 +280,7 @@ def decode_dtype(model: GritModel, stored: str, *, static: bool = True) -> torch
     if stored == "int8":
         target = model.dtype if model.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
     else:
-        target = _FLOAT_DTYPES[stored]
+        target = KV_FLOAT_DTYPES[stored]
     if target == model.dtype or not static or not enable_cache_dtype_attention(model):
         return model.dtype
     return target
@@ -662,7 +641,7 @@ def _read_verified(path: Path, key: str, fingerprint: str, source: str, token_id
         raise ValueError("checksum mismatch (the tensors changed after the file was written)")
     if tuple(tensors["token_ids"].tolist()) != token_ids:
         raise ValueError("token ids differ")
-    state_dtype = torch.int8 if quantized else _FLOAT_DTYPES[stored]
+    state_dtype = torch.int8 if quantized else KV_FLOAT_DTYPES[stored]
     for name, tensor in tensors.items():
         if name == "token_ids":
             continue
