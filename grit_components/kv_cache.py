@@ -48,7 +48,7 @@ from grit_components.options import KV_DTYPES, KV_FLOAT_DTYPES, check_kv_dtype
 if TYPE_CHECKING:
     from transformers import Cache, DynamicCache, StaticCache
 
-    from grit_components.models import GritModel
+    from grit_components.models import LoadedModel
 
 CacheSource = Literal["embedding", "causal"]
 SOURCES: tuple[str, ...] = ("embedding", "causal")
@@ -174,7 +174,7 @@ class CacheLayout:
     dtype: str  # the stored form, one of KV_DTYPES
 
     @classmethod
-    def of(cls, model: GritModel, dtype: str | None = None) -> CacheLayout:
+    def of(cls, model: LoadedModel, dtype: str | None = None) -> CacheLayout:
         """The layout of `model`'s caches, stored as `dtype` (None: the model's own dtype)."""
         config = model.model.config
         heads = config.num_attention_heads
@@ -190,7 +190,7 @@ def make_dynamic_cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]], conf
     return DynamicCache(ddp_cache_data=list(layers), config=config)
 
 
-def compute_cache(model: GritModel, token_ids: Sequence[int], source: str) -> DocumentKVCache:
+def compute_cache(model: LoadedModel, token_ids: Sequence[int], source: str) -> DocumentKVCache:
     """Run one unpadded forward over `token_ids` and capture its keys and values (in the model's dtype).
 
     "embedding": bidirectional attention, the same pass as GRIT embedding; "causal": causal prefill.
@@ -217,12 +217,12 @@ class UnsupportedPositionEncodingError(ValueError):
     """The model does not use (full, static) rotary position embeddings, so caches cannot be moved."""
 
 
-def check_composable(model: GritModel) -> None:
+def check_composable(model: LoadedModel) -> None:
     """Raise `UnsupportedPositionEncodingError` unless cached texts of `model` can be moved (RoPE)."""
     _rotary(model)
 
 
-def _rotary(model: GritModel):
+def _rotary(model: LoadedModel):
     body = model.model.get_decoder() if hasattr(model.model, "get_decoder") else model.model.model
     rotary = getattr(body, "rotary_emb", None)
     inv_freq = getattr(rotary, "inv_freq", None)
@@ -267,7 +267,7 @@ def rope_shift(keys: torch.Tensor, delta: int, inv_freq: torch.Tensor, *, dtype:
     return (k * cos + _rotate_half(k) * sin).to(dtype)
 
 
-def decode_dtype(model: GritModel, stored: str, *, static: bool = True) -> torch.dtype:
+def decode_dtype(model: LoadedModel, stored: str, *, static: bool = True) -> torch.dtype:
     """The dtype of the cache generation reads, for entries stored as `stored`.
 
     A 16-bit stored form stays 16-bit and int8 becomes bfloat16 (or the model's 16-bit dtype), so each
@@ -286,7 +286,7 @@ def decode_dtype(model: GritModel, stored: str, *, static: bool = True) -> torch
     return target
 
 
-def compose(model: GritModel, caches: Sequence[DocumentKVCache], *, drop_leading: int = 0,
+def compose(model: LoadedModel, caches: Sequence[DocumentKVCache], *, drop_leading: int = 0,
             reserve: int | None = None) -> tuple[list[int], Cache]:
     """Concatenate caches into one prefix: (token ids, a fresh transformers cache holding copies).
 
@@ -336,7 +336,7 @@ def compose(model: GritModel, caches: Sequence[DocumentKVCache], *, drop_leading
     return ids, make_dynamic_cache(layers, model.model.config)
 
 
-def _static_cache(model: GritModel, max_cache_len: int) -> StaticCache | None:
+def _static_cache(model: LoadedModel, max_cache_len: int) -> StaticCache | None:
     """An empty `StaticCache` of `max_cache_len` positions, or None if a layer is not plain full attention."""
     from transformers import StaticCache
 
