@@ -27,6 +27,7 @@ from grit_components.indexing import (IndexManifest, IndexModelMismatchError, ch
 from haystack_integrations.common.grit.build import PipelineSetupError, build_pipeline
 from haystack_integrations.common.grit.component import GritModelComponent
 
+
 class EmbeddingDimensionError(PipelineSetupError):
     """The model's embedding dimension differs from the vectors of an existing Qdrant collection."""
 
