@@ -367,7 +367,8 @@ def test_sliding_window_model_keeps_a_dynamic_cache(tiny_model_dirs):
 
 # --- cache dtype (stored form) -------------------------------------------------------------------
 
-from grit_components.kv_cache import KV_DTYPES, CacheLayout, check_kv_dtype, dequantize_int8, quantize_int8  # noqa: E402
+from grit_components.kv_cache import CacheLayout, dequantize_int8, quantize_int8  # noqa: E402
+from grit_components.options import KV_DTYPES, check_kv_dtype  # noqa: E402
 
 
 @pytest.mark.parametrize("dtype", KV_DTYPES)
