@@ -3,8 +3,9 @@
 from grit_components.components import GritEmbedder, GritGenerator
 from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, EmptyTextWarning, TruncationWarning
 from grit_components.generation import GenerationResult
+from grit_components.grit_model import GritModel
 from grit_components.kv_cache import DocumentKVCache, KVStore
-from grit_components.models import DEFAULT_MODEL, DamagedModelError, GritModel, ModelNotAvailableError
+from grit_components.models import DEFAULT_MODEL, DamagedModelError, ModelNotAvailableError
 from grit_components.options import GenerationOptions, LoadingOptions
 from grit_components.rag import CacheMode, RagResult
 from grit_components.registry import ModelHandle, ModelRegistry, default_registry, load_model

@@ -14,7 +14,8 @@ import numpy as np
 from grit_components._checks import check_bool, check_choice, check_int, check_str, check_texts
 from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, EmbeddingInput
 from grit_components.generation import GenerationResult, Messages, StreamingCallback
-from grit_components.models import DEFAULT_MODEL, GritModel
+from grit_components.grit_model import GritModel
+from grit_components.models import DEFAULT_MODEL
 from grit_components.options import GenerationOptions, LoadingOptions, as_generation_options
 from grit_components.registry import ModelHandle, ModelRegistry
 

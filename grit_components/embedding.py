@@ -26,7 +26,7 @@ from grit_components._compat import output_cache
 from grit_components.attention import bidirectional_forward, causal_forward
 
 if TYPE_CHECKING:
-    from grit_components.models import GritModel
+    from grit_components.models import LoadedModel
 
 DEFAULT_QUERY_INSTRUCTION = "Given a query, retrieve relevant passages that answer it"
 
@@ -57,7 +57,7 @@ class EmbeddingInput:
     truncated: bool
 
 
-def build_inputs(model: GritModel, texts: Sequence[str], *, instruction: str,
+def build_inputs(model: LoadedModel, texts: Sequence[str], *, instruction: str,
                  max_length: int | None, allow_empty: bool = False) -> list[EmbeddingInput]:
     """The embedding inputs of `texts`, each cut to `max_length` tokens (None: never cut). A text without
     tokens is a ValueError unless `allow_empty` (its input is then the prefix alone)."""
@@ -110,7 +110,7 @@ def pooling_weights(mask: torch.Tensor, text_starts: Sequence[int], pooling: str
 
 
 def embed(
-    model: GritModel,
+    model: LoadedModel,
     texts: Sequence[str],
     *,
     instruction: str = "",
@@ -126,7 +126,7 @@ def embed(
 ) -> np.ndarray:
     """Embed `texts` in GRIT format.
 
-    :param model: the shared `GritModel`.
+    :param model: the shared `GritModel` (any `models.LoadedModel`).
     :param texts: list of non-empty strings.
     :param instruction: task instruction (queries usually get one, documents none). Attended to, never pooled.
     :param batch_size: texts per forward pass.

@@ -37,7 +37,7 @@ from grit_components.options import GenerationOptions, as_generation_options
 if TYPE_CHECKING:
     from transformers import Cache
 
-    from grit_components.models import GritModel
+    from grit_components.models import LoadedModel
 
 StreamingCallback = Callable[[str], None]
 Messages = str | Sequence[Mapping[str, str]]
@@ -198,7 +198,7 @@ def _template_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, 
     return converted
 
 
-def chat_prompt_ids(model: GritModel, messages: Messages, tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
+def chat_prompt_ids(model: LoadedModel, messages: Messages, tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
     """Token ids of the full chat prompt, ending where the assistant's answer starts.
 
     `tools` (OpenAI function specs) are rendered by the tokenizer's chat template when it supports them;
@@ -395,7 +395,7 @@ def _static_capacity(cache: Cache | None) -> int | None:
 
 
 def generate_ids(
-    model: GritModel,
+    model: LoadedModel,
     prompt_ids: Sequence[int],
     options: GenerationOptions | Mapping[str, Any] | None = None,
     *,
@@ -466,7 +466,7 @@ def generate_ids(
 
 
 def generate(
-    model: GritModel,
+    model: LoadedModel,
     messages: Messages,
     options: GenerationOptions | Mapping[str, Any] | None = None,
     *,

@@ -43,38 +43,17 @@ from transformers.cache_utils import StaticLayer
 
 from grit_components._checks import check_choice, check_int
 from grit_components._compat import output_cache
+from grit_components.options import KV_DTYPES, KV_FLOAT_DTYPES, check_kv_dtype
 
 if TYPE_CHECKING:
     from transformers import Cache, DynamicCache, StaticCache
 
-    from grit_components.models import GritModel
+    from grit_components.models import LoadedModel
 
 CacheSource = Literal["embedding", "causal"]
 SOURCES: tuple[str, ...] = ("embedding", "causal")
 FORMAT_VERSION = "2"  # 2: the header records dtype, layer/head counts, length and a checksum
-KV_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16", "int8")
-_FLOAT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _INT8_MAX = 127
-
-
-def check_kv_dtype(value, name: str = "kv_cache_dtype") -> str | None:
-    """None (keep caches in the model's dtype) or one of `KV_DTYPES`; torch float dtypes are accepted."""
-    if value is None:
-        return None
-    if isinstance(value, torch.dtype):
-        for dtype_name, dtype in _FLOAT_DTYPES.items():
-            if dtype == value:
-                return dtype_name
-        raise ValueError(f"{name} must be one of {list(KV_DTYPES)} or None (the model's dtype), got {value}")
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str (one of {list(KV_DTYPES)}), a torch dtype or None, "
-                        f"not {type(value).__name__}")
-    canonical = value.lower().removeprefix("torch.")
-    if canonical == "model":
-        return None
-    if canonical not in KV_DTYPES:
-        raise ValueError(f"{name} must be one of {list(KV_DTYPES)} or 'model' (the model's dtype), got {value!r}")
-    return canonical
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -172,7 +151,7 @@ class DocumentKVCache:
             values, value_scales = zip(*(quantize_int8(v) for _, v in self.layers()))
             return DocumentKVCache(self.token_ids, keys, values, self.source, self.fingerprint, self.key,
                                    key_scales, value_scales)
-        target = _FLOAT_DTYPES[dtype]
+        target = KV_FLOAT_DTYPES[dtype]
         pairs = self.layers(target)
         if dtype == "float16" and not all(torch.isfinite(t).all() for pair in pairs for t in pair):
             raise ValueError("kv_cache_dtype='float16' cannot hold this model's key/value states: some exceed "
@@ -195,7 +174,7 @@ class CacheLayout:
     dtype: str  # the stored form, one of KV_DTYPES
 
     @classmethod
-    def of(cls, model: GritModel, dtype: str | None = None) -> CacheLayout:
+    def of(cls, model: LoadedModel, dtype: str | None = None) -> CacheLayout:
         """The layout of `model`'s caches, stored as `dtype` (None: the model's own dtype)."""
         config = model.model.config
         heads = config.num_attention_heads
@@ -211,7 +190,7 @@ def make_dynamic_cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]], conf
     return DynamicCache(ddp_cache_data=list(layers), config=config)
 
 
-def compute_cache(model: GritModel, token_ids: Sequence[int], source: str) -> DocumentKVCache:
+def compute_cache(model: LoadedModel, token_ids: Sequence[int], source: str) -> DocumentKVCache:
     """Run one unpadded forward over `token_ids` and capture its keys and values (in the model's dtype).
 
     "embedding": bidirectional attention, the same pass as GRIT embedding; "causal": causal prefill.
@@ -238,12 +217,12 @@ class UnsupportedPositionEncodingError(ValueError):
     """The model does not use (full, static) rotary position embeddings, so caches cannot be moved."""
 
 
-def check_composable(model: GritModel) -> None:
+def check_composable(model: LoadedModel) -> None:
     """Raise `UnsupportedPositionEncodingError` unless cached texts of `model` can be moved (RoPE)."""
     _rotary(model)
 
 
-def _rotary(model: GritModel):
+def _rotary(model: LoadedModel):
     body = model.model.get_decoder() if hasattr(model.model, "get_decoder") else model.model.model
     rotary = getattr(body, "rotary_emb", None)
     inv_freq = getattr(rotary, "inv_freq", None)
@@ -288,7 +267,7 @@ def rope_shift(keys: torch.Tensor, delta: int, inv_freq: torch.Tensor, *, dtype:
     return (k * cos + _rotate_half(k) * sin).to(dtype)
 
 
-def decode_dtype(model: GritModel, stored: str, *, static: bool = True) -> torch.dtype:
+def decode_dtype(model: LoadedModel, stored: str, *, static: bool = True) -> torch.dtype:
     """The dtype of the cache generation reads, for entries stored as `stored`.
 
     A 16-bit stored form stays 16-bit and int8 becomes bfloat16 (or the model's 16-bit dtype), so each
@@ -301,13 +280,13 @@ def decode_dtype(model: GritModel, stored: str, *, static: bool = True) -> torch
     if stored == "int8":
         target = model.dtype if model.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
     else:
-        target = _FLOAT_DTYPES[stored]
+        target = KV_FLOAT_DTYPES[stored]
     if target == model.dtype or not static or not enable_cache_dtype_attention(model):
         return model.dtype
     return target
 
 
-def compose(model: GritModel, caches: Sequence[DocumentKVCache], *, drop_leading: int = 0,
+def compose(model: LoadedModel, caches: Sequence[DocumentKVCache], *, drop_leading: int = 0,
             reserve: int | None = None) -> tuple[list[int], Cache]:
     """Concatenate caches into one prefix: (token ids, a fresh transformers cache holding copies).
 
@@ -357,7 +336,7 @@ def compose(model: GritModel, caches: Sequence[DocumentKVCache], *, drop_leading
     return ids, make_dynamic_cache(layers, model.model.config)
 
 
-def _static_cache(model: GritModel, max_cache_len: int) -> StaticCache | None:
+def _static_cache(model: LoadedModel, max_cache_len: int) -> StaticCache | None:
     """An empty `StaticCache` of `max_cache_len` positions, or None if a layer is not plain full attention."""
     from transformers import StaticCache
 
@@ -662,7 +641,7 @@ def _read_verified(path: Path, key: str, fingerprint: str, source: str, token_id
         raise ValueError("checksum mismatch (the tensors changed after the file was written)")
     if tuple(tensors["token_ids"].tolist()) != token_ids:
         raise ValueError("token ids differ")
-    state_dtype = torch.int8 if quantized else _FLOAT_DTYPES[stored]
+    state_dtype = torch.int8 if quantized else KV_FLOAT_DTYPES[stored]
     for name, tensor in tensors.items():
         if name == "token_ids":
             continue

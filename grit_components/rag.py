@@ -42,7 +42,7 @@ from grit_components.kv_cache import (SOURCES, CacheLayout, DocumentKVCache, KVS
 from grit_components.options import GenerationOptions, as_generation_options
 
 if TYPE_CHECKING:
-    from grit_components.models import GritModel
+    from grit_components.grit_model import GritModel
 
 ORDERS = ("doc_first", "query_first")
 

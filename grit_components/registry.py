@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grit_components.kv_cache import KVStore
-from grit_components.models import GritModel, default_dtype, load_weights, normalize_device, read_metadata, resolve_spec
+from grit_components.grit_model import GritModel
+from grit_components.models import default_dtype, load_weights, normalize_device, read_metadata, resolve_spec
 from grit_components.options import LoadingOptions
 
 

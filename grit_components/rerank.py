@@ -34,7 +34,8 @@ from grit_components._checks import check_bool, check_choice, check_float, check
 from grit_components.components import ModelComponent
 from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, length_sorted_batches, pad_batch
 from grit_components.generation import chat_prompt_ids, generate_ids
-from grit_components.models import DEFAULT_MODEL, GritModel
+from grit_components.grit_model import GritModel
+from grit_components.models import DEFAULT_MODEL
 from grit_components.options import LoadingOptions
 from grit_components.registry import ModelRegistry
 

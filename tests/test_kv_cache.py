@@ -216,7 +216,7 @@ def test_composition_equals_joint_encoding_under_block_diagonal_mask(tiny_model,
 def test_non_rope_model_gets_a_clear_error(tiny_llama_dir):
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from grit_components.models import GritModel
+    from grit_components.grit_model import GritModel
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
     config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=256,
@@ -367,7 +367,8 @@ def test_sliding_window_model_keeps_a_dynamic_cache(tiny_model_dirs):
 
 # --- cache dtype (stored form) -------------------------------------------------------------------
 
-from grit_components.kv_cache import KV_DTYPES, CacheLayout, check_kv_dtype, dequantize_int8, quantize_int8  # noqa: E402
+from grit_components.kv_cache import CacheLayout, dequantize_int8, quantize_int8  # noqa: E402
+from grit_components.options import KV_DTYPES, check_kv_dtype  # noqa: E402
 
 
 @pytest.mark.parametrize("dtype", KV_DTYPES)
@@ -565,7 +566,8 @@ def test_answer_recomputes_a_mismatched_file_and_answers_as_before(tiny_model, t
 @pytest.fixture
 def tiny_separate(tiny_llama_dir):
     """A model of its own (its attention implementation may be switched by these tests)."""
-    from grit_components.models import GritModel, load_weights
+    from grit_components.grit_model import GritModel
+    from grit_components.models import load_weights
 
     model, tokenizer, resolved = load_weights(str(tiny_llama_dir), device="cpu", dtype=torch.float32)
     return GritModel(model, tokenizer, name=str(tiny_llama_dir), key=resolved.key)

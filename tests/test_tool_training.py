@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from grit_components.generation import chat_prompt_ids, parse_tool_calls
-from grit_components.models import GritModel, load_weights
+from grit_components.grit_model import GritModel
+from grit_components.models import load_weights
 from grit_components.training import ChatRecord, GritCollator, RecordError, encode_chat, load_chat_records
 from grit_components.training.data import write_jsonl
 

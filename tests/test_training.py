@@ -17,7 +17,8 @@ import torch
 from typer.testing import CliRunner
 
 from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, build_inputs
-from grit_components.models import GritModel, load_weights
+from grit_components.grit_model import GritModel
+from grit_components.models import load_weights
 from grit_components.training import (
     BadRecordsWarning,
     ChatRecord,

@@ -20,7 +20,7 @@ import numpy as np
 from grit_components.models import cache_dir
 
 if TYPE_CHECKING:
-    from grit_components.models import GritModel
+    from grit_components.grit_model import GritModel
 
 
 def texts_hash(texts: Sequence[str]) -> str:

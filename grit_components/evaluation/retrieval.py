@@ -27,7 +27,7 @@ from grit_components.evaluation.data import RetrievalDataset
 from grit_components.evaluation.metrics import DEFAULT_METRICS, evaluate_run
 
 if TYPE_CHECKING:
-    from grit_components.models import GritModel
+    from grit_components.grit_model import GritModel
 
 Run = dict[str, list[tuple[str, float]]]  # query id -> [(doc id, score)], best first
 

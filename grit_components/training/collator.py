@@ -29,7 +29,7 @@ from grit_components.training.tasks import (GenerativeSequence, PointwiseRecord,
                                             encode_pointwise, encode_rag, sequence_mask)
 
 if TYPE_CHECKING:
-    from grit_components.models import GritModel
+    from grit_components.grit_model import GritModel
 
 IGNORE_INDEX = -100
 

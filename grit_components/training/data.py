@@ -31,7 +31,7 @@ from grit_components import templates
 from grit_components._checks import check_choice, check_int, check_unicode
 
 if TYPE_CHECKING:
-    from grit_components.models import GritModel
+    from grit_components.grit_model import GritModel
 
 # (instruction, text); instruction None = the default instruction of that side (query or passage).
 Text = tuple[str | None, str]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from grit_components.models import GritModel
+from grit_components.grit_model import GritModel
 
 
 @dataclass

@@ -47,7 +47,8 @@ def training_precision(config: TrainConfig) -> bool:
 
 def load_training_model(config: TrainConfig):
     """(HF model, possibly wrapped by peft; `GritModel` view of it) for training."""
-    from grit_components.models import GritModel, load_weights, normalize_device, normalize_dtype, quiet_peft_wrapping
+    from grit_components.grit_model import GritModel
+    from grit_components.models import load_weights, normalize_device, normalize_dtype, quiet_peft_wrapping
 
     device = normalize_device(None)
     dtype = normalize_dtype(config.training.dtype, device)

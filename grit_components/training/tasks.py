@@ -33,7 +33,7 @@ import torch
 from grit_components.training.data import EmbeddingRecord
 
 if TYPE_CHECKING:
-    from grit_components.models import GritModel
+    from grit_components.grit_model import GritModel
 
 IGNORE_INDEX = -100
 RANKING_SCORES = ("pointwise", "query_likelihood")

@@ -30,7 +30,7 @@ from grit_components.training.loss import (chunked_generative_loss, chunked_info
 from grit_components.training.tasks import RankingGroup
 
 if TYPE_CHECKING:
-    from grit_components.models import GritModel
+    from grit_components.grit_model import GritModel
     from grit_components.training.evaluate import RetrievalEvalSet
 
 TRAINING_INFO_FILE = "grit_training.json"

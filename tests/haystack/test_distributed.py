@@ -24,7 +24,7 @@ from grit_components.distributed import (
     SourceDocument,
     run_index_job,
 )
-from grit_components.distributed.job import _records, chunk_stage, write_batch
+from grit_components.distributed.stages import _records, chunk_stage, write_batch
 from grit_components.indexing import IndexManifest, IndexModelMismatchError, chunk_id, point_id
 from haystack_integrations.common.grit import pipelines as hp
 

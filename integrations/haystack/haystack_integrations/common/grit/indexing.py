@@ -37,6 +37,8 @@ from haystack import Document, Pipeline
 
 from grit_components._checks import check_int
 from grit_components.indexing import SOURCE_FIELD, IndexManifest, chunk_id
+from haystack_integrations.common.grit.build import PipelineSetupError
+from haystack_integrations.common.grit.stores import check_index
 
 FILE_SUFFIXES = (".txt", ".md", ".markdown", ".pdf")
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
@@ -91,6 +93,14 @@ def select_files(paths: Iterable[str | os.PathLike]) -> FileSelection:
         seen.update(f.resolve() for f in new)
         selection.files.extend(new)
     return selection
+
+
+def collect_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files to index: given files as they are, folders searched recursively for .txt/.md/.pdf, sorted."""
+    try:
+        return select_files(paths).files
+    except IndexingError as error:
+        raise PipelineSetupError(str(error)) from error
 
 
 def source_of(path: str | os.PathLike) -> str:
@@ -503,8 +513,6 @@ def index_files(pipeline: Pipeline, files: Sequence[str | os.PathLike] | FileSel
         embedded, to embed) after every batch.
     :returns: an `IndexReport`; failed files are in it (with reasons), never raised.
     """
-    from haystack_integrations.common.grit import pipelines as hp
-
     check_int("batch_size", batch_size, minimum=1)
     selection = files if isinstance(files, FileSelection) else FileSelection(files=[Path(f) for f in files])
     if prune and not isinstance(files, FileSelection):
@@ -515,7 +523,7 @@ def index_files(pipeline: Pipeline, files: Sequence[str | os.PathLike] | FileSel
     start = time.perf_counter()
     preprocessor = IndexingPreprocessor(pipeline)
     embedder, writer, store = _embedding_stages(pipeline, preprocessor)
-    manifest = hp.check_index(pipeline)  # the collection was checked at load; a pipeline built otherwise is now
+    manifest = check_index(pipeline)  # the collection was checked at load; a pipeline built otherwise is now
 
     plans: list[_Plan] = []
     for number, (path, file_meta) in enumerate(zip(selection.files, metas)):
