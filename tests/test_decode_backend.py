@@ -68,3 +68,32 @@ def test_compiled_decode_agrees_with_the_exact_path(tiny_model):
 
     # six cache sizes: a static graph for the first, one dynamic graph after the first change (not one per size)
     print("dynamo unique graphs:", counters["stats"]["unique_graphs"], "frames:", dict(counters["frames"]))
+
+
+def test_backend_benchmark_runs_both_paths_in_one_run(tiny_model):
+    """benchmarks/decode_backends.py on a tiny model: rows per backend and dtype, ratios of medians (exact path only
+    here: compiling is the slow test's job)."""
+    from benchmarks.decode_backends import decode_backend_latency, name_of
+
+    result = decode_backend_latency(tiny_model, length=48, backends=["torch"], kv_dtypes=["model", "bfloat16"],
+                                    threads=[1], repeats=1, log=lambda _: None)
+    entry = result["threads"]["1"]
+    assert {"uncached_doc_first", "no_retrieval", "doc", "doc@bfloat16"} <= set(entry["rows"])
+    ratios = entry["ratios"]["torch"]["kv_dtypes"]
+    assert ratios["model"]["doc_vs_torch_doc_total"] == 1.0 and ratios["model"]["same_text_as_torch"]
+    assert ratios["bfloat16"]["doc_vs_no_retrieval_total"] > 0
+    assert name_of("doc@int8", "compile") == "doc@int8#compile" and name_of("doc", "torch") == "doc"
+    with pytest.raises(ValueError, match="decode_backend"):
+        decode_backend_latency(tiny_model, length=48, backends=["llama"], kv_dtypes=["model"], threads=[1], repeats=1)
+
+
+@pytest.mark.integration
+def test_llama_cpp_decodes_the_packaged_gguf():
+    """The llama.cpp comparison of the benchmark ([llama-cpp] extra; skipped without it)."""
+    pytest.importorskip("llama_cpp")
+    from benchmarks.decode_backends import llama_cpp_decode
+    from grit_components.models import _packaged_gguf
+
+    result = llama_cpp_decode(_packaged_gguf("smollm2-135m-instruct")[0], [1, 9690, 198], threads=1, new_tokens=4,
+                              repeats=1)
+    assert result["decode_tokens_per_second"] > 0
