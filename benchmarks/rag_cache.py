@@ -535,11 +535,14 @@ def token_agreement(model: GritModel, outputs: Sequence[str], reference: Sequenc
 
 
 def run_quality(model_spec: str, data_dir: Path, *, limit: int | None, output: Path, new_tokens: int = 16,
-                configs: Sequence[str] | None = None, kv_dtypes: Sequence[str] = (MODEL_DTYPE,)) -> dict:
+                configs: Sequence[str] | None = None, kv_dtypes: Sequence[str] = (MODEL_DTYPE,),
+                decode_backends: Sequence[str] = ("torch",)) -> dict:
     """Match rate per configuration (`QUALITY_CONFIGS` names; default all) on the first `limit` dev queries.
 
     Cached configurations also run from a store of each dtype in `kv_dtypes` other than the model's own
-    (named `doc/causal@bfloat16`, ...), with their greedy agreement with the model-dtype answers.
+    (named `doc/causal@bfloat16`, ...), with their greedy agreement with the model-dtype answers. Every
+    configuration also runs with each `decode_backends` other than "torch" (named `doc/causal@bfloat16#compile`),
+    with its greedy agreement with the exact path's answers of the same configuration.
     """
     from grit_components import load_model
 
@@ -554,14 +557,16 @@ def run_quality(model_spec: str, data_dir: Path, *, limit: int | None, output: P
         if abs(passages) > 1 and "distractors" not in items[0]:
             for item, distractors in zip(items, bm25_distractors(data_dir, items, DISTRACTORS)):
                 item["distractors"] = distractors
-        for dtype in kv_dtypes if mode != "none" else kv_dtypes[:1]:
-            key = name if dtype == MODEL_DTYPE else f"{name}@{dtype}"
+        for dtype, backend in [(d, b) for d in (kv_dtypes if mode != "none" else kv_dtypes[:1])
+                               for b in ["torch", *(b for b in decode_backends if b != "torch")]]:
+            exact_key = name if dtype == MODEL_DTYPE else f"{name}@{dtype}"
+            key = exact_key if backend == "torch" else f"{exact_key}#{backend}"
             store = model.kv_store if dtype == MODEL_DTYPE else _store(dtype)
             matches, refusals, outputs, start = 0, 0, [], time.perf_counter()
             for item in items:
                 docs = quality_passages(item, passages)
                 r = rag.answer(model, QUESTION.format(query=item["query"]), docs, mode=mode, source=source or "causal",
-                               order=order, max_new_tokens=new_tokens, store=store)
+                               order=order, max_new_tokens=new_tokens, store=store, decode_backend=backend)
                 refused = rag.says_no_answer(r.text)
                 hit = refused if passages < 0 else item["answer"].lower() in r.text.lower()
                 matches += hit
@@ -572,7 +577,12 @@ def run_quality(model_spec: str, data_dir: Path, *, limit: int | None, output: P
             line = f"{key:32s} {'refused' if passages < 0 else 'match'} {results[key]['match']:.3f}"
             if passages >= 0:
                 line += f"  false refusals {results[key]['refusals']:.2f}"
-            if dtype != MODEL_DTYPE and name in results:
+            if backend != "torch" and exact_key in results:
+                agreement = token_agreement(model, [o["output"] for o in outputs],
+                                            [o["output"] for o in results[exact_key]["outputs"]])
+                results[key]["agreement_with_torch_backend"] = agreement
+                line += f"  same as torch: identical {agreement['identical']:.2f} tokens {agreement['tokens']:.3f}"
+            elif dtype != MODEL_DTYPE and name in results:
                 agreement = token_agreement(model, [o["output"] for o in outputs],
                                             [o["output"] for o in results[name]["outputs"]])
                 results[key]["agreement_with_model_dtype"] = agreement
@@ -584,7 +594,8 @@ def run_quality(model_spec: str, data_dir: Path, *, limit: int | None, output: P
                                 "split": "dev", "question": QUESTION,
                                 "metric": "answer title in output (case-insensitive); unanswerable_*: the answer says "
                                           "the passages do not say",
-                                "torch_threads": torch.get_num_threads(), "kv_dtypes": kv_dtypes},
+                                "torch_threads": torch.get_num_threads(), "kv_dtypes": kv_dtypes,
+                                "decode_backends": list(decode_backends)},
                       "results": results}
             output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(json.dumps(report, indent=2, ensure_ascii=False))  # after every run: partial runs count

@@ -2,6 +2,7 @@
 
     python benchmarks/rag_quality.py --limit 50
     python benchmarks/rag_quality.py --limit 100 --configs doc/causal --kv-dtypes model,bfloat16,float16,int8
+    python benchmarks/rag_quality.py --limit 100 --configs doc/causal --kv-dtypes bfloat16 --decode-backends torch,compile
 
 The gold passage is given; question "What is described as '<query>'?"; match = the article title
 appears in the 16-token answer. Writes benchmarks/results/rag_quality.json; see docs/kv-caching.md.
@@ -20,6 +21,7 @@ import typer  # noqa: E402
 
 from benchmarks.rag_cache import KV_DTYPE_CHOICES, MODEL_DTYPE, check_quality_configs, run_quality  # noqa: E402
 from grit_components.models import DEFAULT_MODEL  # noqa: E402
+from grit_components.options import DECODE_BACKENDS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,6 +37,9 @@ def rag_quality_command(
     kv_dtypes: Annotated[str, typer.Option(
         help=f"Comma-separated cache dtypes for the cached configurations, from {', '.join(KV_DTYPE_CHOICES)}; "
              "each other than 'model' is compared with the model's own dtype (greedy agreement).")] = MODEL_DTYPE,
+    decode_backends: Annotated[str, typer.Option(
+        help=f"Comma-separated decode backends ({', '.join(DECODE_BACKENDS)}); each other than 'torch' runs every "
+             "configuration again and is compared with the exact path's answers (greedy agreement).")] = "torch",
 ) -> None:
     """Match rate of every RAG cache mode and source on WikiDesc dev questions (gold passage given)."""
     if threads:
@@ -49,7 +54,12 @@ def rag_quality_command(
     if unknown:
         raise typer.BadParameter(f"unknown cache dtypes {unknown}; choose from {', '.join(KV_DTYPE_CHOICES)}",
                                  param_hint="--kv-dtypes")
-    run_quality(model, data, limit=limit, output=output, configs=chosen, kv_dtypes=dtypes)
+    backends = [b.strip() for b in decode_backends.split(",") if b.strip()]
+    bad = [b for b in backends if b not in DECODE_BACKENDS]
+    if bad:
+        raise typer.BadParameter(f"unknown decode backends {bad}; choose from {', '.join(DECODE_BACKENDS)}",
+                                 param_hint="--decode-backends")
+    run_quality(model, data, limit=limit, output=output, configs=chosen, kv_dtypes=dtypes, decode_backends=backends)
 
 
 if __name__ == "__main__":

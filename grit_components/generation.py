@@ -32,6 +32,7 @@ from transformers.generation.streamers import BaseStreamer
 from grit_components import templates
 from grit_components._checks import check_unicode
 from grit_components._compat import cache_argument
+from grit_components.kv_cache import static_cache
 from grit_components.options import GenerationOptions, as_generation_options
 
 if TYPE_CHECKING:
@@ -394,6 +395,19 @@ def _static_capacity(cache: Cache | None) -> int | None:
     return min(sizes) if sizes else None
 
 
+def decode_compile_config():
+    """How `decode_backend="compile"` compiles the decode step: transformers' own compiled forward in `generate`
+    (its prompt forward stays eager; each new token runs the compiled one over the pre-allocated cache, with the
+    4D mask built outside the graph, so one graph serves every step). Inductor, default mode (no CUDA graphs on
+    CPU), shapes static at first and dynamic after the first change of cache size (torch's automatic dynamic
+    shapes), so requests of other lengths do not each compile anew. `_compile_all_devices` lets it run on CPU."""
+    from transformers import CompileConfig
+
+    config = CompileConfig(fullgraph=False, dynamic=None, backend="inductor", mode="default")
+    config._compile_all_devices = True
+    return config
+
+
 def generate_ids(
     model: LoadedModel,
     prompt_ids: Sequence[int],
@@ -406,8 +420,11 @@ def generate_ids(
     """Generate after `prompt_ids`; with `past_key_values`, `prompt_ids` is the uncached suffix after it.
 
     `options` and `generation_kwargs` are `GenerationOptions` (any Hugging Face `GenerationConfig` key,
-    plus `stop_words` and `seed`); the keywords win. The cache is grown in place by generation: pass a
-    copy of anything you want to keep.
+    plus `stop_words`, `seed` and `decode_backend`); the keywords win. The cache is grown in place by
+    generation: pass a copy of anything you want to keep. `decode_backend="compile"` compiles the decode step
+    over a pre-allocated cache (`past_key_values` from `kv_cache.compose(..., reserve=n)`, or a fresh one when
+    there is no cached prefix); with a growing cache (sliding-window models) or beam search it runs the exact
+    path.
     """
     check_streaming_callback(streaming_callback)
     options = as_generation_options(options).merged(generation_kwargs)
@@ -444,10 +461,16 @@ def generate_ids(
             kwargs.update(do_sample=False, logits_processor=LogitsProcessorList([sampler]))
     if stop_words:
         kwargs.update(stop_strings=stop_words, tokenizer=model.tokenizer)
+    compiled = options.decode_backend == "compile" and not beam_search
+    if compiled and past_key_values is None:  # no cached prefix: a pre-allocated cache for the whole answer
+        past_key_values = static_cache(model, total + max_new_tokens)
+        capacity = _static_capacity(past_key_values)
     if past_key_values is not None:
         kwargs[cache_argument(model.model)] = past_key_values
-        if capacity is not None:
-            kwargs["disable_compile"] = True  # shapes vary per request: compiling would recompile every time
+        if compiled and capacity is not None:
+            kwargs.update(disable_compile=False, compile_config=decode_compile_config())
+        elif capacity is not None:
+            kwargs["disable_compile"] = True  # the exact path: eager forwards at every step
 
     start = time.perf_counter()
     with torch.inference_mode():

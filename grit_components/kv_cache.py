@@ -311,7 +311,7 @@ def compose(model: LoadedModel, caches: Sequence[DocumentKVCache], *, drop_leadi
         raise ValueError(f"caches are stored in different dtypes {sorted(forms)}; compose caches of one store")
     inv_freq = _rotary(model) if len(caches) > 1 else None
     length = caches[0].length + sum(cache.length - drop_leading for cache in caches[1:])
-    static = _static_cache(model, length + reserve) if reserve is not None else None
+    static = static_cache(model, length + reserve) if reserve is not None else None
     target = decode_dtype(model, forms.pop(), static=static is not None)
     if static is not None and target != model.dtype:
         static.layers = [_CastingStaticLayer(max_cache_len=layer.max_cache_len) for layer in static.layers]
@@ -336,7 +336,7 @@ def compose(model: LoadedModel, caches: Sequence[DocumentKVCache], *, drop_leadi
     return ids, make_dynamic_cache(layers, model.model.config)
 
 
-def _static_cache(model: LoadedModel, max_cache_len: int) -> StaticCache | None:
+def static_cache(model: LoadedModel, max_cache_len: int) -> StaticCache | None:
     """An empty `StaticCache` of `max_cache_len` positions, or None if a layer is not plain full attention."""
     from transformers import StaticCache
 

@@ -189,7 +189,14 @@ LOADING_DEFAULTS = {f.name: (f.default_factory() if f.default_factory is not dat
 
 DEFAULT_MAX_NEW_TOKENS = 256
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds
-PROJECT_GENERATION_KEYS = ("stop_words", "seed")
+PROJECT_GENERATION_KEYS = ("stop_words", "seed", "decode_backend")
+# How new tokens are computed (`decode_backend`). "torch": transformers' eager forward at every step, the exact
+# path (a causal-source cache gives the tokens of uncached generation). "compile": the decode step (one new token
+# over a pre-allocated cache) compiled by `torch.compile` (inductor), the prompt and the first token eager as before;
+# outputs agree with "torch" up to float rounding, not token for token by construction. See docs/kv-caching.md
+# ("Decode backends") for what was measured and what llama.cpp could and could not do.
+DECODE_BACKENDS = ("torch", "compile")
+DEFAULT_DECODE_BACKEND = "torch"
 
 # GenerationConfig keys a component decides itself, and why: it returns one text reply and streams it.
 OWNED_GENERATION_KEYS = {
@@ -238,8 +245,19 @@ def _check_stop_words(name: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def check_decode_backend(value: Any, name: str = "decode_backend") -> str:
+    """One of `DECODE_BACKENDS` (None: the default, "torch")."""
+    if value is None:
+        return DEFAULT_DECODE_BACKEND
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str (one of {list(DECODE_BACKENDS)}), not {type(value).__name__}")
+    if value not in DECODE_BACKENDS:
+        raise ValueError(f"{name} must be one of {list(DECODE_BACKENDS)}, got {value!r}")
+    return value
+
+
 class GenerationOptions(Mapping[str, Any]):
-    """Generation parameters: any Hugging Face `GenerationConfig` key, plus `stop_words` and `seed`.
+    """Generation parameters: any Hugging Face `GenerationConfig` key, plus `stop_words`, `seed` and `decode_backend`.
 
     Build it from a dict or keywords; it is an immutable mapping of exactly what was given (so it
     serialises as given), and `merged` applies per-call overrides. Unknown keys are a ValueError listing
@@ -253,7 +271,9 @@ class GenerationOptions(Mapping[str, Any]):
     defaults to 0, i.e. off, so `top_p` alone shapes the distribution); `max_new_tokens` defaults to 256
     and is capped by the model's context length; `stop_words` end the reply, which is cut before the first
     one; `seed` (an int in [0, 2**64)) makes sampling reproducible, drawing from a random generator of the
-    call only (the same text under concurrent calls; the process-wide torch generator is left alone).
+    call only (the same text under concurrent calls; the process-wide torch generator is left alone);
+    `decode_backend` ("torch", the default and exact path, or "compile": the decode step compiled by
+    `torch.compile`; `DECODE_BACKENDS`) says how new tokens are computed.
 
     :param options: the parameters as a dict (e.g. Haystack's `generation_kwargs`).
     :param name: how errors name the parameter the dict came from.
@@ -277,7 +297,7 @@ class GenerationOptions(Mapping[str, Any]):
         unknown = sorted(set(values) - set(valid_generation_keys()))
         if unknown:
             raise ValueError(f"unknown {name} {unknown}; valid keys are the Hugging Face GenerationConfig keys and "
-                             f"stop_words, seed: {valid_generation_keys()}")
+                             f"stop_words, seed, decode_backend: {valid_generation_keys()}")
         for key, value in values.items():
             if value is None:
                 continue
@@ -289,6 +309,8 @@ class GenerationOptions(Mapping[str, Any]):
                 check_float(f"{name}['top_p']", value, minimum=0.0, maximum=1.0, exclusive_minimum=True)
             elif key == "seed":
                 check_int(f"{name}['seed']", value, minimum=0, maximum=MAX_SEED)
+            elif key == "decode_backend":
+                check_decode_backend(value, f"{name}['decode_backend']")
             elif key == "do_sample" and not isinstance(value, bool):
                 raise TypeError(f"{name}['do_sample'] must be a bool, not {type(value).__name__}")
             elif key in _INT_BOUNDS:
@@ -367,6 +389,11 @@ class GenerationOptions(Mapping[str, Any]):
         return self._values.get("seed")
 
     @property
+    def decode_backend(self) -> str:
+        """"torch" (the exact path, the default) or "compile" (`DECODE_BACKENDS`)."""
+        return self._values.get("decode_backend") or DEFAULT_DECODE_BACKEND
+
+    @property
     def num_beams(self) -> int:
         return self._values.get("num_beams") or 1
 
@@ -405,5 +432,5 @@ def as_generation_options(value: GenerationOptions | Mapping[str, Any] | None, *
     return GenerationOptions(value, name=name)
 
 
-__all__ = ["ChatFormat", "DEFAULT_MAX_NEW_TOKENS", "GenerationOptions", "LoadingOptions", "MAX_SEED",
+__all__ = ["ChatFormat", "DECODE_BACKENDS", "DEFAULT_MAX_NEW_TOKENS", "GenerationOptions", "LoadingOptions", "MAX_SEED",
            "as_generation_options", "valid_generation_keys"]

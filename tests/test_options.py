@@ -15,7 +15,7 @@ def test_every_generation_config_key_is_valid():
     from transformers import GenerationConfig
 
     public = {key for key in GenerationConfig().to_dict() if not key.startswith("_")}
-    assert set(valid_generation_keys()) == (public - set(OWNED_GENERATION_KEYS)) | {"stop_words", "seed"}
+    assert set(valid_generation_keys()) == (public - set(OWNED_GENERATION_KEYS)) | {"stop_words", "seed", "decode_backend"}
     assert {"repetition_penalty", "no_repeat_ngram_size", "min_p", "num_beams"} <= set(valid_generation_keys())
 
 

@@ -166,7 +166,7 @@ class GritLLM(GritModelFields, FunctionCallingLLM):
     context_window: Optional[int] = Field(default=None, gt=0, description="Context window; default from the model.")
     max_new_tokens: int = Field(default=256, gt=0, description="Most tokens to generate per call.")
     generate_kwargs: Dict[str, Any] = Field(
-        default_factory=dict, description="Further generation defaults: any GenerationConfig key, stop_words, seed.")
+        default_factory=dict, description="Further generation defaults: any GenerationConfig key, stop_words, seed, decode_backend.")
     chat_format: Literal["auto", "grit", "template"] = Field(default="auto", description="Chat prompt format.")
     tool_parsing_function: Optional[Callable[[str], List[ToolSelection]]] = Field(
         default=None, exclude=True, description="Reads the tool calls from the generated text (default: JSON in text).")

@@ -1,0 +1,184 @@
+"""Decode backends side by side (issue 28): the exact path ("torch") and each other `decode_backend`, in one run.
+
+Run by `rag_latency.py --decode-backends torch,compile`. For each torch thread count, every configuration
+runs once per round and the rounds are interleaved, so a change of load hits every backend alike; medians
+of the rounds are reported. Configurations per backend: no retrieval, and `doc` caching of one long
+document from a warm store of each cache dtype; plus uncached doc-first RAG on the exact path (the
+reference for the time to first token). Compilation (the first call of a compiled backend) is timed apart
+and never counted in the rounds. Optionally llama.cpp decodes the same no-retrieval prompt from the same
+GGUF file at the same thread count (`[llama-cpp]` extra), for the tokens/s comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from benchmarks.rag_cache import (LATENCY_QUESTION, MODEL_DTYPE, RANDOM_LLAMA, _cpu_name, _fill_from, _store,
+                                  make_document, random_llama)
+from grit_components import rag
+from grit_components.grit_model import GritModel
+from grit_components.options import DECODE_BACKENDS
+
+NEW_TOKENS = 16
+
+
+def _median_summary(values: Sequence[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "mean": statistics.fmean(values), "min": min(values),
+            "max": max(values), "n": len(values), "values": list(values)}
+
+
+def _summarize(runs: Sequence[rag.RagResult]) -> dict:
+    decode = [(r.timings["total"] - r.timings["time_to_first_token"]) / (r.completion_tokens - 1)
+              for r in runs if r.completion_tokens > 1]
+    return {"total": _median_summary([r.timings["total"] for r in runs]),
+            "ttft": _median_summary([r.timings["time_to_first_token"] for r in runs]),
+            "decode_seconds_per_token": _median_summary(decode) if decode else None,
+            "completion_tokens": [r.completion_tokens for r in runs], "texts": [r.text for r in runs],
+            "prompt_tokens": runs[-1].prompt_tokens, "cached_tokens": runs[-1].stats["cached_tokens"]}
+
+
+def name_of(config: str, backend: str) -> str:
+    """`doc@bfloat16` on the exact path, `doc@bfloat16#compile` on another backend."""
+    return config if backend == "torch" else f"{config}#{backend}"
+
+
+def backend_ratios(rows: dict, backends: Sequence[str], kv_dtypes: Sequence[str]) -> dict:
+    """The issue's measures per backend and cache dtype, as ratios of medians of the same run."""
+    def med(name, what="total"):
+        entry = rows[name][what]
+        return entry["median"] if entry else float("nan")
+
+    out: dict = {}
+    for backend in backends:
+        no_retrieval = name_of("no_retrieval", backend)
+        per: dict = {}
+        for dtype in kv_dtypes:
+            doc = name_of("doc" if dtype == MODEL_DTYPE else f"doc@{dtype}", backend)
+            per[dtype] = {
+                "doc_vs_no_retrieval_total": med(doc) / med(no_retrieval),
+                "doc_vs_no_retrieval_decode_per_token": med(doc, "decode_seconds_per_token")
+                / med(no_retrieval, "decode_seconds_per_token"),
+                "doc_ttft_vs_uncached_doc_first_ttft": med(doc, "ttft") / med("uncached_doc_first", "ttft"),
+                # against the exact path's own no retrieval: what a user of the exact path gains
+                "doc_vs_torch_no_retrieval_total": med(doc) / med("no_retrieval"),
+                "doc_vs_torch_doc_total": med(doc) / med(name_of(doc.split("#")[0], "torch")),
+                "same_text_as_torch": rows[doc]["texts"][-1] == rows[doc.split("#")[0]]["texts"][-1],
+            }
+        out[backend] = {"no_retrieval_decode_tokens_per_second": 1 / med(no_retrieval, "decode_seconds_per_token"),
+                        "kv_dtypes": per}
+    return out
+
+
+def llama_cpp_decode(gguf: Path, prompt_ids: Sequence[int], threads: int, new_tokens: int, repeats: int) -> dict:
+    """llama.cpp (llama-cpp-python) decoding `new_tokens` greedily after `prompt_ids` from `gguf`: median seconds per
+    new token after the first (the same measure as ours), `repeats` runs, fresh context state each run."""
+    try:
+        from llama_cpp import Llama
+    except ImportError as error:
+        raise ImportError("the llama.cpp comparison needs llama-cpp-python: pip install 'grit-components[llama-cpp]'"
+                          ) from error
+    llm = Llama(model_path=str(gguf), n_ctx=max(512, len(prompt_ids) + new_tokens + 8), n_threads=threads,
+                n_threads_batch=threads, n_batch=512, verbose=False, logits_all=False)
+    per_token, firsts = [], []
+    for _ in range(repeats):
+        llm.reset()
+        t0 = time.perf_counter()
+        llm.eval(list(prompt_ids))
+        token = int(llm.scores[llm.n_tokens - 1].argmax())
+        t1 = time.perf_counter()
+        for _ in range(new_tokens - 1):
+            llm.eval([token])
+            token = int(llm.scores[llm.n_tokens - 1].argmax())
+        t2 = time.perf_counter()
+        firsts.append(t1 - t0)
+        per_token.append((t2 - t1) / (new_tokens - 1))
+    return {"gguf": str(gguf), "ttft": _median_summary(firsts), "decode_seconds_per_token": _median_summary(per_token),
+            "decode_tokens_per_second": 1 / statistics.median(per_token)}
+
+
+def decode_backend_latency(model: GritModel, *, length: int, backends: Sequence[str], kv_dtypes: Sequence[str],
+                           threads: Sequence[int], repeats: int, llama_cpp_gguf: Path | None = None,
+                           log: Callable[[str], None] = print) -> dict:
+    """Every backend at every thread count on one model, one `length`-token document (see the module doc)."""
+    unknown = [b for b in backends if b not in DECODE_BACKENDS]
+    if unknown:
+        raise ValueError(f"decode_backend: unknown {unknown}; choose from {list(DECODE_BACKENDS)}")
+    backends = ["torch", *(b for b in backends if b != "torch")]
+    kv_dtypes = [MODEL_DTYPE, *(d for d in kv_dtypes if d != MODEL_DTYPE)]
+    stores = {dtype: _store(dtype, max_bytes=8 * 1024**3) for dtype in kv_dtypes}
+    query = LATENCY_QUESTION
+    doc = [make_document(model, length)]
+    rag.cache_documents(model, doc, source="causal", store=stores[MODEL_DTYPE])
+    _fill_from(model, stores[MODEL_DTYPE], [stores[d] for d in kv_dtypes[1:]], doc)
+
+    def ask(docs, mode, dtype, backend):
+        return lambda: rag.answer(model, query, docs, mode=mode, source="causal", max_new_tokens=NEW_TOKENS,
+                                  store=stores[dtype], decode_backend=backend)
+
+    calls = {"uncached_doc_first": ask(doc, "none", MODEL_DTYPE, "torch")}
+    for backend in backends:
+        calls[name_of("no_retrieval", backend)] = ask([], "none", MODEL_DTYPE, backend)
+        for dtype in kv_dtypes:
+            calls[name_of("doc" if dtype == MODEL_DTYPE else f"doc@{dtype}", backend)] = ask(doc, "doc", dtype, backend)
+
+    out: dict = {"document_tokens": len(model.tokenize(doc[0])), "backends": backends, "kv_dtypes": kv_dtypes,
+                 "threads": {}}
+    for count in threads:
+        torch.set_num_threads(count)
+        warm: dict = {}
+        for name, call in calls.items():  # warm-up; the first call of a compiled backend compiles
+            t0 = time.perf_counter()
+            call()
+            warm[name] = time.perf_counter() - t0
+        runs: dict = {name: [] for name in calls}
+        for _ in range(repeats):
+            for name, call in calls.items():
+                runs[name].append(call())
+        rows = {name: _summarize(results) for name, results in runs.items()}
+        for name, row in rows.items():
+            per_token = row["decode_seconds_per_token"]
+            log(f"  {count} thread(s) {name:28s} total {row['total']['median']:.2f}s ttft {row['ttft']['median']:.2f}s "
+                f"decode {per_token['median'] * 1000 if per_token else float('nan'):.1f} ms/token")
+        entry = {"rows": rows, "warm_up_seconds": warm, "ratios": backend_ratios(rows, backends, kv_dtypes)}
+        if llama_cpp_gguf is not None:
+            prompt = rag.build_prompt(model, query, [], "none").prompt_ids()
+            entry["llama_cpp"] = llama_cpp_decode(llama_cpp_gguf, prompt, count, NEW_TOKENS, repeats)
+            for backend in backends:
+                entry["ratios"][backend]["no_retrieval_tokens_per_second_vs_llama_cpp"] = (
+                    entry["ratios"][backend]["no_retrieval_decode_tokens_per_second"]
+                    / entry["llama_cpp"]["decode_tokens_per_second"])
+            log(f"  {count} thread(s) llama.cpp no retrieval {entry['llama_cpp']['decode_tokens_per_second']:.1f} tokens/s")
+        log(json.dumps(entry["ratios"], indent=2))
+        out["threads"][str(count)] = entry
+    return out
+
+
+def run_decode_backends(models: Sequence[str], *, length: int, backends: Sequence[str], kv_dtypes: Sequence[str],
+                        threads: Sequence[int], repeats: int, output: Path, llama_cpp_gguf: Path | None = None) -> dict:
+    from grit_components import load_model
+
+    report: dict = {"setup": {"new_tokens": NEW_TOKENS, "batch": 1, "repeats": repeats, "statistic": "median",
+                              "cpu": _cpu_name(), "torch": torch.__version__, "threads": list(threads),
+                              "load_average_1m_at_start": os.getloadavg()[0],
+                              "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                              "source": "causal (cached modes timed with a warm store)"},
+                    "models": {}}
+    for spec in models:
+        model = random_llama() if spec == RANDOM_LLAMA else load_model(spec)
+        print(f"{spec}: load average {os.getloadavg()[0]:.1f}", flush=True)
+        report["models"][spec] = decode_backend_latency(model, length=length, backends=backends, kv_dtypes=kv_dtypes,
+                                                        threads=threads, repeats=repeats, llama_cpp_gguf=llama_cpp_gguf,
+                                                        log=lambda s: print(s, flush=True))
+        report["models"][spec]["load_average_1m_at_end"] = os.getloadavg()[0]
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    print(f"wrote {output}")
+    return report

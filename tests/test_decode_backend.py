@@ -1,0 +1,99 @@
+"""`decode_backend`: the exact path ("torch") stays token-identical for causal-source caching, the compiled decode
+step ("compile") agrees with it on greedy outputs, and bad values are ValueErrors naming the option."""
+
+from __future__ import annotations
+
+import pytest
+
+from grit_components import GenerationOptions, rag
+from grit_components.generation import generate_ids
+from grit_components.kv_cache import KVStore
+from grit_components.options import DECODE_BACKENDS
+
+PAIRS = [
+    ("Who wrote it?", "The novel was written by Jane Austen in 1813."),
+    ("What is the capital?", "Paris is the capital and most populous city of France. " * 6),
+    ("Which year?", "1066: the Battle of Hastings. 1215: Magna Carta. 1492: Columbus reaches the Americas."),
+]
+
+
+def test_backends_are_listed():
+    assert DECODE_BACKENDS == ("torch", "compile")
+    assert GenerationOptions().decode_backend == "torch"
+    assert GenerationOptions(decode_backend="compile").decode_backend == "compile"
+
+
+@pytest.mark.parametrize("value", ["llama", "Torch", "", "inductor"])
+def test_bad_backend_is_a_value_error_naming_the_option(value):
+    with pytest.raises(ValueError, match="decode_backend"):
+        GenerationOptions(decode_backend=value)
+
+
+def test_non_str_backend_is_a_type_error_naming_the_option():
+    with pytest.raises(TypeError, match="decode_backend"):
+        GenerationOptions({"decode_backend": 1})
+
+
+def test_bad_backend_fails_before_any_compute(tiny_model):
+    with pytest.raises(ValueError, match="decode_backend"):
+        rag.answer(tiny_model, "Who?", ["A text."], mode="doc", source="causal", store=KVStore(),
+                   decode_backend="fast")
+
+
+def test_exact_path_stays_token_identical_for_causal_caching(tiny_model):
+    """decode_backend="torch" (explicit) gives, from a causal float32 cache, the tokens of uncached generation."""
+    for query, doc in PAIRS:
+        store = KVStore()
+        prompt = rag.build_prompt(tiny_model, query, [doc], "doc")
+        uncached = generate_ids(tiny_model, prompt.prompt_ids(), max_new_tokens=6, decode_backend="torch")
+        cached = rag.answer(tiny_model, query, [doc], mode="doc", source="causal", max_new_tokens=6, store=store,
+                            decode_backend="torch")
+        assert (cached.text, cached.completion_tokens) == (uncached.text, uncached.completion_tokens)
+
+
+@pytest.mark.slow
+def test_compiled_decode_agrees_with_the_exact_path(tiny_model):
+    """The compiled decode step over the pre-allocated cache: the same greedy answers as the exact path, from a
+    cached document and with no retrieval (a fresh pre-allocated cache)."""
+    pytest.importorskip("torch._inductor")
+    for query, doc in PAIRS:
+        store = KVStore()
+        for mode, docs in (("doc", [doc]), ("none", [])):
+            exact = rag.answer(tiny_model, query, docs, mode=mode, source="causal", max_new_tokens=6, store=store)
+            fast = rag.answer(tiny_model, query, docs, mode=mode, source="causal", max_new_tokens=6, store=store,
+                              decode_backend="compile")
+            assert (fast.text, fast.completion_tokens) == (exact.text, exact.completion_tokens), (query, mode)
+    assert hasattr(tiny_model.model, "_compiled_call")  # the compiled forward ran (no silent eager fallback)
+    from torch._dynamo.utils import counters
+
+    # six cache sizes: a static graph for the first, one dynamic graph after the first change (not one per size)
+    print("dynamo unique graphs:", counters["stats"]["unique_graphs"], "frames:", dict(counters["frames"]))
+
+
+def test_backend_benchmark_runs_both_paths_in_one_run(tiny_model):
+    """benchmarks/decode_backends.py on a tiny model: rows per backend and dtype, ratios of medians (exact path only
+    here: compiling is the slow test's job)."""
+    from benchmarks.decode_backends import decode_backend_latency, name_of
+
+    result = decode_backend_latency(tiny_model, length=48, backends=["torch"], kv_dtypes=["model", "bfloat16"],
+                                    threads=[1], repeats=1, log=lambda _: None)
+    entry = result["threads"]["1"]
+    assert {"uncached_doc_first", "no_retrieval", "doc", "doc@bfloat16"} <= set(entry["rows"])
+    ratios = entry["ratios"]["torch"]["kv_dtypes"]
+    assert ratios["model"]["doc_vs_torch_doc_total"] == 1.0 and ratios["model"]["same_text_as_torch"]
+    assert ratios["bfloat16"]["doc_vs_no_retrieval_total"] > 0
+    assert name_of("doc@int8", "compile") == "doc@int8#compile" and name_of("doc", "torch") == "doc"
+    with pytest.raises(ValueError, match="decode_backend"):
+        decode_backend_latency(tiny_model, length=48, backends=["llama"], kv_dtypes=["model"], threads=[1], repeats=1)
+
+
+@pytest.mark.integration
+def test_llama_cpp_decodes_the_packaged_gguf():
+    """The llama.cpp comparison of the benchmark ([llama-cpp] extra; skipped without it)."""
+    pytest.importorskip("llama_cpp")
+    from benchmarks.decode_backends import llama_cpp_decode
+    from grit_components.models import _packaged_gguf
+
+    result = llama_cpp_decode(_packaged_gguf("smollm2-135m-instruct")[0], [1, 9690, 198], threads=1, new_tokens=4,
+                              repeats=1)
+    assert result["decode_tokens_per_second"] > 0
