@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 QUESTION_KINDS = ("definition", "who", "when", "where", "why", "how", "number", "superlative", "yes_no", "cloze")
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _PRONOUNS = {"it": "it", "he": "he", "she": "she", "they": "they"}
 _NUMBER_WORDS = ("two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen twenty "
                  "thirty forty fifty hundred").split()
@@ -52,6 +52,20 @@ class PassageQuestion:
     target: str
     kind: str
     document: str
+
+
+def leading_sentences(document: str, body: str, max_words: int | None) -> list[str]:
+    """The sentences of `body` that a prompt cutting `document` (its indexed text, title included) to its
+    first `max_words` words still shows whole; all of them with no limit."""
+    words = body.split()
+    keep = len(words) if max_words is None else max_words - (len(document.split()) - len(words))
+    sentences, seen = [], 0
+    for sentence in SENTENCE_END.split(" ".join(words)):
+        seen += len(sentence.split())
+        if seen > keep:
+            break
+        sentences.append(sentence)
+    return sentences
 
 
 def _subject(title: str) -> str:
@@ -194,20 +208,6 @@ def _when(sentence: str, subject: str, rng: random.Random) -> list[tuple[str, st
     return out
 
 
-def interleave_kinds(questions: Sequence[PassageQuestion]) -> list[PassageQuestion]:
-    """Round-robin over kinds (in `QUESTION_KINDS` order), so any prefix of the list is balanced until the
-    rarer kinds run out: the definitions and yes/no questions most passages give would otherwise dominate."""
-    queues: dict[str, list[PassageQuestion]] = {}
-    for question in questions:
-        queues.setdefault(question.kind, []).append(question)
-    out: list[PassageQuestion] = []
-    while any(queues.values()):
-        for kind in QUESTION_KINDS:
-            if queues.get(kind):
-                out.append(queues[kind].pop(0))
-    return out
-
-
 def _where(sentence: str, subject: str, rng: random.Random) -> list[tuple[str, str, str, str]]:
     match = re.search(r"^(.{1,80}?),?\s+(is|was|are|were)\s+(?:\w+ly\s+)?(located|situated|found|born|"
                       r"native|endemic|spoken)\s+(?:to\s+|in\s+|on\s+|at\s+)(?:the\s+)?([^,.;(]+)", sentence)
@@ -283,20 +283,6 @@ def _number(sentence: str, subject: str, rng: random.Random) -> list[tuple[str, 
     return out
 
 
-def interleave_kinds(questions: Sequence[PassageQuestion]) -> list[PassageQuestion]:
-    """Round-robin over kinds (in `QUESTION_KINDS` order), so any prefix of the list is balanced until the
-    rarer kinds run out: the definitions and yes/no questions most passages give would otherwise dominate."""
-    queues: dict[str, list[PassageQuestion]] = {}
-    for question in questions:
-        queues.setdefault(question.kind, []).append(question)
-    out: list[PassageQuestion] = []
-    while any(queues.values()):
-        for kind in QUESTION_KINDS:
-            if queues.get(kind):
-                out.append(queues[kind].pop(0))
-    return out
-
-
 def _superlative(sentence: str, subject: str, rng: random.Random) -> list[tuple[str, str, str, str]]:
     match = re.search(r"^(.{1,80}?),?\s+(is|was)\s+(the\s+(?:\w+est|most\s+\w+|largest|oldest|first|only)\s+"
                       r"[^,.;(]+)", sentence)
@@ -328,14 +314,7 @@ def passage_questions(documents: Sequence[tuple[str, str, str]], *, max_words: i
         subject = _subject(title)
         if not subject:
             continue
-        words = body.split()
-        keep = len(words) if max_words is None else max_words - (len(document.split()) - len(words))
-        sentences, seen = [], 0
-        for sentence in _SENTENCE_END.split(" ".join(words)):
-            seen += len(sentence.split())
-            if seen > keep:
-                break
-            sentences.append(sentence)
+        sentences = leading_sentences(document, body, max_words)
         found: dict[str, tuple[str, str, str, str]] = {}
         for position, sentence in enumerate(sentences):
             candidates = []

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from grit_components.training.data import EmbeddingRecord
+from grit_components.training.questions import SENTENCE_END, leading_sentences
 
 if TYPE_CHECKING:
     from grit_components.grit_model import GritModel
@@ -288,15 +289,7 @@ def fact_cloze_records(documents: Sequence[tuple[str, str, str]], *, min_words: 
     rng = random.Random(seed)
     out = []
     for document, body, title in documents:
-        words = body.split()
-        keep = len(words) if max_words is None else max_words - (len(document.split()) - len(words))
-        sentences, seen = [], 0
-        for sentence in _SENTENCE_END.split(" ".join(words)):
-            seen += len(sentence.split())
-            if seen > keep:
-                break
-            sentences.append(sentence)
-        sentences = [s for s in sentences if len(s.split()) >= min_words]
+        sentences = [s for s in leading_sentences(document, body, max_words) if len(s.split()) >= min_words]
         rng.shuffle(sentences)
         for sentence in sentences:
             spans = [span for span in map(_cloze_span, _CLOZE_SPAN.finditer(sentence))
@@ -325,7 +318,6 @@ def _cloze_span(match: re.Match) -> tuple[int, int, str] | None:
     return start, end, text
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
 
 def inverse_cloze_records(passages: Sequence[str], *, keep_sentence: float = 0.1, min_words: int = 5,
@@ -335,7 +327,7 @@ def inverse_cloze_records(passages: Sequence[str], *, keep_sentence: float = 0.1
     rng = random.Random(seed)
     out = []
     for passage in passages:
-        sentences = [s for s in _SENTENCE_END.split(passage.strip()) if s]
+        sentences = [s for s in SENTENCE_END.split(passage.strip()) if s]
         if len(sentences) < 2:
             continue
         choice = rng.randrange(len(sentences))
