@@ -62,3 +62,13 @@ def wikidesc_dir() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"WikiDesc data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared machine extra threads mostly wait (a module
+    asks for it with `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,12 +22,7 @@ REYKJAVIK = next(t for t in bench.TASKS if t.id == "temperature_reykjavik_f")
 VANCOUVER = next(t for t in bench.TASKS if t.id == "temperature_vancouver")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run on one torch thread
 
 
 def call(name: str, **arguments) -> str:

@@ -42,13 +42,7 @@ SHIPPED_RECIPE = "grit-smollm2-135m-rerank.yaml"  # the (last) recipe that made 
 pytest.importorskip("peft")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared machine extra threads mostly wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run on one torch thread
 
 
 @pytest.fixture()
