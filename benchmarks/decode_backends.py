@@ -80,28 +80,94 @@ def backend_ratios(rows: dict, backends: Sequence[str], kv_dtypes: Sequence[str]
 def llama_cpp_decode(gguf: Path, prompt_ids: Sequence[int], threads: int, new_tokens: int, repeats: int) -> dict:
     """llama.cpp (llama-cpp-python) decoding `new_tokens` greedily after `prompt_ids` from `gguf`: median seconds per
     new token after the first (the same measure as ours), `repeats` runs, fresh context state each run."""
+    llm = _llama(gguf, len(prompt_ids) + new_tokens, threads)
+    per_token, firsts = [], []
+    for _ in range(repeats):
+        llm.reset()
+        t0 = time.perf_counter()
+        first, t1, seconds = _llama_answer(llm, prompt_ids, new_tokens)
+        firsts.append(t1 - t0)
+        per_token.append(seconds)
+    return {"gguf": str(gguf), "ttft": _median_summary(firsts), "decode_seconds_per_token": _median_summary(per_token),
+            "decode_tokens_per_second": 1 / statistics.median(per_token)}
+
+
+def _llama(gguf: Path, tokens: int, threads: int):
     try:
         from llama_cpp import Llama
     except ImportError as error:
         raise ImportError("the llama.cpp comparison needs llama-cpp-python: pip install 'grit-components[llama-cpp]'"
                           ) from error
-    llm = Llama(model_path=str(gguf), n_ctx=max(512, len(prompt_ids) + new_tokens + 8), n_threads=threads,
-                n_threads_batch=threads, n_batch=512, verbose=False, logits_all=False)
-    per_token, firsts = [], []
-    for _ in range(repeats):
-        llm.reset()
-        t0 = time.perf_counter()
-        llm.eval(list(prompt_ids))
-        token = int(llm.scores[llm.n_tokens - 1].argmax())
-        t1 = time.perf_counter()
-        for _ in range(new_tokens - 1):
-            llm.eval([token])
-            token = int(llm.scores[llm.n_tokens - 1].argmax())
-        t2 = time.perf_counter()
-        firsts.append(t1 - t0)
-        per_token.append((t2 - t1) / (new_tokens - 1))
-    return {"gguf": str(gguf), "ttft": _median_summary(firsts), "decode_seconds_per_token": _median_summary(per_token),
-            "decode_tokens_per_second": 1 / statistics.median(per_token)}
+    return Llama(model_path=str(gguf), n_ctx=max(512, tokens + 8), n_threads=threads, n_threads_batch=threads,
+                 n_batch=512, verbose=False, logits_all=False)
+
+
+def _llama_answer(llm, ids: Sequence[int], new_tokens: int) -> tuple[list[int], float, float]:
+    """Evaluate `ids` after the context's current tokens, then decode greedily: (tokens, time of the first token,
+    seconds per new token after the first)."""
+    import llama_cpp
+    import numpy as np
+
+    vocab = llm.n_vocab()
+
+    def next_token() -> int:  # the last position's logits (Llama.scores holds them only with logits_all)
+        return int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(vocab,)).argmax())
+
+    llm.eval(list(ids))
+    tokens = [next_token()]
+    t1 = time.perf_counter()
+    for _ in range(new_tokens - 1):
+        llm.eval([tokens[-1]])
+        tokens.append(next_token())
+    return tokens, t1, (time.perf_counter() - t1) / (new_tokens - 1)
+
+
+def llama_cpp_doc_cache(gguf: Path, prompt: rag.RagPrompt, no_retrieval_ids: Sequence[int], threads: int,
+                        new_tokens: int, repeats: int) -> dict:
+    """llama.cpp answering from a cached document: the document's state (its KV cache) is saved once, and each
+    answer restores it, evaluates the suffix and decodes, against llama.cpp's own no-retrieval and uncached
+    doc-first answers in interleaved rounds (the same ratios as the torch backends). The state is held in memory
+    (`Llama.save_state`), what a store of llama.cpp states would load."""
+    if len(prompt.segments) != 1:
+        raise ValueError(f"llama_cpp_doc_cache: one cached segment (mode 'doc'), got {len(prompt.segments)}")
+    document, suffix = prompt.segments[0], prompt.suffix_ids
+    llm = _llama(gguf, len(document) + len(suffix) + new_tokens, threads)
+    llm.reset()
+    t0 = time.perf_counter()
+    llm.eval(list(document))
+    state = llm.save_state()
+    fill = time.perf_counter() - t0
+    rows: dict = {name: {"total": [], "ttft": [], "decode": [], "texts": []}
+                  for name in ("no_retrieval", "doc", "uncached_doc_first")}
+    for _ in range(repeats + 1):  # the first round warms up and is dropped
+        for name in rows:
+            t0 = time.perf_counter()
+            if name == "doc":
+                llm.load_state(state)
+                tokens, t1, per = _llama_answer(llm, suffix, new_tokens)
+            else:
+                llm.reset()
+                tokens, t1, per = _llama_answer(llm, no_retrieval_ids if name == "no_retrieval"
+                                                else [*document, *suffix], new_tokens)
+            row = rows[name]
+            row["total"].append(time.perf_counter() - t0)
+            row["ttft"].append(t1 - t0)
+            row["decode"].append(per)
+            row["texts"].append(llm.detokenize(tokens).decode("utf-8", "replace"))
+    summary = {name: {"total": _median_summary(row["total"][1:]), "ttft": _median_summary(row["ttft"][1:]),
+                      "decode_seconds_per_token": _median_summary(row["decode"][1:]), "text": row["texts"][-1]}
+               for name, row in rows.items()}
+
+    def med(name, what):
+        return summary[name][what]["median"]
+
+    return {"gguf": str(gguf), "document_tokens": len(document), "state_bytes": state.llama_state_size,
+            "fill_seconds": fill, "rows": summary,
+            "ratios": {"doc_vs_no_retrieval_total": med("doc", "total") / med("no_retrieval", "total"),
+                       "doc_vs_no_retrieval_decode_per_token": med("doc", "decode_seconds_per_token")
+                       / med("no_retrieval", "decode_seconds_per_token"),
+                       "doc_ttft_vs_uncached_doc_first_ttft": med("doc", "ttft") / med("uncached_doc_first", "ttft"),
+                       "same_text_doc_and_uncached": summary["doc"]["text"] == summary["uncached_doc_first"]["text"]}}
 
 
 def decode_backend_latency(model: GritModel, *, length: int, backends: Sequence[str], kv_dtypes: Sequence[str],
@@ -156,6 +222,9 @@ def decode_backend_latency(model: GritModel, *, length: int, backends: Sequence[
                     entry["ratios"][backend]["no_retrieval_decode_tokens_per_second"]
                     / entry["llama_cpp"]["decode_tokens_per_second"])
             log(f"  {count} thread(s) llama.cpp no retrieval {entry['llama_cpp']['decode_tokens_per_second']:.1f} tokens/s")
+            entry["llama_cpp_doc_cache"] = llama_cpp_doc_cache(
+                llama_cpp_gguf, rag.build_prompt(model, query, doc, "doc"), prompt, count, NEW_TOKENS, repeats)
+            log(f"  {count} thread(s) llama.cpp doc cache: {json.dumps(entry['llama_cpp_doc_cache']['ratios'])}")
         log(json.dumps(entry["ratios"], indent=2))
         out["threads"][str(count)] = entry
     return out

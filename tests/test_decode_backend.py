@@ -97,3 +97,23 @@ def test_llama_cpp_decodes_the_packaged_gguf():
     result = llama_cpp_decode(_packaged_gguf("smollm2-135m-instruct")[0], [1, 9690, 198], threads=1, new_tokens=4,
                               repeats=1)
     assert result["decode_tokens_per_second"] > 0
+
+
+@pytest.mark.integration
+def test_llama_cpp_answers_from_a_restored_document_state():
+    """llama.cpp's saved state of a document stands for evaluating it: the answer from the restored state is the
+    uncached doc-first answer ([llama-cpp] extra; skipped without it)."""
+    pytest.importorskip("llama_cpp")
+    from benchmarks.decode_backends import llama_cpp_doc_cache
+    from grit_components import load_model, rag
+    from grit_components.models import _packaged_gguf
+
+    model = load_model("smollm2-135m-instruct")
+    document = "The Moon orbits the Earth once every 27.3 days. " * 8
+    prompt = rag.build_prompt(model, "How long does the Moon take to orbit the Earth?", [document], "doc")
+    no_retrieval = rag.build_prompt(model, "How long does the Moon take to orbit the Earth?", [], "none").prompt_ids()
+    result = llama_cpp_doc_cache(_packaged_gguf("smollm2-135m-instruct")[0], prompt, no_retrieval, threads=1,
+                                 new_tokens=6, repeats=1)
+    assert result["document_tokens"] == len(prompt.segments[0]) and result["state_bytes"] > 0
+    assert result["ratios"]["same_text_doc_and_uncached"], result["rows"]
+    assert result["rows"]["doc"]["text"] != result["rows"]["no_retrieval"]["text"]  # the state held the document
