@@ -5,8 +5,9 @@ runs once per round and the rounds are interleaved, so a change of load hits eve
 of the rounds are reported. Configurations per backend: no retrieval, and `doc` caching of one long
 document from a warm store of each cache dtype; plus uncached doc-first RAG on the exact path (the
 reference for the time to first token). Compilation (the first call of a compiled backend) is timed apart
-and never counted in the rounds. Optionally llama.cpp decodes the same no-retrieval prompt from the same
-GGUF file at the same thread count (`[llama-cpp]` extra), for the tokens/s comparison.
+and never counted in the rounds. Optionally llama.cpp (`[llama-cpp]` extra) answers the same no-retrieval
+prompt and the same cached document (its state saved once, restored per answer) at the same thread count,
+from the packaged GGUF file or the loaded model written as GGUF (`llama_cpp_variants`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -77,29 +79,14 @@ def backend_ratios(rows: dict, backends: Sequence[str], kv_dtypes: Sequence[str]
     return out
 
 
-def llama_cpp_decode(gguf: Path, prompt_ids: Sequence[int], threads: int, new_tokens: int, repeats: int) -> dict:
-    """llama.cpp (llama-cpp-python) decoding `new_tokens` greedily after `prompt_ids` from `gguf`: median seconds per
-    new token after the first (the same measure as ours), `repeats` runs, fresh context state each run."""
-    llm = _llama(gguf, len(prompt_ids) + new_tokens, threads)
-    per_token, firsts = [], []
-    for _ in range(repeats):
-        llm.reset()
-        t0 = time.perf_counter()
-        first, t1, seconds = _llama_answer(llm, prompt_ids, new_tokens)
-        firsts.append(t1 - t0)
-        per_token.append(seconds)
-    return {"gguf": str(gguf), "ttft": _median_summary(firsts), "decode_seconds_per_token": _median_summary(per_token),
-            "decode_tokens_per_second": 1 / statistics.median(per_token)}
-
-
-def _llama(gguf: Path, tokens: int, threads: int):
+def _llama(gguf: Path, tokens: int, threads: int, flash_attn: bool = False):
     try:
         from llama_cpp import Llama
     except ImportError as error:
         raise ImportError("the llama.cpp comparison needs llama-cpp-python: pip install 'grit-components[llama-cpp]'"
                           ) from error
     return Llama(model_path=str(gguf), n_ctx=max(512, tokens + 8), n_threads=threads, n_threads_batch=threads,
-                 n_batch=512, verbose=False, logits_all=False)
+                 n_batch=512, verbose=False, logits_all=False, flash_attn=flash_attn)
 
 
 def _llama_answer(llm, ids: Sequence[int], new_tokens: int) -> tuple[list[int], float, float]:
@@ -123,15 +110,16 @@ def _llama_answer(llm, ids: Sequence[int], new_tokens: int) -> tuple[list[int], 
 
 
 def llama_cpp_doc_cache(gguf: Path, prompt: rag.RagPrompt, no_retrieval_ids: Sequence[int], threads: int,
-                        new_tokens: int, repeats: int) -> dict:
+                        new_tokens: int, repeats: int, flash_attn: bool = False) -> dict:
     """llama.cpp answering from a cached document: the document's state (its KV cache) is saved once, and each
-    answer restores it, evaluates the suffix and decodes, against llama.cpp's own no-retrieval and uncached
-    doc-first answers in interleaved rounds (the same ratios as the torch backends). The state is held in memory
+    answer restores it, evaluates the suffix and decodes, against llama.cpp's own no-retrieval answer in
+    interleaved rounds (the same ratios as the torch backends), and its uncached doc-first answer (run in the
+    warm-up round and the last round only: its prompt is the whole document). The state is held in memory
     (`Llama.save_state`), what a store of llama.cpp states would load."""
     if len(prompt.segments) != 1:
         raise ValueError(f"llama_cpp_doc_cache: one cached segment (mode 'doc'), got {len(prompt.segments)}")
     document, suffix = prompt.segments[0], prompt.suffix_ids
-    llm = _llama(gguf, len(document) + len(suffix) + new_tokens, threads)
+    llm = _llama(gguf, len(document) + len(suffix) + new_tokens, threads, flash_attn)
     llm.reset()
     t0 = time.perf_counter()
     llm.eval(list(document))
@@ -139,8 +127,10 @@ def llama_cpp_doc_cache(gguf: Path, prompt: rag.RagPrompt, no_retrieval_ids: Seq
     fill = time.perf_counter() - t0
     rows: dict = {name: {"total": [], "ttft": [], "decode": [], "texts": []}
                   for name in ("no_retrieval", "doc", "uncached_doc_first")}
-    for _ in range(repeats + 1):  # the first round warms up and is dropped
+    for round_ in range(repeats + 1):  # the first round warms up and is dropped
         for name in rows:
+            if name == "uncached_doc_first" and 0 < round_ < repeats:
+                continue
             t0 = time.perf_counter()
             if name == "doc":
                 llm.load_state(state)
@@ -161,8 +151,9 @@ def llama_cpp_doc_cache(gguf: Path, prompt: rag.RagPrompt, no_retrieval_ids: Seq
     def med(name, what):
         return summary[name][what]["median"]
 
-    return {"gguf": str(gguf), "document_tokens": len(document), "state_bytes": state.llama_state_size,
-            "fill_seconds": fill, "rows": summary,
+    return {"gguf": str(gguf), "flash_attn": flash_attn, "document_tokens": len(document),
+            "state_bytes": state.llama_state_size, "fill_seconds": fill, "rows": summary,
+            "no_retrieval_decode_tokens_per_second": 1 / med("no_retrieval", "decode_seconds_per_token"),
             "ratios": {"doc_vs_no_retrieval_total": med("doc", "total") / med("no_retrieval", "total"),
                        "doc_vs_no_retrieval_decode_per_token": med("doc", "decode_seconds_per_token")
                        / med("no_retrieval", "decode_seconds_per_token"),
@@ -170,8 +161,34 @@ def llama_cpp_doc_cache(gguf: Path, prompt: rag.RagPrompt, no_retrieval_ids: Seq
                        "same_text_doc_and_uncached": summary["doc"]["text"] == summary["uncached_doc_first"]["text"]}}
 
 
+LLAMA_CPP_WEIGHTS = ("packaged", "f32", "f16", "q8_0")
+
+
+def llama_cpp_variants(model: GritModel, names: Sequence[str], directory: Path) -> dict[str, tuple[Path, bool]]:
+    """{name: (GGUF file, flash attention)} for llama.cpp variants named `<weights>` or `<weights>+fa` (flash
+    attention on): "packaged" is the packaged base's own GGUF file (4.5-bit Q4_1 for SmolLM2: other weights
+    than the torch path's); "f32", "f16" and "q8_0" are the loaded model (adapter merged) written by
+    `grit_components.export.export_gguf` into `directory`: f32 is the torch path's weights exactly."""
+    from grit_components.export import base_gguf_of, export_gguf
+
+    out: dict[str, tuple[Path, bool]] = {}
+    for name in names:
+        weights, _, flag = name.partition("+")
+        if weights not in LLAMA_CPP_WEIGHTS or flag not in ("", "fa"):
+            raise ValueError(f"llama_cpp: unknown variant {name!r}; use one of {list(LLAMA_CPP_WEIGHTS)}, "
+                             "optionally with +fa (flash attention)")
+        if weights == "packaged":
+            path = base_gguf_of(model.name)
+        else:
+            path = directory / f"model.{weights}.gguf"
+            if not path.exists():
+                export_gguf(model, path, dtype=weights)
+        out[name] = (path, flag == "fa")
+    return out
+
+
 def decode_backend_latency(model: GritModel, *, length: int, backends: Sequence[str], kv_dtypes: Sequence[str],
-                           threads: Sequence[int], repeats: int, llama_cpp_gguf: Path | None = None,
+                           threads: Sequence[int], repeats: int, llama_cpp: Mapping[str, tuple[Path, bool]] | None = None,
                            log: Callable[[str], None] = print) -> dict:
     """Every backend at every thread count on one model, one `length`-token document (see the module doc)."""
     unknown = [b for b in backends if b not in DECODE_BACKENDS]
@@ -214,24 +231,28 @@ def decode_backend_latency(model: GritModel, *, length: int, backends: Sequence[
             log(f"  {count} thread(s) {name:28s} total {row['total']['median']:.2f}s ttft {row['ttft']['median']:.2f}s "
                 f"decode {per_token['median'] * 1000 if per_token else float('nan'):.1f} ms/token")
         entry = {"rows": rows, "warm_up_seconds": warm, "ratios": backend_ratios(rows, backends, kv_dtypes)}
-        if llama_cpp_gguf is not None:
+        if llama_cpp:
             prompt = rag.build_prompt(model, query, [], "none").prompt_ids()
-            entry["llama_cpp"] = llama_cpp_decode(llama_cpp_gguf, prompt, count, NEW_TOKENS, repeats)
-            for backend in backends:
-                entry["ratios"][backend]["no_retrieval_tokens_per_second_vs_llama_cpp"] = (
-                    entry["ratios"][backend]["no_retrieval_decode_tokens_per_second"]
-                    / entry["llama_cpp"]["decode_tokens_per_second"])
-            log(f"  {count} thread(s) llama.cpp no retrieval {entry['llama_cpp']['decode_tokens_per_second']:.1f} tokens/s")
-            entry["llama_cpp_doc_cache"] = llama_cpp_doc_cache(
-                llama_cpp_gguf, rag.build_prompt(model, query, doc, "doc"), prompt, count, NEW_TOKENS, repeats)
-            log(f"  {count} thread(s) llama.cpp doc cache: {json.dumps(entry['llama_cpp_doc_cache']['ratios'])}")
+            entry["llama_cpp"] = {}
+            for name, (gguf, flash) in llama_cpp.items():
+                result = llama_cpp_doc_cache(gguf, rag.build_prompt(model, query, doc, "doc"), prompt, count,
+                                             NEW_TOKENS, repeats, flash_attn=flash)
+                entry["llama_cpp"][name] = result
+                for backend in backends:
+                    entry["ratios"][backend].setdefault("no_retrieval_tokens_per_second_vs_llama_cpp", {})[name] = (
+                        entry["ratios"][backend]["no_retrieval_decode_tokens_per_second"]
+                        / result["no_retrieval_decode_tokens_per_second"])
+                log(f"  {count} thread(s) llama.cpp {name}: no retrieval "
+                    f"{result['no_retrieval_decode_tokens_per_second']:.1f} tokens/s; {json.dumps(result['ratios'])}")
         log(json.dumps(entry["ratios"], indent=2))
         out["threads"][str(count)] = entry
     return out
 
 
 def run_decode_backends(models: Sequence[str], *, length: int, backends: Sequence[str], kv_dtypes: Sequence[str],
-                        threads: Sequence[int], repeats: int, output: Path, llama_cpp_gguf: Path | None = None) -> dict:
+                        threads: Sequence[int], repeats: int, output: Path,
+                        llama_cpp: Sequence[str] = ()) -> dict:
+    """`llama_cpp`: llama.cpp variants to time beside the torch backends (see `llama_cpp_variants`)."""
     from grit_components import load_model
 
     report: dict = {"setup": {"new_tokens": NEW_TOKENS, "batch": 1, "repeats": repeats, "statistic": "median",
@@ -243,9 +264,11 @@ def run_decode_backends(models: Sequence[str], *, length: int, backends: Sequenc
     for spec in models:
         model = random_llama() if spec == RANDOM_LLAMA else load_model(spec)
         print(f"{spec}: load average {os.getloadavg()[0]:.1f}", flush=True)
-        report["models"][spec] = decode_backend_latency(model, length=length, backends=backends, kv_dtypes=kv_dtypes,
-                                                        threads=threads, repeats=repeats, llama_cpp_gguf=llama_cpp_gguf,
-                                                        log=lambda s: print(s, flush=True))
+        with tempfile.TemporaryDirectory() as tmp:
+            variants = llama_cpp_variants(model, llama_cpp, Path(tmp))
+            report["models"][spec] = decode_backend_latency(
+                model, length=length, backends=backends, kv_dtypes=kv_dtypes, threads=threads, repeats=repeats,
+                llama_cpp=variants, log=lambda s: print(s, flush=True))
         report["models"][spec]["load_average_1m_at_end"] = os.getloadavg()[0]
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(report, indent=2, ensure_ascii=False))

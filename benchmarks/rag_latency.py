@@ -5,7 +5,7 @@
     python benchmarks/rag_latency.py --model smollm2-135m-instruct --kv-dtypes model,bfloat16,int8
     python benchmarks/rag_latency.py -m smollm2-135m-instruct --lengths 4096 --modes doc   # dtypes only: minutes
     python benchmarks/rag_latency.py -m smollm2-135m-instruct --lengths 4096 --kv-dtypes model,bfloat16,int8 \
-        --decode-backends torch,compile --threads 1,2 --llama-cpp --output benchmarks/results/rag_latency_decode.json
+        --decode-backends torch,compile --threads 1,2 --llama-cpp packaged,f32,f16+fa --output benchmarks/results/rag_latency_decode.json
 
 Writes benchmarks/results/rag_latency.json and docs/img/rag_latency.png; see docs/kv-caching.md. With
 `--decode-backends` it compares decode backends instead (`benchmarks/decode_backends.py`): every backend in the
@@ -32,23 +32,12 @@ from benchmarks.rag_cache import (  # noqa: E402
     check_latency_modes,
     run_latency,
 )
-from benchmarks.decode_backends import run_decode_backends  # noqa: E402
+from benchmarks.decode_backends import LLAMA_CPP_WEIGHTS, run_decode_backends  # noqa: E402
 from grit_components.models import DEFAULT_MODEL  # noqa: E402
 from grit_components.options import DECODE_BACKENDS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "rag_latency.json"
-
-
-def packaged_gguf(spec: str) -> Path:
-    """The GGUF file a packaged model ships as (what llama.cpp reads: the same weights only for a GGUF alias,
-    not for an adapter merged into it)."""
-    from grit_components.models import PACKAGED_MODELS, _packaged_gguf
-
-    if spec not in PACKAGED_MODELS:
-        raise typer.BadParameter(f"--llama-cpp needs a model shipped as a GGUF file ({', '.join(PACKAGED_MODELS)}), "
-                                 f"not {spec!r}", param_hint="--llama-cpp")
-    return _packaged_gguf(spec)[0]
 
 
 def rag_latency_command(
@@ -68,9 +57,11 @@ def rag_latency_command(
     decode_backends: Annotated[Optional[str], typer.Option(
         help=f"Compare decode backends ({', '.join(DECODE_BACKENDS)}) instead of the cache modes: no retrieval, "
              "doc caching per --kv-dtypes and uncached doc-first at the longest length, at each --threads.")] = None,
-    llama_cpp: Annotated[bool, typer.Option(
-        "--llama-cpp", help="With --decode-backends: also time llama.cpp decoding the no-retrieval prompt from the "
-                            "model's packaged GGUF file (needs the [llama-cpp] extra).")] = False,
+    llama_cpp: Annotated[Optional[str], typer.Option(
+        "--llama-cpp", help="With --decode-backends: also time llama.cpp (the [llama-cpp] extra) on these GGUF "
+                            "variants, comma-separated: packaged (the packaged base's file), f32, f16, q8_0 (the "
+                            "loaded model written as GGUF; f32 is the torch path's weights), each optionally +fa "
+                            "(flash attention), e.g. packaged,f32,f16+fa.")] = None,
 ) -> None:
     """Latency of every RAG cache mode against document length (16 new tokens, batch 1)."""
     if plot_path is not None and str(plot_path).lower() in ("", ".", "none"):
@@ -88,12 +79,16 @@ def rag_latency_command(
             raise typer.BadParameter(f"unknown decode backends {bad}; choose from {', '.join(DECODE_BACKENDS)}",
                                      param_hint="--decode-backends")
         specs = model or [DEFAULT_MODEL]
-        gguf = packaged_gguf(specs[0]) if llama_cpp else None
+        variants = [v.strip() for v in llama_cpp.split(",") if v.strip()] if llama_cpp else []
+        bad = [v for v in variants if v.partition("+")[0] not in LLAMA_CPP_WEIGHTS or v.partition("+")[2] not in ("", "fa")]
+        if bad:
+            raise typer.BadParameter(f"unknown variants {bad}; choose from {', '.join(LLAMA_CPP_WEIGHTS)}, each "
+                                     "optionally +fa", param_hint="--llama-cpp")
         if output == DEFAULT_OUTPUT:
             output = output.with_name("rag_latency_decode.json")
         run_decode_backends(specs, length=max(int(x) for x in lengths.split(",")), backends=backends,
                             kv_dtypes=chosen, threads=counts or [torch.get_num_threads()], repeats=repeats,
-                            output=output, llama_cpp_gguf=gguf)
+                            output=output, llama_cpp=variants)
         return
     picked = [m.strip() for m in modes.split(",") if m.strip()] if modes else None
     try:

@@ -195,7 +195,7 @@ LAYERS = {
         ("components",),
         ("rerank", "indexing"),  # GritReranker is a ModelComponent; IndexManifest.for_embedder reads a GritEmbedder
         ("__init__",),  # the public names: `from grit_components import ...`
-        ("evaluation",),
+        ("evaluation", "export"),  # export: a loaded model -> GGUF file for llama.cpp
         ("training", "distributed"),
         ("cli",),
     ],

@@ -88,18 +88,6 @@ def test_backend_benchmark_runs_both_paths_in_one_run(tiny_model):
 
 
 @pytest.mark.integration
-def test_llama_cpp_decodes_the_packaged_gguf():
-    """The llama.cpp comparison of the benchmark ([llama-cpp] extra; skipped without it)."""
-    pytest.importorskip("llama_cpp")
-    from benchmarks.decode_backends import llama_cpp_decode
-    from grit_components.models import _packaged_gguf
-
-    result = llama_cpp_decode(_packaged_gguf("smollm2-135m-instruct")[0], [1, 9690, 198], threads=1, new_tokens=4,
-                              repeats=1)
-    assert result["decode_tokens_per_second"] > 0
-
-
-@pytest.mark.integration
 def test_llama_cpp_answers_from_a_restored_document_state():
     """llama.cpp's saved state of a document stands for evaluating it: the answer from the restored state is the
     uncached doc-first answer ([llama-cpp] extra; skipped without it)."""

@@ -1,6 +1,6 @@
 """The `grit` command line: this module assembles the app; the commands live in the sibling modules.
 
-- `core`: `grit embed`, `grit chat`, `grit models` (the library alone);
+- `core`: `grit embed`, `grit chat`, `grit models`, `grit export-gguf` (the library alone);
 - `pipelines`: `grit index`, `grit ask`, `grit run`, `grit demo` (the Haystack YAML pipelines; `[haystack]` extra);
 - `eval`: `grit eval retrieval` (`[eval]` extra); `train`: `grit train` (`[train]` extra).
 
@@ -24,6 +24,7 @@ app = typer.Typer(name="grit", help="GRIT models (one LLM that embeds and genera
 app.command()(core.embed)
 app.command()(core.chat)
 app.command()(core.models)
+app.command("export-gguf")(core.export_gguf)
 app.command()(pipelines.index)
 app.command()(pipelines.ask)
 app.command()(pipelines.run)

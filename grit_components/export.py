@@ -1,0 +1,137 @@
+"""Write a loaded model as a GGUF file for llama.cpp: the packaged GRIT adapter merged into its base, or any
+Llama-architecture model whose tokenizer a GGUF file already holds.
+
+llama.cpp reads only GGUF files, and the packaged base is one (4.5-bit weights). This writes the weights the
+torch path actually uses (the merged float32 model) at float32, float16 or 8-bit, and copies everything else
+(tokenizer, chat template, hyperparameters) from a GGUF of the same base, whose hyperparameters must equal the
+model's config. So llama.cpp and the torch path can be compared on the same weights (`benchmarks/llama_cpp_grit.py`).
+
+    grit export-gguf grit-smollm2-135m grit-smollm2-135m.f16.gguf --dtype f16
+
+Hugging Face checkpoints of other architectures are the job of llama.cpp's own `convert_hf_to_gguf.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from grit_components._checks import check_choice
+from grit_components.models import PACKAGED_ADAPTERS, PACKAGED_MODELS, LoadedModel, _packaged_gguf
+
+GGUF_DTYPES = ("f32", "f16", "q8_0")
+
+
+def base_gguf_of(spec: str) -> Path:
+    """The packaged GGUF a packaged alias (a base or an adapter over one) comes from."""
+    alias = spec.lower()
+    if alias in PACKAGED_ADAPTERS:
+        alias = PACKAGED_ADAPTERS[alias].base.lower()
+    if alias not in PACKAGED_MODELS:
+        raise ValueError(f"base_gguf: {spec!r} is not a packaged model ({', '.join(sorted([*PACKAGED_MODELS, *PACKAGED_ADAPTERS]))}); "
+                         "pass the GGUF file of its base model")
+    return _packaged_gguf(alias)[0]
+
+
+def _permute(weight: np.ndarray, heads: int) -> np.ndarray:
+    """transformers' rotary layout of a query/key projection -> llama.cpp's (interleaved pairs per head)."""
+    rows = weight.shape[0]
+    return weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def _field(reader, key: str):
+    field = reader.fields.get(key)
+    return None if field is None else field.contents()
+
+
+def _check_hyperparameters(reader, config, arch: str) -> None:
+    expected = {
+        f"{arch}.block_count": config.num_hidden_layers,
+        f"{arch}.embedding_length": config.hidden_size,
+        f"{arch}.feed_forward_length": config.intermediate_size,
+        f"{arch}.attention.head_count": config.num_attention_heads,
+        f"{arch}.attention.head_count_kv": getattr(config, "num_key_value_heads", config.num_attention_heads),
+    }
+    wrong = {key: (_field(reader, key), value) for key, value in expected.items() if _field(reader, key) != value}
+    if wrong:
+        raise ValueError("base_gguf: its hyperparameters are not the model's (GGUF, model): "
+                         + ", ".join(f"{k} {a} != {b}" for k, (a, b) in wrong.items()))
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    if tokens is not None and len(tokens.data) != config.vocab_size:
+        raise ValueError(f"base_gguf: its tokenizer has {len(tokens.data)} tokens, the model {config.vocab_size}")
+
+
+def export_gguf(model: LoadedModel, path: str | os.PathLike, *, dtype: str = "f16",
+                base_gguf: str | os.PathLike | None = None) -> Path:
+    """Write `model`'s weights (adapter merged, as loaded) as a GGUF file llama.cpp loads.
+
+    :param model: a loaded Llama-architecture model (`load_model(spec)`).
+    :param path: the GGUF file to write (its folder is created; an existing file is replaced atomically).
+    :param dtype: "f32", "f16" or "q8_0" for the matrices (norms stay float32, as llama.cpp's converter does).
+    :param base_gguf: a GGUF of the same base model, for the tokenizer and hyperparameters; None for a packaged
+        alias (its packaged GGUF).
+    :returns: the written path.
+    """
+    import gguf
+
+    if not isinstance(model, LoadedModel):
+        raise TypeError(f"model must be a loaded model (load_model(spec)), got {type(model).__name__}")
+    check_choice("dtype", dtype, GGUF_DTYPES)
+    config = model.model.config
+    if config.model_type not in ("llama",):
+        raise ValueError(f"model: only the llama architecture is written here (this one is {config.model_type!r}); "
+                         "use llama.cpp's convert_hf_to_gguf.py")
+    base = Path(base_gguf) if base_gguf is not None else base_gguf_of(model.name)
+    if not base.is_file():
+        raise ValueError(f"base_gguf: no such file: {base}")
+    reader = gguf.GGUFReader(str(base))
+    arch = _field(reader, "general.architecture")
+    if arch != "llama":
+        raise ValueError(f"base_gguf: a llama GGUF is needed, {base.name} is {arch!r}")
+    _check_hyperparameters(reader, config, arch)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    writer = gguf.GGUFWriter(str(tmp), arch)
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "general.file_type", "general.name"):
+            continue
+        kind = field.types[0]
+        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
+    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
+    writer.add_file_type(file_type)
+    writer.add_string("general.name", f"{model.name} ({dtype}, written by grit-components)")
+
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    heads, kv_heads = config.num_attention_heads, getattr(config, "num_key_value_heads", config.num_attention_heads)
+    state = model.model.state_dict()
+    if getattr(config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)  # llama.cpp reuses token_embd for the output, as the base file does
+    for hf_name, tensor in state.items():
+        name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            raise ValueError(f"model: no GGUF name for tensor {hf_name!r}")
+        data = tensor.detach().to(torch.float32).cpu().numpy()
+        if hf_name.endswith("q_proj.weight"):
+            data = _permute(data, heads)
+        elif hf_name.endswith("k_proj.weight"):
+            data = _permute(data, kv_heads)
+        if data.ndim == 1 or dtype == "f32":
+            writer.add_tensor(name, data.astype(np.float32))
+        elif dtype == "f16":
+            writer.add_tensor(name, data.astype(np.float16))
+        else:
+            quantized = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(name, quantized, raw_shape=quantized.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(tmp, path)
+    return path
