@@ -52,6 +52,12 @@ def name_of(config: str, backend: str) -> str:
     return config if backend == "torch" else f"{config}#{backend}"
 
 
+def _dtypes_of(backend: str, kv_dtypes: Sequence[str]) -> list[str]:
+    """Cache dtypes a backend is timed with: llama.cpp keeps its own saved states (one layout), the others read
+    our store in each dtype."""
+    return [MODEL_DTYPE] if backend == "llama_cpp" else list(kv_dtypes)
+
+
 def backend_ratios(rows: dict, backends: Sequence[str], kv_dtypes: Sequence[str]) -> dict:
     """The issue's measures per backend and cache dtype, as ratios of medians of the same run."""
     def med(name, what="total"):
@@ -62,7 +68,7 @@ def backend_ratios(rows: dict, backends: Sequence[str], kv_dtypes: Sequence[str]
     for backend in backends:
         no_retrieval = name_of("no_retrieval", backend)
         per: dict = {}
-        for dtype in kv_dtypes:
+        for dtype in _dtypes_of(backend, kv_dtypes):
             doc = name_of("doc" if dtype == MODEL_DTYPE else f"doc@{dtype}", backend)
             per[dtype] = {
                 "doc_vs_no_retrieval_total": med(doc) / med(no_retrieval),
@@ -209,7 +215,7 @@ def decode_backend_latency(model: GritModel, *, length: int, backends: Sequence[
     calls = {"uncached_doc_first": ask(doc, "none", MODEL_DTYPE, "torch")}
     for backend in backends:
         calls[name_of("no_retrieval", backend)] = ask([], "none", MODEL_DTYPE, backend)
-        for dtype in kv_dtypes:
+        for dtype in _dtypes_of(backend, kv_dtypes):
             calls[name_of("doc" if dtype == MODEL_DTYPE else f"doc@{dtype}", backend)] = ask(doc, "doc", dtype, backend)
 
     out: dict = {"document_tokens": len(model.tokenize(doc[0])), "backends": backends, "kv_dtypes": kv_dtypes,

@@ -3,8 +3,8 @@ Llama-architecture model whose tokenizer a GGUF file already holds.
 
 llama.cpp reads only GGUF files, and the packaged base is one (4.5-bit weights). This writes the weights the
 torch path actually uses (the merged float32 model) at float32, float16 or 8-bit, and copies everything else
-(tokenizer, chat template, hyperparameters) from a GGUF of the same base, whose hyperparameters must equal the
-model's config. So llama.cpp and the torch path can be compared on the same weights (`benchmarks/llama_cpp_grit.py`).
+(tokenizer, chat template) from a GGUF of the same base, with the hyperparameters from the model's config, so
+a small model built from a config with that tokenizer works as well as the real one. So llama.cpp and the torch path can be compared on the same weights (`benchmarks/llama_cpp_grit.py`).
 
     grit export-gguf grit-smollm2-135m grit-smollm2-135m.f16.gguf --dtype f16
 
@@ -47,21 +47,34 @@ def _field(reader, key: str):
     return None if field is None else field.contents()
 
 
-def _check_hyperparameters(reader, config, arch: str) -> None:
-    expected = {
-        f"{arch}.block_count": config.num_hidden_layers,
-        f"{arch}.embedding_length": config.hidden_size,
-        f"{arch}.feed_forward_length": config.intermediate_size,
-        f"{arch}.attention.head_count": config.num_attention_heads,
-        f"{arch}.attention.head_count_kv": getattr(config, "num_key_value_heads", config.num_attention_heads),
-    }
-    wrong = {key: (_field(reader, key), value) for key, value in expected.items() if _field(reader, key) != value}
-    if wrong:
-        raise ValueError("base_gguf: its hyperparameters are not the model's (GGUF, model): "
-                         + ", ".join(f"{k} {a} != {b}" for k, (a, b) in wrong.items()))
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    if tokens is not None and len(tokens.data) != config.vocab_size:
-        raise ValueError(f"base_gguf: its tokenizer has {len(tokens.data)} tokens, the model {config.vocab_size}")
+def _rope_theta(config) -> float:
+    parameters = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    kind = parameters.get("rope_type", parameters.get("type", "default"))
+    if kind not in ("default", None):
+        raise ValueError(f"model: rope scaling {kind!r} is not written here; use llama.cpp's convert_hf_to_gguf.py")
+    theta = parameters.get("rope_theta", getattr(config, "rope_theta", None))
+    if theta is None:
+        raise ValueError("model: its config has no rope_theta")
+    return float(theta)
+
+
+def _write_hyperparameters(writer, config) -> None:
+    """llama.cpp's llama.* keys, from the model's config (what convert_hf_to_gguf.py writes for a llama)."""
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(getattr(config, "num_key_value_heads", None) or heads)
+    writer.add_rope_freq_base(_rope_theta(config))
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_rope_dimension_count(head_dim)
+    if head_dim != config.hidden_size // heads:
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
 
 
 def export_gguf(model: LoadedModel, path: str | os.PathLike, *, dtype: str = "f16",
@@ -71,8 +84,8 @@ def export_gguf(model: LoadedModel, path: str | os.PathLike, *, dtype: str = "f1
     :param model: a loaded Llama-architecture model (`load_model(spec)`).
     :param path: the GGUF file to write (its folder is created; an existing file is replaced atomically).
     :param dtype: "f32", "f16" or "q8_0" for the matrices (norms stay float32, as llama.cpp's converter does).
-    :param base_gguf: a GGUF of the same base model, for the tokenizer and hyperparameters; None for a packaged
-        alias (its packaged GGUF).
+    :param base_gguf: a GGUF file with the model's tokenizer (its `tokenizer.*` and `general.*` keys are copied;
+        the hyperparameters are the model's config); None for a packaged alias (its packaged GGUF).
     :returns: the written path.
     """
     import gguf
@@ -91,14 +104,20 @@ def export_gguf(model: LoadedModel, path: str | os.PathLike, *, dtype: str = "f1
     arch = _field(reader, "general.architecture")
     if arch != "llama":
         raise ValueError(f"base_gguf: a llama GGUF is needed, {base.name} is {arch!r}")
-    _check_hyperparameters(reader, config, arch)
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    if tokens is None or len(tokens.data) != config.vocab_size:
+        raise ValueError(f"base_gguf: its tokenizer has {0 if tokens is None else len(tokens.data)} tokens, "
+                         f"the model {config.vocab_size}: not this model's tokenizer")
+    _rope_theta(config)  # a rope the file cannot say fails before anything is written
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     writer = gguf.GGUFWriter(str(tmp), arch)
+    _write_hyperparameters(writer, config)
     for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "general.file_type", "general.name"):
+        if not field.name.startswith(("general.", "tokenizer.")) or field.name in (
+                "general.architecture", "general.file_type", "general.name"):
             continue
         kind = field.types[0]
         sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None

@@ -21,6 +21,7 @@ from transformers import (
     LogitsProcessor,
     LogitsProcessorList,
     MinPLogitsWarper,
+    RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
     TopHLogitsWarper,
     TopKLogitsWarper,
@@ -309,7 +310,8 @@ class _CallbackStreamer(BaseStreamer):
         text = self.text()
         if text.endswith("\ufffd"):
             return
-        self._emit(text[: max(self.emitted, len(text) - self.holdback)])
+        cut, stopped = cut_at_stop_words(text, self.stop_words)  # a stop word inside the new token: up to it
+        self._emit(cut if stopped else text[: max(self.emitted, len(text) - self.holdback)])
 
     def end(self) -> None:
         self._emit(cut_at_stop_words(self.text(), self.stop_words)[0])
@@ -428,6 +430,11 @@ def generate_ids(
     """
     check_streaming_callback(streaming_callback)
     options = as_generation_options(options).merged(generation_kwargs)
+    if options.decode_backend == "llama_cpp":
+        if past_key_values is not None:
+            raise ValueError("decode_backend 'llama_cpp' keeps its own document states and cannot take a torch "
+                             "past_key_values; answer through rag.answer, or use decode_backend 'torch'")
+        return generate_llama_cpp(model, prompt_ids, options, streaming_callback=streaming_callback)[0]
     stop_words = list(options.stop_words)
     if not prompt_ids:
         raise ValueError("prompt_ids must not be empty (the uncached suffix needs at least one token)")
@@ -486,6 +493,83 @@ def generate_ids(
     return GenerationResult(text=text, finish_reason=finish,
                             prompt_tokens=total, completion_tokens=len(new_tokens),
                             timings={"time_to_first_token": first - start, "total": end - start})
+
+
+# What decode_backend="llama_cpp" reads of the options: the rest (beam search, other processors) is the torch path's.
+LLAMA_CPP_KEYS = frozenset({"max_new_tokens", "do_sample", "repetition_penalty", "stop_words", "seed", "decode_backend",
+                            *SAMPLING_KEYS})
+
+
+def generate_llama_cpp(
+    model: LoadedModel,
+    suffix_ids: Sequence[int],
+    options: GenerationOptions,
+    *,
+    prefix_ids: Sequence[int] | None = None,
+    source: str = "causal",
+    streaming_callback: StreamingCallback | None = None,
+) -> tuple[GenerationResult, bool]:
+    """Generate with llama.cpp (`decode_backend="llama_cpp"`, `llama_engine`): after `prefix_ids` (a cached text,
+    restored from the engine's store of saved states or computed from `source` and stored) and `suffix_ids`.
+    Greedy, or sampled with the torch path's own warpers and seeded generator over llama.cpp's logits.
+    Returns the result and whether the prefix came from the store."""
+    from grit_components.llama_engine import engine_for
+
+    unsupported = sorted(set(options) - LLAMA_CPP_KEYS)
+    if unsupported:
+        raise ValueError(f"decode_backend 'llama_cpp' does not apply {unsupported}; it applies {sorted(LLAMA_CPP_KEYS)}"
+                         " (use decode_backend 'torch' for the others)")
+    prefix = list(prefix_ids or [])
+    if not suffix_ids:
+        raise ValueError("prompt_ids must not be empty (the uncached suffix needs at least one token)")
+    total = len(prefix) + len(suffix_ids)
+    if total >= model.context_length:
+        raise ValueError(f"the prompt has {total} tokens; the model's context length is {model.context_length}")
+    max_new_tokens = min(options.max_new_tokens, model.context_length - total)
+    kwargs = options.generate_kwargs()
+    processors = LogitsProcessorList()
+    if kwargs.get("repetition_penalty") not in (None, 1.0):
+        processors.append(RepetitionPenaltyLogitsProcessor(kwargs["repetition_penalty"]))
+    if options.sampling:
+        generator = torch.Generator()
+        if options.seed is not None:
+            generator.manual_seed(options.seed)
+        else:
+            generator.seed()
+        processors.append(_SeededSampler(_sampling_warpers(kwargs, "cpu"), generator))
+    stop = model.model.generation_config.eos_token_id
+    eos_ids = set(stop if isinstance(stop, list) else [stop] if stop is not None else [])
+    stop_words = list(options.stop_words)
+    streamer = _CallbackStreamer(model.tokenizer, streaming_callback, stop_words, skip_prompt=False)
+    engine = engine_for(model)
+    start = time.perf_counter()
+    new_tokens: list[int] = []
+    stopped_by_word = False
+    with engine.lock:
+        logits, hit = engine.start(prefix, source, suffix_ids)
+        seen = [*prefix, *suffix_ids]
+        while True:
+            scores = torch.from_numpy(logits)[None]
+            if processors:
+                scores = processors(torch.tensor([seen]), scores)
+            token = int(scores.argmax())
+            new_tokens.append(token)
+            seen.append(token)
+            streamer.put(torch.tensor([token]))
+            if token in eos_ids or len(new_tokens) >= max_new_tokens:
+                break
+            if stop_words and cut_at_stop_words(streamer.text(), stop_words)[1]:
+                stopped_by_word = True
+                break
+            logits = engine.step(token)
+    end = time.perf_counter()
+    streamer.end()
+    text, _ = cut_at_stop_words(model.tokenizer.decode(new_tokens, skip_special_tokens=True), stop_words)
+    hit_eos = new_tokens[-1] in eos_ids
+    finish = "stop" if hit_eos or stopped_by_word or len(new_tokens) < max_new_tokens else "length"
+    first = streamer.first_token_time or end
+    return GenerationResult(text=text, finish_reason=finish, prompt_tokens=total, completion_tokens=len(new_tokens),
+                            timings={"time_to_first_token": first - start, "total": end - start}), hit
 
 
 def generate(

@@ -193,9 +193,10 @@ PROJECT_GENERATION_KEYS = ("stop_words", "seed", "decode_backend")
 # How new tokens are computed (`decode_backend`). "torch": transformers' eager forward at every step, the exact
 # path (a causal-source cache gives the tokens of uncached generation). "compile": the decode step (one new token
 # over a pre-allocated cache) compiled by `torch.compile` (inductor), the prompt and the first token eager as before;
-# outputs agree with "torch" up to float rounding, not token for token by construction. See docs/kv-caching.md
-# ("Decode backends") for what was measured and what llama.cpp could and could not do.
-DECODE_BACKENDS = ("torch", "compile")
+# outputs agree with "torch" up to float rounding, not token for token by construction. "llama_cpp": llama.cpp (the
+# `[llama-cpp]` extra) on the same float32 weights written as GGUF, with its own store of saved document states
+# (`llama_engine`); no retrieval and one cached text. See docs/kv-caching.md ("Decode backends").
+DECODE_BACKENDS = ("torch", "compile", "llama_cpp")
 DEFAULT_DECODE_BACKEND = "torch"
 
 # GenerationConfig keys a component decides itself, and why: it returns one text reply and streams it.
@@ -272,8 +273,9 @@ class GenerationOptions(Mapping[str, Any]):
     and is capped by the model's context length; `stop_words` end the reply, which is cut before the first
     one; `seed` (an int in [0, 2**64)) makes sampling reproducible, drawing from a random generator of the
     call only (the same text under concurrent calls; the process-wide torch generator is left alone);
-    `decode_backend` ("torch", the default and exact path, or "compile": the decode step compiled by
-    `torch.compile`; `DECODE_BACKENDS`) says how new tokens are computed.
+    `decode_backend` ("torch", the default and exact path; "compile": the decode step compiled by
+    `torch.compile`; "llama_cpp": llama.cpp on the same float32 weights, `[llama-cpp]` extra; `DECODE_BACKENDS`)
+    says how new tokens are computed.
 
     :param options: the parameters as a dict (e.g. Haystack's `generation_kwargs`).
     :param name: how errors name the parameter the dict came from.
@@ -390,7 +392,7 @@ class GenerationOptions(Mapping[str, Any]):
 
     @property
     def decode_backend(self) -> str:
-        """"torch" (the exact path, the default) or "compile" (`DECODE_BACKENDS`)."""
+        """"torch" (the exact path, the default), "compile" or "llama_cpp" (`DECODE_BACKENDS`)."""
         return self._values.get("decode_backend") or DEFAULT_DECODE_BACKEND
 
     @property

@@ -36,6 +36,7 @@ from grit_components.generation import (
     chat_prompt_ids,
     check_streaming_callback,
     generate_ids,
+    generate_llama_cpp,
 )
 from grit_components.kv_cache import (SOURCES, CacheLayout, DocumentKVCache, KVStore, check_composable, compose,
                                       compute_cache)
@@ -244,10 +245,27 @@ def answer(
         raise ValueError(f"the RAG prompt has {total_tokens} tokens; the model's context length is {model.context_length}")
 
     if len(prompt.segments) > 1:
+        if options.decode_backend == "llama_cpp":
+            raise ValueError(f"mode {mode.value!r} caches {len(prompt.segments)} texts, which decode_backend "
+                             "'llama_cpp' does not compose; it serves modes 'none', 'doc' and 'query' (use "
+                             "decode_backend 'torch' for the others)")
         check_composable(model)  # before any compute: a non-RoPE model fails fast
     stats = {"mode": mode.value, "source": source if prompt.segments else None, "cache_hits": 0, "cache_misses": 0,
              "cached_tokens": 0, "prefill_tokens": len(prompt.suffix_ids)}
     timings = {"cache_lookup": 0.0, "cache_fill": 0.0, "compose": 0.0}
+    if options.decode_backend == "llama_cpp":  # its own store of saved document states (llama_engine)
+        prefix = prompt.segments[0] if prompt.segments else None
+        result, hit = generate_llama_cpp(model, prompt.suffix_ids, options, prefix_ids=prefix, source=source,
+                                         streaming_callback=streaming_callback)
+        if prefix:
+            stats.update(cache_hits=int(hit), cache_misses=int(not hit), cached_tokens=len(prefix),
+                         prefill_tokens=len(prompt.suffix_ids) + (0 if hit else len(prefix)))
+        timings.update(generate=result.timings["total"],
+                       time_to_first_token=time.perf_counter() - start - result.timings["total"]
+                       + result.timings["time_to_first_token"])
+        timings["total"] = time.perf_counter() - start
+        return RagResult(text=result.text, finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
+                         completion_tokens=result.completion_tokens, timings=timings, stats=stats)
     cache = None
     if prompt.segments:
         entries = []

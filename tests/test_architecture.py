@@ -188,14 +188,15 @@ LAYERS = {
         ("_checks", "_compat", "templates", "metadata", "attention"),  # no import of the package
         ("options",),  # the option objects (LoadingOptions, GenerationOptions, the KV store dtypes)
         ("models",),  # the model: spec resolution, weights, tokenizer (LoadedModel)
-        ("kv_cache",),
+        ("kv_cache", "export"),  # export: a loaded model -> GGUF file for llama.cpp
+        ("llama_engine",),  # decode_backend="llama_cpp": the llama.cpp context and its saved document states
         ("embedding", "generation"),
         ("grit_model",),  # GritModel: LoadedModel + embed + generate
         ("rag", "registry"),
         ("components",),
         ("rerank", "indexing"),  # GritReranker is a ModelComponent; IndexManifest.for_embedder reads a GritEmbedder
         ("__init__",),  # the public names: `from grit_components import ...`
-        ("evaluation", "export"),  # export: a loaded model -> GGUF file for llama.cpp
+        ("evaluation",),
         ("training", "distributed"),
         ("cli",),
     ],

@@ -18,9 +18,10 @@ PAIRS = [
 
 
 def test_backends_are_listed():
-    assert DECODE_BACKENDS == ("torch", "compile")
+    assert DECODE_BACKENDS == ("torch", "compile", "llama_cpp")
     assert GenerationOptions().decode_backend == "torch"
     assert GenerationOptions(decode_backend="compile").decode_backend == "compile"
+    assert GenerationOptions(decode_backend="llama_cpp").decode_backend == "llama_cpp"
 
 
 @pytest.mark.parametrize("value", ["llama", "Torch", "", "inductor"])
@@ -105,3 +106,51 @@ def test_llama_cpp_answers_from_a_restored_document_state():
     assert result["document_tokens"] == len(prompt.segments[0]) and result["state_bytes"] > 0
     assert result["ratios"]["same_text_doc_and_uncached"], result["rows"]
     assert result["rows"]["doc"]["text"] != result["rows"]["no_retrieval"]["text"]  # the state held the document
+
+
+@pytest.mark.integration
+def test_llama_cpp_backend_gives_the_exact_paths_answers(grit_smol):
+    """decode_backend="llama_cpp" on the shipped model: the torch path's tokens with no retrieval, from a cached
+    document of either source (stored once, restored after), sampled with a seed, and streamed with a stop word
+    ([llama-cpp] extra; skipped without it)."""
+    pytest.importorskip("llama_cpp")
+    from grit_components import rag
+
+    doc = ("Alum is a chemical compound, usually a hydrated double sulfate salt of aluminium. It is used in water "
+           "purification, in pickling and as a mordant in dyeing.")
+    question = "What is alum used for?"
+    for source in ("causal", "embedding"):
+        exact = rag.answer(grit_smol, question, [doc], mode="doc", source=source, max_new_tokens=16)
+        first = rag.answer(grit_smol, question, [doc], mode="doc", source=source, max_new_tokens=16,
+                           decode_backend="llama_cpp")
+        again = rag.answer(grit_smol, question, [doc], mode="doc", source=source, max_new_tokens=16,
+                           decode_backend="llama_cpp")
+        assert first.text == again.text == exact.text, source
+        assert (first.stats["cache_misses"], again.stats["cache_hits"]) == (1, 1)
+        assert again.stats["prefill_tokens"] < first.stats["prefill_tokens"]
+    for kwargs in ({}, {"temperature": 0.8, "seed": 3}):
+        exact = rag.answer(grit_smol, question, [doc], mode="none", max_new_tokens=16, **kwargs)
+        fast = rag.answer(grit_smol, question, [doc], mode="none", max_new_tokens=16, decode_backend="llama_cpp",
+                          **kwargs)
+        assert fast.text == exact.text and fast.finish_reason == exact.finish_reason, kwargs
+    pieces: list[str] = []
+    stopped = rag.answer(grit_smol, question, [doc], mode="doc", source="causal", max_new_tokens=24,
+                         decode_backend="llama_cpp", stop_words=["water"], streaming_callback=pieces.append)
+    assert "".join(pieces) == stopped.text and "water" not in stopped.text and stopped.finish_reason == "stop"
+    assert grit_smol.generate("Say hi", max_new_tokens=8, decode_backend="llama_cpp").text == \
+        grit_smol.generate("Say hi", max_new_tokens=8).text
+
+
+def test_llama_cpp_backend_refuses_what_it_does_not_do(tiny_model):
+    """Checked before any llama.cpp work, so they hold without the extra as well."""
+    from grit_components import rag
+
+    with pytest.raises(ValueError, match="does not compose"):
+        rag.answer(tiny_model, "q", ["a", "b"], mode="multi_doc", decode_backend="llama_cpp")
+    with pytest.raises(ValueError, match=r"does not apply \['num_beams'\]"):
+        rag.answer(tiny_model, "q", ["a"], mode="none", decode_backend="llama_cpp", num_beams=2)
+    with pytest.raises(ValueError, match="cannot take a torch past_key_values"):
+        from grit_components.generation import generate_ids
+        from grit_components.kv_cache import static_cache
+
+        generate_ids(tiny_model, [1, 2], past_key_values=static_cache(tiny_model, 8), decode_backend="llama_cpp")

@@ -21,8 +21,11 @@ def test_rejects_bad_input(tiny_model, tiny_model_dirs, tmp_path):
     with pytest.raises(TypeError, match="dtype"):
         export_gguf(tiny_model, tmp_path / "x.gguf", dtype=16)
     base = _packaged_gguf("smollm2-135m-instruct")[0]
-    with pytest.raises(ValueError, match="base_gguf: its hyperparameters are not the model's"):
-        export_gguf(tiny_model, tmp_path / "x.gguf", base_gguf=base)  # a 2-layer model against SmolLM2's file
+    other = tmp_path / "other-vocab.gguf"
+    _gguf_with_tokens(other, 3)
+    with pytest.raises(ValueError, match="base_gguf: its tokenizer has 3 tokens"):
+        export_gguf(tiny_model, tmp_path / "x.gguf", base_gguf=other)
+    other.unlink()
     with pytest.raises(ValueError, match="base_gguf: no such file"):
         export_gguf(tiny_model, tmp_path / "x.gguf", base_gguf=tmp_path / "missing.gguf")
     with pytest.raises(ValueError, match="base_gguf: .* not a packaged model"):
@@ -31,6 +34,39 @@ def test_rejects_bad_input(tiny_model, tiny_model_dirs, tmp_path):
         export_gguf(load_model(str(tiny_model_dirs["qwen2"])), tmp_path / "x.gguf", base_gguf=base)
     assert not list(tmp_path.iterdir())  # nothing half-written
     assert base_gguf_of("grit-smollm2-135m") == base == base_gguf_of("SmolLM2-135M-Instruct")
+
+
+def _gguf_with_tokens(path, count):
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_token_list([f"t{i}" for i in range(count)])
+    writer.add_tensor("x", np.zeros(1, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_tiny_model_round_trips_through_transformers(tiny_model, tmp_path):
+    """A model built from a config, with the packaged tokenizer: the GGUF loads back (transformers' GGUF reader
+    undoes the rotary permutation) as exactly its weights, and its hyperparameters are its config's."""
+    from transformers import AutoModelForCausalLM
+
+    path = export_gguf(tiny_model, tmp_path / "tiny.f32.gguf", dtype="f32",
+                       base_gguf=_packaged_gguf("smollm2-135m-instruct")[0])
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=path.name, dtype=torch.float32)
+    assert loaded.config.num_hidden_layers == tiny_model.model.config.num_hidden_layers
+    assert loaded.config.num_key_value_heads == tiny_model.model.config.num_key_value_heads
+    theirs = loaded.state_dict()
+    for name, tensor in tiny_model.model.state_dict().items():
+        if name != "lm_head.weight":
+            assert torch.equal(theirs[name], tensor), name
+    f16 = export_gguf(tiny_model, tmp_path / "tiny.f16.gguf", dtype="f16",
+                      base_gguf=_packaged_gguf("smollm2-135m-instruct")[0])
+    q8 = export_gguf(tiny_model, tmp_path / "tiny.q8_0.gguf", dtype="q8_0",
+                     base_gguf=_packaged_gguf("smollm2-135m-instruct")[0])
+    assert q8.stat().st_size < f16.stat().st_size < path.stat().st_size
 
 
 def test_permute_is_llama_cpps_rotary_layout():

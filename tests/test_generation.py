@@ -179,3 +179,20 @@ def test_beam_search_runs_without_streaming(tiny_model):
     assert result.completion_tokens <= 6 and isinstance(result.text, str)
     with pytest.raises(ValueError, match="num_beams=1"):
         tiny_model.generate("Hello there", max_new_tokens=6, num_beams=2, streaming_callback=print)
+
+
+def test_streamed_text_never_shows_a_stop_word_that_arrives_inside_one_token(tiny_model):
+    """" water" is one token: the streamer held back 4 characters ("water" is 5 long), so it used to stream
+    "used in w" and return "used in "."""
+    import torch
+
+    from grit_components.generation import _CallbackStreamer
+
+    pieces: list[str] = []
+    streamer = _CallbackStreamer(tiny_model.tokenizer, pieces.append, ["water"], skip_prompt=False)
+    ids = tiny_model.tokenizer("It is used in water purification", add_special_tokens=False)["input_ids"]
+    assert tiny_model.tokenizer.decode(ids[-2:-1]) == " water"  # the case: the whole stop word in one token
+    for token in ids:
+        streamer.put(torch.tensor([token]))
+    streamer.end()
+    assert "".join(pieces) == "It is used in "
