@@ -27,7 +27,6 @@ import torch
 from grit_components import rag, templates
 from grit_components.grit_model import GritModel
 from grit_components.kv_cache import KV_DTYPES, CacheLayout, KVStore, compute_cache, decode_dtype, dtype_name
-from grit_components.models import DEFAULT_MODEL
 
 LENGTHS = (256, 1024, 2048, 4096)
 LATENCY_QUESTION = "What is described as 'Temple on the Athenian Acropolis, Greece'?"

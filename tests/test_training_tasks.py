@@ -9,7 +9,7 @@ import torch
 
 from grit_components import rag
 from grit_components.grit_model import GritModel
-from grit_components.kv_cache import KVStore, compose, compute_cache
+from grit_components.kv_cache import compose, compute_cache
 from grit_components.models import load_weights
 from grit_components.rerank import pointwise_prompt_ids
 from grit_components.training import EmbeddingRecord

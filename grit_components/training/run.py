@@ -17,7 +17,6 @@ from grit_components.models import SlowPrecisionWarning, cpu_bf16_is_fast
 from grit_components.training.config import RANKING_TASKS, TrainConfig
 from grit_components.training.data import (
     DEFAULT_RAG_QUESTION,
-    ChatRecord,
     EmbeddingRecord,
     beir_embedding_records,
     beir_rag_records,

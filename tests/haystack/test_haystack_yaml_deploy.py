@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import pytest
-import yaml
 from haystack import Pipeline
 
 from haystack_integrations.common.grit import pipelines as hp
