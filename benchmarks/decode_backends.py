@@ -27,6 +27,7 @@ from benchmarks.rag_cache import (LATENCY_QUESTION, MODEL_DTYPE, RANDOM_LLAMA, _
                                   make_document, random_llama)
 from grit_components import rag
 from grit_components.grit_model import GritModel
+from grit_components.llama_engine import load_sequence, save_sequence
 from grit_components.options import DECODE_BACKENDS
 
 NEW_TOKENS = 16
@@ -121,7 +122,7 @@ def llama_cpp_doc_cache(gguf: Path, prompt: rag.RagPrompt, no_retrieval_ids: Seq
     answer restores it, evaluates the suffix and decodes, against llama.cpp's own no-retrieval answer in
     interleaved rounds (the same ratios as the torch backends), and its uncached doc-first answer (run in the
     warm-up round and the last round only: its prompt is the whole document). The state is held in memory
-    (`Llama.save_state`), what a store of llama.cpp states would load."""
+    (`llama_engine.save_sequence`), as the llama_cpp backend's store holds it."""
     if len(prompt.segments) != 1:
         raise ValueError(f"llama_cpp_doc_cache: one cached segment (mode 'doc'), got {len(prompt.segments)}")
     document, suffix = prompt.segments[0], prompt.suffix_ids
@@ -129,7 +130,7 @@ def llama_cpp_doc_cache(gguf: Path, prompt: rag.RagPrompt, no_retrieval_ids: Seq
     llm.reset()
     t0 = time.perf_counter()
     llm.eval(list(document))
-    state = llm.save_state()
+    state = save_sequence(llm)
     fill = time.perf_counter() - t0
     rows: dict = {name: {"total": [], "ttft": [], "decode": [], "texts": []}
                   for name in ("no_retrieval", "doc", "uncached_doc_first")}
@@ -139,7 +140,7 @@ def llama_cpp_doc_cache(gguf: Path, prompt: rag.RagPrompt, no_retrieval_ids: Seq
                 continue
             t0 = time.perf_counter()
             if name == "doc":
-                llm.load_state(state)
+                load_sequence(llm, state)
                 tokens, t1, per = _llama_answer(llm, suffix, new_tokens)
             else:
                 llm.reset()
@@ -158,7 +159,7 @@ def llama_cpp_doc_cache(gguf: Path, prompt: rag.RagPrompt, no_retrieval_ids: Seq
         return summary[name][what]["median"]
 
     return {"gguf": str(gguf), "flash_attn": flash_attn, "document_tokens": len(document),
-            "state_bytes": state.llama_state_size, "fill_seconds": fill, "rows": summary,
+            "state_bytes": state.nbytes, "fill_seconds": fill, "rows": summary,
             "no_retrieval_decode_tokens_per_second": 1 / med("no_retrieval", "decode_seconds_per_token"),
             "ratios": {"doc_vs_no_retrieval_total": med("doc", "total") / med("no_retrieval", "total"),
                        "doc_vs_no_retrieval_decode_per_token": med("doc", "decode_seconds_per_token")

@@ -38,6 +38,7 @@ from grit_components.embedding import build_inputs  # noqa: E402
 from grit_components.evaluation.data import load_beir  # noqa: E402
 from grit_components.export import GGUF_DTYPES, export_gguf  # noqa: E402
 from grit_components.kv_cache import KVStore  # noqa: E402
+from grit_components.llama_engine import load_sequence, save_sequence  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "wikidesc"
@@ -125,9 +126,9 @@ def compare(spec: str, dtypes: list[str], queries: int, threads: int, new_tokens
                 prompt = rag.build_prompt(model, query, [passage], "doc")
                 gen_llm.reset()
                 gen_llm.eval(prompt.segments[0])
-                state = gen_llm.save_state()
+                state = save_sequence(gen_llm)
                 gen_llm.reset()
-                gen_llm.load_state(state)
+                load_sequence(gen_llm, state)
                 restored = model.tokenizer.decode(_greedy(gen_llm, prompt.suffix_ids, new_tokens, eos),
                                                   skip_special_tokens=True)
                 gen_llm.reset()

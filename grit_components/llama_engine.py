@@ -4,7 +4,8 @@ The loaded model (adapter merged) is written once as a float32 GGUF file (`expor
 cache, keyed by the model's fingerprint), so llama.cpp computes with exactly the weights of the torch path.
 One llama.cpp context per model serves every call, one call at a time (a lock). Cached documents are
 llama.cpp's own saved states (its KV cells), kept in an in-memory LRU store of this engine by (source, token
-ids): a document computed once is restored for every later question, as the torch path does with `KVStore`.
+ids; `SavedState`): a document computed once is restored for every later question, as the torch path does
+with `KVStore`.
 The "embedding" source runs the document with the causal mask off (`llama_set_causal_attn`), the states the
 GRIT embedding pass computes; "causal" is a plain prefill.
 
@@ -14,6 +15,7 @@ are composed at shifted positions in the torch path) are the torch path's job, a
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import threading
 from collections import OrderedDict
@@ -39,6 +41,44 @@ def _import_llama_cpp():
     return llama_cpp
 
 
+class SavedState:
+    """One sequence's KV cells as llama.cpp copies them out (`llama_state_seq_get_data`) and the tokens they hold.
+
+    Not `Llama.save_state`: that also copies llama-cpp-python's logits buffer (batch x vocabulary floats) and
+    scans all of it on every restore, which cost about a second per answer for SmolLM2 (a 400 MB buffer)."""
+
+    __slots__ = ("data", "tokens")
+
+    def __init__(self, data, tokens: list[int]) -> None:
+        self.data = data
+        self.tokens = tokens
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data)
+
+
+def save_sequence(llm) -> SavedState:
+    """The KV cells of sequence 0 of `llm` (a `llama_cpp.Llama`) and its tokens."""
+    llama_cpp = _import_llama_cpp()
+    size = llama_cpp.llama_state_seq_get_size(llm.ctx, 0)
+    data = (ctypes.c_uint8 * size)()
+    if llama_cpp.llama_state_seq_get_data(llm.ctx, data, size, 0) != size:
+        raise RuntimeError("llama.cpp did not copy the whole sequence state")
+    return SavedState(data, [int(t) for t in llm.input_ids[: llm.n_tokens]])
+
+
+def load_sequence(llm, state: SavedState) -> None:
+    """Make `state` the whole context of `llm`: its KV cells in sequence 0, and its tokens."""
+    llama_cpp = _import_llama_cpp()
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm.ctx), True)
+    if llama_cpp.llama_state_seq_set_data(llm.ctx, state.data, len(state.data), 0) == 0:
+        raise RuntimeError("llama.cpp could not restore the sequence state")
+    count = len(state.tokens)
+    llm.input_ids[:count] = state.tokens
+    llm.n_tokens = count
+
+
 class LlamaCppEngine:
     """One llama.cpp context over `model`'s float32 GGUF export, with a store of saved document states.
 
@@ -61,7 +101,7 @@ class LlamaCppEngine:
                                    logits_all=False, verbose=False)
         self.vocab = self.llm.n_vocab()
         self.state_bytes = state_bytes
-        self.states: OrderedDict[tuple[str, str], object] = OrderedDict()
+        self.states: OrderedDict[tuple[str, str], SavedState] = OrderedDict()
         self.lock = threading.Lock()
 
     @staticmethod
@@ -94,7 +134,7 @@ class LlamaCppEngine:
             state = self.states.get(key)
             if state is not None:
                 self.states.move_to_end(key)
-                self.llm.load_state(state)
+                load_sequence(self.llm, state)
                 hit = True
             else:
                 if source == "embedding":
@@ -107,7 +147,7 @@ class LlamaCppEngine:
                     self.llm.eval(list(prefix))
                 finally:
                     llama_cpp.llama_set_causal_attn(self.llm.ctx, True)
-                self._store(key, self.llm.save_state())
+                self._store(key, save_sequence(self.llm))
         self.llm.eval(list(suffix))
         return self._logits(), hit
 
@@ -118,7 +158,7 @@ class LlamaCppEngine:
 
     def _store(self, key, state) -> None:
         self.states[key] = state
-        while len(self.states) > 1 and sum(s.llama_state_size for s in self.states.values()) > self.state_bytes:
+        while len(self.states) > 1 and sum(s.nbytes for s in self.states.values()) > self.state_bytes:
             self.states.popitem(last=False)
 
 
