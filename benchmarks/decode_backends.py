@@ -27,7 +27,7 @@ from benchmarks.rag_cache import (LATENCY_QUESTION, MODEL_DTYPE, RANDOM_LLAMA, _
                                   make_document, random_llama)
 from grit_components import rag
 from grit_components.grit_model import GritModel
-from grit_components.llama_engine import load_sequence, save_sequence
+from grit_components.llama_engine import import_llama_cpp, last_logits, load_sequence, save_sequence
 from grit_components.options import DECODE_BACKENDS
 
 NEW_TOKENS = 16
@@ -87,32 +87,19 @@ def backend_ratios(rows: dict, backends: Sequence[str], kv_dtypes: Sequence[str]
 
 
 def _llama(gguf: Path, tokens: int, threads: int, flash_attn: bool = False):
-    try:
-        from llama_cpp import Llama
-    except ImportError as error:
-        raise ImportError("the llama.cpp comparison needs llama-cpp-python: pip install 'grit-components[llama-cpp]'"
-                          ) from error
-    return Llama(model_path=str(gguf), n_ctx=max(512, tokens + 8), n_threads=threads, n_threads_batch=threads,
+    return import_llama_cpp().Llama(model_path=str(gguf), n_ctx=max(512, tokens + 8), n_threads=threads, n_threads_batch=threads,
                  n_batch=512, verbose=False, logits_all=False, flash_attn=flash_attn)
 
 
 def _llama_answer(llm, ids: Sequence[int], new_tokens: int) -> tuple[list[int], float, float]:
     """Evaluate `ids` after the context's current tokens, then decode greedily: (tokens, time of the first token,
     seconds per new token after the first)."""
-    import llama_cpp
-    import numpy as np
-
-    vocab = llm.n_vocab()
-
-    def next_token() -> int:  # the last position's logits (Llama.scores holds them only with logits_all)
-        return int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(vocab,)).argmax())
-
     llm.eval(list(ids))
-    tokens = [next_token()]
+    tokens = [int(last_logits(llm).argmax())]
     t1 = time.perf_counter()
     for _ in range(new_tokens - 1):
         llm.eval([tokens[-1]])
-        tokens.append(next_token())
+        tokens.append(int(last_logits(llm).argmax()))
     return tokens, t1, (time.perf_counter() - t1) / (new_tokens - 1)
 
 

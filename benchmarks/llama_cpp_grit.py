@@ -38,28 +38,24 @@ from grit_components.embedding import build_inputs  # noqa: E402
 from grit_components.evaluation.data import load_beir  # noqa: E402
 from grit_components.export import GGUF_DTYPES, export_gguf  # noqa: E402
 from grit_components.kv_cache import KVStore  # noqa: E402
-from grit_components.llama_engine import load_sequence, save_sequence  # noqa: E402
+from grit_components.llama_engine import import_llama_cpp, last_logits, load_sequence, save_sequence  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "wikidesc"
 
 
 def _llama(path: Path, n_ctx: int, threads: int, *, embedding: bool = False):
-    import llama_cpp
-
+    llama_cpp = import_llama_cpp()
     return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, n_threads=threads,
                            n_threads_batch=threads, embedding=embedding, logits_all=embedding,
                            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE if embedding else -1, verbose=False)
 
 
 def _greedy(llm, ids: list[int], new_tokens: int, eos: set[int]) -> list[int]:
-    import llama_cpp
-
-    vocab = llm.n_vocab()
     out: list[int] = []
     llm.eval(list(ids))
     for _ in range(new_tokens):
-        token = int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(vocab,)).argmax())
+        token = int(last_logits(llm).argmax())
         out.append(token)
         if token in eos:
             break

@@ -299,6 +299,7 @@ class _CallbackStreamer(BaseStreamer):
         self.tokens: list[int] = []
         self.emitted = 0
         self.first_token_time: float | None = None
+        self.stopped = False  # a stop word has appeared in the text
 
     def put(self, value: torch.Tensor) -> None:
         if self.skip_prompt:  # generate() first passes the prompt itself
@@ -308,10 +309,11 @@ class _CallbackStreamer(BaseStreamer):
             self.first_token_time = time.perf_counter()
         self.tokens.extend(value.reshape(-1).tolist())
         text = self.text()
-        if text.endswith("\ufffd"):
-            return
-        cut, stopped = cut_at_stop_words(text, self.stop_words)  # a stop word inside the new token: up to it
-        self._emit(cut if stopped else text[: max(self.emitted, len(text) - self.holdback)])
+        cut, self.stopped = cut_at_stop_words(text, self.stop_words)  # a stop word inside the new token: up to it
+        if self.stopped:
+            self._emit(cut)
+        elif not text.endswith("\ufffd"):  # never half a UTF-8 character
+            self._emit(text[: max(self.emitted, len(text) - self.holdback)])
 
     def end(self) -> None:
         self._emit(cut_at_stop_words(self.text(), self.stop_words)[0])
@@ -410,6 +412,26 @@ def decode_compile_config():
     return config
 
 
+def _token_budget(model: LoadedModel, prefix_length: int, prompt_ids: Sequence[int],
+                  options: GenerationOptions) -> tuple[int, int]:
+    """(prompt tokens with the cached prefix, new tokens allowed): the checks every backend makes first."""
+    if not prompt_ids:
+        raise ValueError("prompt_ids must not be empty (the uncached suffix needs at least one token)")
+    total = prefix_length + len(prompt_ids)
+    if total >= model.context_length:
+        raise ValueError(f"the prompt has {total} tokens; the model's context length is {model.context_length}")
+    return total, min(options.max_new_tokens, model.context_length - total)
+
+
+def _eos_ids(eos: int | list[int] | None) -> set[int]:
+    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+
+def _finish_reason(new_tokens: Sequence[int], eos_ids: set[int], stopped_by_word: bool, max_new_tokens: int) -> str:
+    hit_eos = bool(new_tokens) and new_tokens[-1] in eos_ids
+    return "stop" if hit_eos or stopped_by_word or len(new_tokens) < max_new_tokens else "length"
+
+
 def generate_ids(
     model: LoadedModel,
     prompt_ids: Sequence[int],
@@ -436,16 +458,11 @@ def generate_ids(
                              "past_key_values; answer through rag.answer, or use decode_backend 'torch'")
         return generate_llama_cpp(model, prompt_ids, options, streaming_callback=streaming_callback)[0]
     stop_words = list(options.stop_words)
-    if not prompt_ids:
-        raise ValueError("prompt_ids must not be empty (the uncached suffix needs at least one token)")
+    prefix_length = int(past_key_values.get_seq_length()) if past_key_values is not None else 0
+    total, max_new_tokens = _token_budget(model, prefix_length, prompt_ids, options)
     beam_search = options.num_beams > 1
     if beam_search and streaming_callback is not None:
         raise ValueError("streaming needs num_beams=1: beam search only knows its answer at the end")
-    prefix_length = int(past_key_values.get_seq_length()) if past_key_values is not None else 0
-    total = prefix_length + len(prompt_ids)
-    if total >= model.context_length:
-        raise ValueError(f"the prompt has {total} tokens; the model's context length is {model.context_length}")
-    max_new_tokens = min(options.max_new_tokens, model.context_length - total)
     capacity = _static_capacity(past_key_values)
     if capacity is not None:  # a pre-allocated cache (kv_cache.compose with reserve) bounds the output
         if capacity < total + 1:
@@ -485,10 +502,8 @@ def generate_ids(
     end = time.perf_counter()
     new_tokens = output[0, input_ids.shape[1] :].tolist()
     text, stopped_by_word = cut_at_stop_words(model.tokenizer.decode(new_tokens, skip_special_tokens=True), stop_words)
-    eos = kwargs.get("eos_token_id", model.model.generation_config.eos_token_id)
-    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    hit_eos = bool(new_tokens) and new_tokens[-1] in eos_ids
-    finish = "stop" if hit_eos or stopped_by_word or len(new_tokens) < max_new_tokens else "length"
+    eos_ids = _eos_ids(kwargs.get("eos_token_id", model.model.generation_config.eos_token_id))
+    finish = _finish_reason(new_tokens, eos_ids, stopped_by_word, max_new_tokens)
     first = (streamer.first_token_time if streamer is not None else None) or end
     return GenerationResult(text=text, finish_reason=finish,
                             prompt_tokens=total, completion_tokens=len(new_tokens),
@@ -520,12 +535,7 @@ def generate_llama_cpp(
         raise ValueError(f"decode_backend 'llama_cpp' does not apply {unsupported}; it applies {sorted(LLAMA_CPP_KEYS)}"
                          " (use decode_backend 'torch' for the others)")
     prefix = list(prefix_ids or [])
-    if not suffix_ids:
-        raise ValueError("prompt_ids must not be empty (the uncached suffix needs at least one token)")
-    total = len(prefix) + len(suffix_ids)
-    if total >= model.context_length:
-        raise ValueError(f"the prompt has {total} tokens; the model's context length is {model.context_length}")
-    max_new_tokens = min(options.max_new_tokens, model.context_length - total)
+    total, max_new_tokens = _token_budget(model, len(prefix), suffix_ids, options)
     kwargs = options.generate_kwargs()
     processors = LogitsProcessorList()
     if kwargs.get("repetition_penalty") not in (None, 1.0):
@@ -537,14 +547,12 @@ def generate_llama_cpp(
         else:
             generator.seed()
         processors.append(_SeededSampler(_sampling_warpers(kwargs, "cpu"), generator))
-    stop = model.model.generation_config.eos_token_id
-    eos_ids = set(stop if isinstance(stop, list) else [stop] if stop is not None else [])
+    eos_ids = _eos_ids(model.model.generation_config.eos_token_id)
     stop_words = list(options.stop_words)
     streamer = _CallbackStreamer(model.tokenizer, streaming_callback, stop_words, skip_prompt=False)
     engine = engine_for(model)
     start = time.perf_counter()
     new_tokens: list[int] = []
-    stopped_by_word = False
     with engine.lock:
         logits, hit = engine.start(prefix, source, suffix_ids)
         seen = [*prefix, *suffix_ids]
@@ -556,17 +564,13 @@ def generate_llama_cpp(
             new_tokens.append(token)
             seen.append(token)
             streamer.put(torch.tensor([token]))
-            if token in eos_ids or len(new_tokens) >= max_new_tokens:
-                break
-            if stop_words and cut_at_stop_words(streamer.text(), stop_words)[1]:
-                stopped_by_word = True
+            if token in eos_ids or len(new_tokens) >= max_new_tokens or streamer.stopped:
                 break
             logits = engine.step(token)
     end = time.perf_counter()
     streamer.end()
     text, _ = cut_at_stop_words(model.tokenizer.decode(new_tokens, skip_special_tokens=True), stop_words)
-    hit_eos = new_tokens[-1] in eos_ids
-    finish = "stop" if hit_eos or stopped_by_word or len(new_tokens) < max_new_tokens else "length"
+    finish = _finish_reason(new_tokens, eos_ids, streamer.stopped, max_new_tokens)
     first = streamer.first_token_time or end
     return GenerationResult(text=text, finish_reason=finish, prompt_tokens=total, completion_tokens=len(new_tokens),
                             timings={"time_to_first_token": first - start, "total": end - start}), hit

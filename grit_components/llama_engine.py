@@ -32,7 +32,8 @@ DEFAULT_STATE_BYTES = 2 * 1024**3
 DEFAULT_BATCH = 2048  # prompt tokens per llama.cpp batch; an "embedding"-source document must fit in one
 
 
-def _import_llama_cpp():
+def import_llama_cpp():
+    """The `llama_cpp` module, or an ImportError naming the extra that installs it."""
     try:
         import llama_cpp
     except ImportError as error:
@@ -58,9 +59,16 @@ class SavedState:
         return len(self.data)
 
 
+def last_logits(llm) -> np.ndarray:
+    """The next-token logits after the last evaluated token of `llm` (`Llama.scores` holds them only with
+    `logits_all`), copied out of llama.cpp's buffer."""
+    llama_cpp = import_llama_cpp()
+    return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),)).copy()
+
+
 def save_sequence(llm) -> SavedState:
     """The KV cells of sequence 0 of `llm` (a `llama_cpp.Llama`) and its tokens."""
-    llama_cpp = _import_llama_cpp()
+    llama_cpp = import_llama_cpp()
     size = llama_cpp.llama_state_seq_get_size(llm.ctx, 0)
     data = (ctypes.c_uint8 * size)()
     if llama_cpp.llama_state_seq_get_data(llm.ctx, data, size, 0) != size:
@@ -70,7 +78,7 @@ def save_sequence(llm) -> SavedState:
 
 def load_sequence(llm, state: SavedState) -> None:
     """Make `state` the whole context of `llm`: its KV cells in sequence 0, and its tokens."""
-    llama_cpp = _import_llama_cpp()
+    llama_cpp = import_llama_cpp()
     llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm.ctx), True)
     if llama_cpp.llama_state_seq_set_data(llm.ctx, state.data, len(state.data), 0) == 0:
         raise RuntimeError("llama.cpp could not restore the sequence state")
@@ -91,7 +99,7 @@ class LlamaCppEngine:
 
     def __init__(self, model: LoadedModel, *, threads: int | None = None, state_bytes: int = DEFAULT_STATE_BYTES,
                  batch: int = DEFAULT_BATCH) -> None:
-        llama_cpp = _import_llama_cpp()
+        llama_cpp = import_llama_cpp()
         self.path = self._gguf(model)
         self.batch = min(batch, model.context_length)
         self.fixed_threads = threads
@@ -99,7 +107,6 @@ class LlamaCppEngine:
         self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=model.context_length, n_batch=self.batch,
                                    n_ubatch=self.batch, n_threads=self.threads, n_threads_batch=self.threads,
                                    logits_all=False, verbose=False)
-        self.vocab = self.llm.n_vocab()
         self.state_bytes = state_bytes
         self.states: OrderedDict[tuple[str, str], SavedState] = OrderedDict()
         self.lock = threading.Lock()
@@ -114,14 +121,11 @@ class LlamaCppEngine:
                 raise ValueError(f"decode_backend 'llama_cpp' cannot write {model.name} as GGUF: {error}") from error
         return path
 
-    def _logits(self) -> np.ndarray:
-        llama_cpp = _import_llama_cpp()
-        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.llm.ctx, -1), shape=(self.vocab,)).copy()
 
     def start(self, prefix: Sequence[int] | None, source: str, suffix: Sequence[int]) -> tuple[np.ndarray, bool]:
         """Reset the context to `prefix` (restored from the store, or computed and stored) and evaluate
         `suffix` after it: (the next-token logits, whether the prefix came from the store). Hold `lock`."""
-        llama_cpp = _import_llama_cpp()
+        llama_cpp = import_llama_cpp()
         threads = self.fixed_threads or torch.get_num_threads()
         if threads != self.threads:
             llama_cpp.llama_set_n_threads(self.llm.ctx, threads, threads)
@@ -149,12 +153,12 @@ class LlamaCppEngine:
                     llama_cpp.llama_set_causal_attn(self.llm.ctx, True)
                 self._store(key, save_sequence(self.llm))
         self.llm.eval(list(suffix))
-        return self._logits(), hit
+        return last_logits(self.llm), hit
 
     def step(self, token: int) -> np.ndarray:
         """Evaluate one new token: the next logits. Hold `lock`."""
         self.llm.eval([int(token)])
-        return self._logits()
+        return last_logits(self.llm)
 
     def _store(self, key, state) -> None:
         self.states[key] = state
