@@ -43,6 +43,8 @@ from grit_components.kv_cache import (SOURCES, CacheLayout, DocumentKVCache, KVS
 from grit_components.options import GenerationOptions, as_generation_options
 
 if TYPE_CHECKING:
+    from transformers import Cache
+
     from grit_components.grit_model import GritModel
 
 ORDERS = ("doc_first", "query_first")
@@ -253,47 +255,51 @@ def answer(
     stats = {"mode": mode.value, "source": source if prompt.segments else None, "cache_hits": 0, "cache_misses": 0,
              "cached_tokens": 0, "prefill_tokens": len(prompt.suffix_ids)}
     timings = {"cache_lookup": 0.0, "cache_fill": 0.0, "compose": 0.0}
-    if options.decode_backend == "llama_cpp":  # its own store of saved document states (llama_engine)
+    llama_cpp = options.decode_backend == "llama_cpp"  # it keeps its own saved document states (llama_engine)
+    cache = None
+    if prompt.segments and not llama_cpp:
+        reserve = len(prompt.suffix_ids) + min(options.max_new_tokens, model.context_length - total_tokens)
+        cache = _cached_prefix(model, prompt, source, store, reserve, stats, timings)
+
+    before_generate = time.perf_counter() - start
+    if llama_cpp:
         prefix = prompt.segments[0] if prompt.segments else None
         result, hit = generate_llama_cpp(model, prompt.suffix_ids, options, prefix_ids=prefix, source=source,
                                          streaming_callback=streaming_callback)
         if prefix:
             stats.update(cache_hits=int(hit), cache_misses=int(not hit), cached_tokens=len(prefix),
                          prefill_tokens=len(prompt.suffix_ids) + (0 if hit else len(prefix)))
-        timings.update(generate=result.timings["total"],
-                       time_to_first_token=time.perf_counter() - start - result.timings["total"]
-                       + result.timings["time_to_first_token"])
-        timings["total"] = time.perf_counter() - start
-        return RagResult(text=result.text, finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
-                         completion_tokens=result.completion_tokens, timings=timings, stats=stats)
-    cache = None
-    if prompt.segments:
-        entries = []
-        layout = CacheLayout.of(model, store.dtype)
-        for ids in prompt.segments:
-            t0 = time.perf_counter()
-            entry = store.get(model.fingerprint, source, ids, layout=layout)
-            t1 = time.perf_counter()
-            timings["cache_lookup"] += t1 - t0
-            if entry is None:
-                entry = store.put(compute_cache(model, ids, source))  # as stored: the same states as later hits
-                timings["cache_fill"] += time.perf_counter() - t1
-                stats["cache_misses"] += 1
-                stats["prefill_tokens"] += len(ids)
-            else:
-                stats["cache_hits"] += 1
-            entries.append(entry)
-        t0 = time.perf_counter()
-        reserve = len(prompt.suffix_ids) + min(options.max_new_tokens, model.context_length - total_tokens)
-        prefix_ids, cache = compose(model, entries, drop_leading=prompt.drop_leading, reserve=reserve)
-        timings["compose"] = time.perf_counter() - t0
-        stats["cached_tokens"] = len(prefix_ids)
-
-    before_generate = time.perf_counter() - start
-    result = generate_ids(model, prompt.suffix_ids, options, past_key_values=cache,
-                          streaming_callback=streaming_callback)
+    else:
+        result = generate_ids(model, prompt.suffix_ids, options, past_key_values=cache,
+                              streaming_callback=streaming_callback)
     timings["generate"] = result.timings["total"]
     timings["time_to_first_token"] = before_generate + result.timings["time_to_first_token"]
     timings["total"] = time.perf_counter() - start
     return RagResult(text=result.text, finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
                      completion_tokens=result.completion_tokens, timings=timings, stats=stats)
+
+
+def _cached_prefix(model: GritModel, prompt: RagPrompt, source: str, store: KVStore, reserve: int, stats: dict,
+                   timings: dict) -> Cache:
+    """The cached texts of `prompt` from `store` (computed and stored on a miss), composed into one cache with
+    room for `reserve` more tokens; counts hits, misses and times into `stats` and `timings`."""
+    entries = []
+    layout = CacheLayout.of(model, store.dtype)
+    for ids in prompt.segments:
+        t0 = time.perf_counter()
+        entry = store.get(model.fingerprint, source, ids, layout=layout)
+        t1 = time.perf_counter()
+        timings["cache_lookup"] += t1 - t0
+        if entry is None:
+            entry = store.put(compute_cache(model, ids, source))  # as stored: the same states as later hits
+            timings["cache_fill"] += time.perf_counter() - t1
+            stats["cache_misses"] += 1
+            stats["prefill_tokens"] += len(ids)
+        else:
+            stats["cache_hits"] += 1
+        entries.append(entry)
+    t0 = time.perf_counter()
+    prefix_ids, cache = compose(model, entries, drop_leading=prompt.drop_leading, reserve=reserve)
+    timings["compose"] = time.perf_counter() - t0
+    stats["cached_tokens"] = len(prefix_ids)
+    return cache
