@@ -158,6 +158,15 @@ def llama_cpp_doc_cache(gguf: Path, prompt: rag.RagPrompt, no_retrieval_ids: Seq
 LLAMA_CPP_WEIGHTS = ("packaged", "f32", "f16", "q8_0")
 
 
+def check_llama_cpp_variants(names: Sequence[str]) -> None:
+    """ValueError naming the first variant that is not `<weights>` or `<weights>+fa`."""
+    for name in names:
+        weights, _, flag = name.partition("+")
+        if weights not in LLAMA_CPP_WEIGHTS or flag not in ("", "fa"):
+            raise ValueError(f"llama_cpp: unknown variant {name!r}; use one of {list(LLAMA_CPP_WEIGHTS)}, "
+                             "optionally with +fa (flash attention)")
+
+
 def llama_cpp_variants(model: GritModel, names: Sequence[str], directory: Path) -> dict[str, tuple[Path, bool]]:
     """{name: (GGUF file, flash attention)} for llama.cpp variants named `<weights>` or `<weights>+fa` (flash
     attention on): "packaged" is the packaged base's own GGUF file (4.5-bit Q4_1 for SmolLM2: other weights
@@ -165,12 +174,10 @@ def llama_cpp_variants(model: GritModel, names: Sequence[str], directory: Path) 
     `grit_components.export.export_gguf` into `directory`: f32 is the torch path's weights exactly."""
     from grit_components.export import base_gguf_of, export_gguf
 
+    check_llama_cpp_variants(names)
     out: dict[str, tuple[Path, bool]] = {}
     for name in names:
         weights, _, flag = name.partition("+")
-        if weights not in LLAMA_CPP_WEIGHTS or flag not in ("", "fa"):
-            raise ValueError(f"llama_cpp: unknown variant {name!r}; use one of {list(LLAMA_CPP_WEIGHTS)}, "
-                             "optionally with +fa (flash attention)")
         if weights == "packaged":
             path = base_gguf_of(model.name)
         else:

@@ -167,7 +167,7 @@ def compare(spec: str, dtypes: list[str], queries: int, threads: int, new_tokens
 
 
 def main(
-    model: Annotated[str, typer.Option(help="Model spec (a packaged alias, or --base-gguf needed).")] = "grit-smollm2-135m",
+    model: Annotated[str, typer.Option(help="A packaged alias (its tokenizer comes from the packaged GGUF).")] = "grit-smollm2-135m",
     dtypes: Annotated[str, typer.Option(help=f"Comma-separated GGUF weight types from {', '.join(GGUF_DTYPES)}.")] = "f32,f16",
     queries: Annotated[int, typer.Option(min=1)] = 20,
     threads: Annotated[int, typer.Option(min=1)] = 1,

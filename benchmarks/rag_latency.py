@@ -32,7 +32,7 @@ from benchmarks.rag_cache import (  # noqa: E402
     check_latency_modes,
     run_latency,
 )
-from benchmarks.decode_backends import LLAMA_CPP_WEIGHTS, run_decode_backends  # noqa: E402
+from benchmarks.decode_backends import check_llama_cpp_variants, run_decode_backends  # noqa: E402
 from grit_components.models import DEFAULT_MODEL  # noqa: E402
 from grit_components.options import DECODE_BACKENDS  # noqa: E402
 
@@ -80,10 +80,10 @@ def rag_latency_command(
                                      param_hint="--decode-backends")
         specs = model or [DEFAULT_MODEL]
         variants = [v.strip() for v in llama_cpp.split(",") if v.strip()] if llama_cpp else []
-        bad = [v for v in variants if v.partition("+")[0] not in LLAMA_CPP_WEIGHTS or v.partition("+")[2] not in ("", "fa")]
-        if bad:
-            raise typer.BadParameter(f"unknown variants {bad}; choose from {', '.join(LLAMA_CPP_WEIGHTS)}, each "
-                                     "optionally +fa", param_hint="--llama-cpp")
+        try:
+            check_llama_cpp_variants(variants)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--llama-cpp") from error
         if output == DEFAULT_OUTPUT:
             output = output.with_name("rag_latency_decode.json")
         run_decode_backends(specs, length=max(int(x) for x in lengths.split(",")), backends=backends,

@@ -4,9 +4,11 @@ Llama-architecture model whose tokenizer a GGUF file already holds.
 llama.cpp reads only GGUF files, and the packaged base is one (4.5-bit weights). This writes the weights the
 torch path actually uses (the merged float32 model) at float32, float16 or 8-bit, and copies everything else
 (tokenizer, chat template) from a GGUF of the same base, with the hyperparameters from the model's config, so
-a small model built from a config with that tokenizer works as well as the real one. So llama.cpp and the torch path can be compared on the same weights (`benchmarks/llama_cpp_grit.py`).
+a small model built from a config with that tokenizer works as well as the real one. llama.cpp and the torch
+path can then be compared on the same weights (`benchmarks/llama_cpp_grit.py`), and `decode_backend="llama_cpp"`
+runs on them.
 
-    grit export-gguf grit-smollm2-135m grit-smollm2-135m.f16.gguf --dtype f16
+    grit export-gguf grit-smollm2-135m.f16.gguf --model grit-smollm2-135m --dtype f16
 
 Hugging Face checkpoints of other architectures are the job of llama.cpp's own `convert_hf_to_gguf.py`.
 """
@@ -58,6 +60,10 @@ def _rope_theta(config) -> float:
     return float(theta)
 
 
+def _kv_heads(config) -> int:
+    return getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+
+
 def _write_hyperparameters(writer, config) -> None:
     """llama.cpp's llama.* keys, from the model's config (what convert_hf_to_gguf.py writes for a llama)."""
     heads = config.num_attention_heads
@@ -67,7 +73,7 @@ def _write_hyperparameters(writer, config) -> None:
     writer.add_embedding_length(config.hidden_size)
     writer.add_feed_forward_length(config.intermediate_size)
     writer.add_head_count(heads)
-    writer.add_head_count_kv(getattr(config, "num_key_value_heads", None) or heads)
+    writer.add_head_count_kv(_kv_heads(config))
     writer.add_rope_freq_base(_rope_theta(config))
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_vocab_size(config.vocab_size)
@@ -128,7 +134,7 @@ def export_gguf(model: LoadedModel, path: str | os.PathLike, *, dtype: str = "f1
     writer.add_string("general.name", f"{model.name} ({dtype}, written by grit-components)")
 
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
-    heads, kv_heads = config.num_attention_heads, getattr(config, "num_key_value_heads", config.num_attention_heads)
+    heads, kv_heads = config.num_attention_heads, _kv_heads(config)
     state = model.model.state_dict()
     if getattr(config, "tie_word_embeddings", False):
         state.pop("lm_head.weight", None)  # llama.cpp reuses token_embd for the output, as the base file does

@@ -113,7 +113,7 @@ def export_gguf(
     model: ModelOption = DEFAULT_MODEL,
     dtype: Annotated[str, typer.Option("--dtype", help="Matrix weights: f32, f16 or q8_0 (norms stay f32).")] = "f16",
     base_gguf: Annotated[Optional[Path], typer.Option(
-        help="A GGUF of the same base model, for its tokenizer and hyperparameters (default: the packaged base).")] = None,
+        help="A GGUF file with the model's tokenizer, copied into the output (default: the packaged base's).")] = None,
 ) -> None:
     """Write a model (its adapter merged) as a GGUF file for llama.cpp (Llama architecture)."""
     from grit_components.export import GGUF_DTYPES
