@@ -156,3 +156,25 @@ def test_qa_forms_source_builds_balanced_questions_outside_the_excluded_corpus(t
         (tmp_path / "bad.yaml").write_text((tmp_path / "train.yaml").read_text().replace(bad, message))
         with pytest.raises(ValueError, match=message.split(",")[1].split(":")[0].strip()):
             load_config(tmp_path / "bad.yaml")
+
+
+def test_unanswerable_twins_pair_each_refusal_with_the_same_passages_and_the_gold_one():
+    records = [_record(f"Where is thing {i}?", f"Thing {i} is in Place {i}.", [f"Other {i}.{j} is elsewhere." for j in
+                                                                               range(4)]) for i in range(200)]
+    answers = [f"Place {i}" for i in range(200)]
+    kwargs = dict(question="{query}", formats=["doc_first", "multi_doc", "doc"], min_documents=2, max_documents=4,
+                  unanswerable=0.3, seed=1)
+    single = rag_records(records, answers, **kwargs)
+    paired = rag_records(records, answers, unanswerable_twins=True, **kwargs)
+    refusals = [i for i, r in enumerate(paired) if r.answer == NO_ANSWER]
+    assert len(paired) == 200 + len(refusals) and 40 < len(refusals) < 80
+    for i in refusals:
+        refusal, twin = paired[i], paired[i + 1]
+        assert twin.answer != NO_ANSWER and twin.question == refusal.question and twin.fmt == refusal.fmt
+        assert twin.source == refusal.source and len(twin.documents) == len(refusal.documents)
+        gold = f"Thing {int(refusal.question.split()[-1][:-1])} is in Place {int(refusal.question.split()[-1][:-1])}."
+        assert gold in twin.documents and gold not in refusal.documents
+        # the same passages at the same places but one, which is now the gold one
+        assert sum(a != b for a, b in zip(twin.documents, refusal.documents)) == 1
+    # without twins, the same seed gives the same records as before the option existed
+    assert [r for r in single] == rag_records(records, answers, unanswerable_twins=False, **kwargs)

@@ -94,6 +94,7 @@ class GenerativeSourceConfig:
     max_documents: int = 3
     min_documents: int = 1
     unanswerable: float = 0.0  # rag_formats / fact_cloze / qa_forms: share of records without their passage
+    unanswerable_twins: bool = False  # each refusal followed by its twin: the same passages, one replaced by the gold
     kinds: list[str] = field(default_factory=lambda: list(QUESTION_KINDS))  # qa_forms: question kinds
     untitled: float = 0.5  # rag_formats: share of records whose passages lose their leading title
     negatives_per_positive: int = 1

@@ -153,7 +153,8 @@ def _rag_format_records(source, records, answers, question: str, titles, config:
     return rag_records(records, answers, question=question, formats=source.formats, sources=source.sources,
                        max_documents=source.max_documents, min_documents=source.min_documents,
                        max_passage_words=source.max_passage_words, titles=titles, untitled=source.untitled,
-                       unanswerable=source.unanswerable, evidence=evidence, seed=config.training.seed,
+                       unanswerable=source.unanswerable, unanswerable_twins=source.unanswerable_twins,
+                       evidence=evidence, seed=config.training.seed,
                        dataset=source.name or dataset)
 
 

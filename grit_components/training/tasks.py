@@ -205,7 +205,8 @@ def rag_records(records: Sequence[EmbeddingRecord], answers: Sequence[str], *, q
                 formats: Sequence[str] = RAG_FORMATS, sources: Sequence[str] = ("embedding", "causal"),
                 max_documents: int = 3, max_passage_words: int | None = 120, titles: Mapping[str, str] | None = None,
                 untitled: float = 0.5, seed: int = 0, dataset: str = "rag", min_documents: int = 1,
-                unanswerable: float = 0.0, evidence: Sequence[str] | None = None) -> list[RagRecord]:
+                unanswerable: float = 0.0, evidence: Sequence[str] | None = None,
+                unanswerable_twins: bool = False) -> list[RagRecord]:
     """One RAG answer per query, cycling through `formats` (and `sources` for cache formats).
 
     Every prompt holds the gold passage and `min_documents - 1`..`max_documents - 1` of the query's hard
@@ -215,6 +216,10 @@ def rag_records(records: Sequence[EmbeddingRecord], answers: Sequence[str], *, q
     In a share `unanswerable` of the records the gold passage is left out and the answer is
     `templates.NO_ANSWER`; a record whose distractors contain its `evidence` string (by default its answer,
     case-insensitive) keeps its gold passage, so a refusal is never trained where the answer is shown.
+    With `unanswerable_twins`, every refusal record is followed by its answerable twin: the same passages
+    in the same format, one of them (at random) replaced by the gold passage, answered as usual. The pair
+    differs only by the gold passage, so the model learns that the passage decides, not the question or
+    the distractors (a model trained on refusals alone also refuses answerable questions).
     """
     from grit_components.templates import NO_ANSWER
 
@@ -253,10 +258,18 @@ def rag_records(records: Sequence[EmbeddingRecord], answers: Sequence[str], *, q
             # the same number of passages, none of them the gold one
             documents = rng.sample(distractors, min(max(len(chosen) + 1, 2 if fmt == "multi_doc" else 1),
                                                     len(distractors)))
-            answer = NO_ANSWER
+            rng.shuffle(documents)
+            if unanswerable_twins:  # drawn only then: the records of a seed without twins stay the same
+                twin = list(documents)
+                twin[rng.randrange(len(twin))] = gold
+                out.append(RagRecord(question.format(query=record.query[1]), tuple(documents), fmt, source,
+                                     NO_ANSWER, dataset))
+                documents = twin
+            else:
+                answer = NO_ANSWER
         else:
             documents = [gold] + chosen
-        rng.shuffle(documents)
+            rng.shuffle(documents)
         if fmt == "no_retrieval":
             documents = []
         out.append(RagRecord(question.format(query=record.query[1]), tuple(documents), fmt, source, answer, dataset))
