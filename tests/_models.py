@@ -54,3 +54,25 @@ def index_folders(data_dir, folders, *, model: str | None = None, pipeline: str 
         return hp.index_files(built, hp.collect_files(list(folders)), **options)
     finally:
         hp.close_pipeline(built)
+
+
+def write_corpus_source(directory: Path, corpus, *, excluded: int, qrel_doc: str, task: str):
+    """A BEIR folder in `directory` whose corpus is `corpus` ((id, title, text) triples) with its first `excluded`
+    passages in eval.jsonl, one train query judged on `qrel_doc`, and a recipe with one generative source of
+    `task` built outside eval.jsonl (2 BM25 distractors, doc-first and multi_doc, causal); returns its config."""
+    import json
+
+    from grit_components.training.config import load_config
+
+    (directory / "train").mkdir()
+    line = lambda i, t, x: json.dumps({"_id": i, "title": t, "text": x})  # noqa: E731
+    (directory / "corpus.jsonl").write_text("\n".join(line(*passage) for passage in corpus))
+    (directory / "eval.jsonl").write_text("\n".join(line(*passage) for passage in corpus[:excluded]))
+    (directory / "train" / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "x"}))
+    (directory / "train" / "qrels.tsv").write_text(f"query-id\tcorpus-id\tscore\nq1\t{qrel_doc}\t1\n")
+    (directory / "train.yaml").write_text(
+        "model: none\noutput_dir: run\ndata:\n  generative:\n"
+        f"    - {{beir: {directory}, task: {task}, corpus_file: corpus.jsonl, exclude_corpus_file: eval.jsonl,\n"
+        "       formats: [doc_first, multi_doc], sources: [causal], max_documents: 3, untitled: 0,\n"
+        "       mine_negatives: {method: bm25, num_negatives: 2}}\n")
+    return load_config(directory / "train.yaml")

@@ -36,6 +36,7 @@ from grit_components.training import (
 from grit_components.training.config import TrainConfig, from_dict, load_config
 from grit_components.training.run import build_trainer
 from grit_components.training.trainer import GritTrainingModel, SameDatasetSampler
+from tests._models import write_corpus_source
 
 SHIPPED_RECIPE = "grit-smollm2-135m-rerank.yaml"  # the (last) recipe that made the shipped adapter
 
@@ -419,23 +420,13 @@ def test_beir_records_and_hard_negative_mining(tmp_path, fresh_tiny):
 
 
 def test_fact_cloze_source_builds_rag_answers_outside_the_excluded_corpus(tmp_path):
-    from grit_components.training.config import load_config
     from grit_components.training.run import build_records
     from grit_components.training.tasks import CLOZE_BLANK, CLOZE_QUESTION
 
-    (tmp_path / "train").mkdir()
     corpus = [(f"d{i}", f"Entity {i}", f"It was founded by Marcus Aurelius in the year {1000 + i} near the river bank. "
                f"It stands on a hill and has about {20 + i} rooms for the many guests.") for i in range(8)]
-    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": i, "title": t, "text": x}) for i, t, x in corpus))
-    (tmp_path / "eval.jsonl").write_text("\n".join(json.dumps({"_id": i, "title": t, "text": x}) for i, t, x in corpus[:3]))
-    (tmp_path / "train" / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "x"}))
-    (tmp_path / "train" / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
-    (tmp_path / "train.yaml").write_text(
-        "model: none\noutput_dir: run\ndata:\n  generative:\n"
-        f"    - {{beir: {tmp_path}, task: fact_cloze, corpus_file: corpus.jsonl, exclude_corpus_file: eval.jsonl,\n"
-        "       formats: [doc_first, multi_doc], sources: [causal], max_documents: 3, untitled: 0,\n"
-        "       mine_negatives: {method: bm25, num_negatives: 2}}\n")
-    _, records = build_records(load_config(tmp_path / "train.yaml"))
+    config = write_corpus_source(tmp_path, corpus, excluded=3, qrel_doc="d1", task="fact_cloze")
+    _, records = build_records(config)
     assert len(records) == 5  # one question per passage, none from the three excluded ones
     excluded = {f"Entity {i}" for i in range(3)}
     for record in records:

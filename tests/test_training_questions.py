@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import pytest
 
 from grit_components.templates import NO_ANSWER
 from grit_components.training import EmbeddingRecord
+from grit_components.training.config import load_config
 from grit_components.training.questions import QUESTION_KINDS, interleave_kinds, passage_questions
 from grit_components.training.tasks import rag_records
+from tests._models import write_corpus_source
 
 PASSAGES = {
     "Parthenon": "The Parthenon is a former temple on the Athenian Acropolis, Greece, that was dedicated to the "
@@ -125,21 +126,11 @@ def test_unanswerable_records_leave_the_gold_passage_out_and_refuse():
 
 
 def test_qa_forms_source_builds_balanced_questions_outside_the_excluded_corpus(tmp_path):
-    from grit_components.training.config import load_config
     from grit_components.training.run import build_records
 
-    (tmp_path / "train").mkdir()
     corpus = [(f"d{i}", title, text) for i, (title, text) in enumerate(PASSAGES.items())]
-    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": i, "title": t, "text": x}) for i, t, x in corpus))
-    (tmp_path / "eval.jsonl").write_text(json.dumps({"_id": "d0", "title": corpus[0][1], "text": corpus[0][2]}))
-    (tmp_path / "train" / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "x"}))
-    (tmp_path / "train" / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td0\t1\n")
-    (tmp_path / "train.yaml").write_text(
-        "model: none\noutput_dir: run\ndata:\n  generative:\n"
-        f"    - {{beir: {tmp_path}, task: qa_forms, corpus_file: corpus.jsonl, exclude_corpus_file: eval.jsonl,\n"
-        "       formats: [doc_first, multi_doc], sources: [causal], max_documents: 3, untitled: 0,\n"
-        "       mine_negatives: {method: bm25, num_negatives: 2}}\n")
-    _, records = build_records(load_config(tmp_path / "train.yaml"))
+    config = write_corpus_source(tmp_path, corpus, excluded=1, qrel_doc="d0", task="qa_forms")
+    _, records = build_records(config)
     assert len(records) >= 10
     assert not any("Parthenon" in d for r in records for d in r.documents if r.answer != NO_ANSWER and
                    d.startswith("Parthenon"))
