@@ -392,6 +392,27 @@ def test_every_recipe_loads_and_the_shipped_recipe_declares_the_shipped_metadata
     assert declared.extra["base_model"] == shipped.extra["base_model"] == recipes[SHIPPED_RECIPE].model
 
 
+def test_a_run_from_an_earlier_adapter_declares_the_capabilities_it_keeps_of_it():
+    from types import SimpleNamespace
+
+    from grit_components.training.run import training_metadata
+
+    data = {"embedding": [{"beir": "d"}], "generative": [
+        {"beir": "d", "task": "rag_formats", "formats": ["doc_first", "multi_doc"]}]}
+    grit = SimpleNamespace(uses_grit_chat_format=False)
+    alone = training_metadata(from_dict(TrainConfig, {"model": "m", "output_dir": "o", "data": data}), grit)
+    assert alone.capabilities == ("embedding", "generation", "rag_cache_formats")
+    assert alone.pointwise_max_passage_tokens is None
+    lora = {"enabled": True, "init_adapter": "stage-1/adapter", "init_adapter_capabilities": ["query_likelihood_rerank"]}
+    kept = training_metadata(from_dict(TrainConfig, {"model": "m", "output_dir": "o", "data": data, "lora": lora}), grit)
+    assert kept.capabilities == ("embedding", "generation", "query_likelihood_rerank", "rag_cache_formats")
+    assert kept.pointwise_max_passage_tokens == 256  # the relevance prompts' passage length (data.rerank_passage_tokens)
+    for bad, message in (({**lora, "init_adapter_capabilities": ["reading_minds"]}, "unknown"),
+                         ({"enabled": True, "init_adapter_capabilities": ["embedding"]}, "needs lora.enabled and")):
+        with pytest.raises(ValueError, match=f"init_adapter_capabilities.*{message}"):
+            from_dict(TrainConfig, {"model": "m", "output_dir": "o", "data": data, "lora": bad})
+
+
 def test_beir_records_and_hard_negative_mining(tmp_path, fresh_tiny):
     from grit_components.training import beir_embedding_records, beir_rag_records
 

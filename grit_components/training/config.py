@@ -17,6 +17,7 @@ from typing import Any, Optional
 import yaml
 
 from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION
+from grit_components.metadata import CAPABILITIES
 from grit_components.training.questions import QUESTION_KINDS
 from grit_components.training.tasks import RAG_FORMATS
 
@@ -149,6 +150,9 @@ class LoraSettings:
     # adapter is init_adapter_weight * init_adapter + (1 - init_adapter_weight) * the trained one, re-fitted to
     # rank r (`interpolate_adapter`). Keeps more of the earlier stage's skills than the trained adapter alone.
     init_adapter_weight: Optional[float] = None
+    # Capabilities of init_adapter this run keeps by replay and so declares as well (e.g. query_likelihood_rerank
+    # when the run has no ranking groups of its own): listed by hand, as a run can also lose one (measure it).
+    init_adapter_capabilities: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -225,6 +229,13 @@ class TrainConfig:
             checks.append((0 <= weight <= 1, f"lora.init_adapter_weight must be in [0, 1], got {weight}"))
             checks.append((bool(self.lora.enabled and self.lora.init_adapter),
                            "lora.init_adapter_weight needs lora.enabled and lora.init_adapter (the adapter to mix in)"))
+        if self.lora.init_adapter_capabilities:
+            unknown = [c for c in self.lora.init_adapter_capabilities if c not in CAPABILITIES]
+            checks.append((not unknown, f"lora.init_adapter_capabilities: unknown {unknown}; choose from "
+                                        f"{list(CAPABILITIES)}"))
+            checks.append((bool(self.lora.enabled and self.lora.init_adapter),
+                           "lora.init_adapter_capabilities needs lora.enabled and lora.init_adapter (the adapter "
+                           "whose capabilities the run keeps)"))
         for source in self.data.embedding:
             checks.append((source.task in ("qrels", "inverse_cloze"), "embedding task must be 'qrels' or 'inverse_cloze'"))
             checks.append((source.task == "qrels" or source.beir is not None, "task 'inverse_cloze' needs a 'beir' source"))

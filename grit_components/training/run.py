@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from grit_components.evaluation.data import load_beir
-from grit_components.metadata import ModelMetadata
+from grit_components.metadata import CAPABILITIES, ModelMetadata
 from grit_components.models import SlowPrecisionWarning, cpu_bf16_is_fast
 from grit_components.training.config import RANKING_TASKS, TrainConfig
 from grit_components.training.data import (
@@ -232,7 +232,8 @@ def build_records(config: TrainConfig, grit=None) -> tuple[list[EmbeddingRecord]
 def training_metadata(config: TrainConfig, grit) -> ModelMetadata:
     """What the trained model will declare (`grit_model.json`): its instruction, chat format and the jobs
     its data trained (embedding with a contrastive source, relevance judgements with a pointwise or ranking source,
-    cache formats with a rag_formats source that has cache modes)."""
+    cache formats with a rag_formats source that has cache modes), and what it keeps of the adapter it started
+    from (`lora.init_adapter_capabilities`)."""
     data = config.data
     capabilities = ["generation"]
     if data.embedding and config.loss.rep_weight > 0:
@@ -243,6 +244,8 @@ def training_metadata(config: TrainConfig, grit) -> ModelMetadata:
         capabilities.append("pointwise_rerank")
     if "query_likelihood_ranking" in ranking:
         capabilities.append("query_likelihood_rerank")
+    if config.lora.enabled and config.lora.init_adapter:
+        capabilities += [c for c in config.lora.init_adapter_capabilities if c not in capabilities]
     judges = any(c.endswith("_rerank") for c in capabilities)  # its relevance prompts' passage length is declared
     formats = list(dict.fromkeys(f for s in generative if s.task == "rag_formats" for f in s.formats))
     if any(s.task == "rag" for s in generative):
@@ -252,7 +255,7 @@ def training_metadata(config: TrainConfig, grit) -> ModelMetadata:
     return ModelMetadata(query_instruction=data.query_instruction if "embedding" in capabilities else None,
                          document_instruction=data.passage_instruction,
                          chat_format="grit" if grit.uses_grit_chat_format else "template",
-                         capabilities=tuple(capabilities),
+                         capabilities=tuple(sorted(capabilities, key=CAPABILITIES.index)),
                          pointwise_max_passage_tokens=data.rerank_passage_tokens if judges else None,
                          rag_formats=tuple(formats), extra={"base_model": config.model})
 
