@@ -121,7 +121,6 @@ class LlamaCppEngine:
                 raise ValueError(f"decode_backend 'llama_cpp' cannot write {model.name} as GGUF: {error}") from error
         return path
 
-
     def start(self, prefix: Sequence[int] | None, source: str, suffix: Sequence[int]) -> tuple[np.ndarray, bool]:
         """Reset the context to `prefix` (restored from the store, or computed and stored) and evaluate
         `suffix` after it: (the next-token logits, whether the prefix came from the store). Hold `lock`."""

@@ -6,6 +6,7 @@ several conftest files and importing one by name picks whichever comes first on 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -60,14 +61,14 @@ def write_corpus_source(directory: Path, corpus, *, excluded: int, qrel_doc: str
     """A BEIR folder in `directory` whose corpus is `corpus` ((id, title, text) triples) with its first `excluded`
     passages in eval.jsonl, one train query judged on `qrel_doc`, and a recipe with one generative source of
     `task` built outside eval.jsonl (2 BM25 distractors, doc-first and multi_doc, causal); returns its config."""
-    import json
-
     from grit_components.training.config import load_config
 
+    def lines(passages) -> str:
+        return "\n".join(json.dumps({"_id": i, "title": t, "text": x}) for i, t, x in passages)
+
     (directory / "train").mkdir()
-    line = lambda i, t, x: json.dumps({"_id": i, "title": t, "text": x})  # noqa: E731
-    (directory / "corpus.jsonl").write_text("\n".join(line(*passage) for passage in corpus))
-    (directory / "eval.jsonl").write_text("\n".join(line(*passage) for passage in corpus[:excluded]))
+    (directory / "corpus.jsonl").write_text(lines(corpus))
+    (directory / "eval.jsonl").write_text(lines(corpus[:excluded]))
     (directory / "train" / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "x"}))
     (directory / "train" / "qrels.tsv").write_text(f"query-id\tcorpus-id\tscore\nq1\t{qrel_doc}\t1\n")
     (directory / "train.yaml").write_text(

@@ -244,8 +244,8 @@ def training_metadata(config: TrainConfig, grit) -> ModelMetadata:
         capabilities.append("pointwise_rerank")
     if "query_likelihood_ranking" in ranking:
         capabilities.append("query_likelihood_rerank")
-    if config.lora.enabled and config.lora.init_adapter:
-        capabilities += [c for c in config.lora.init_adapter_capabilities if c not in capabilities]
+    # what it keeps of lora.init_adapter (the config checks there is one)
+    capabilities += [c for c in config.lora.init_adapter_capabilities if c not in capabilities]
     judges = any(c.endswith("_rerank") for c in capabilities)  # its relevance prompts' passage length is declared
     formats = list(dict.fromkeys(f for s in generative if s.task == "rag_formats" for f in s.formats))
     if any(s.task == "rag" for s in generative):

@@ -239,6 +239,7 @@ def rag_records(records: Sequence[EmbeddingRecord], answers: Sequence[str], *, q
     for index, (record, answer) in enumerate(zip(records, answers)):
         fmt = formats[index % len(formats)]
         source = sources[(index // len(formats)) % len(sources)]
+        asked = question.format(query=record.query[1])
         strip = titles is not None and rng.random() < untitled
         refuse = unanswerable > 0 and fmt != "no_retrieval" and rng.random() < unanswerable  # no draw at 0: seeds keep
 
@@ -260,11 +261,8 @@ def rag_records(records: Sequence[EmbeddingRecord], answers: Sequence[str], *, q
                                                     len(distractors)))
             rng.shuffle(documents)
             if unanswerable_twins:  # drawn only then: the records of a seed without twins stay the same
-                twin = list(documents)
-                twin[rng.randrange(len(twin))] = gold
-                out.append(RagRecord(question.format(query=record.query[1]), tuple(documents), fmt, source,
-                                     NO_ANSWER, dataset))
-                documents = twin
+                out.append(RagRecord(asked, tuple(documents), fmt, source, NO_ANSWER, dataset))
+                documents[rng.randrange(len(documents))] = gold  # the answerable twin (the refusal has a copy)
             else:
                 answer = NO_ANSWER
         else:
@@ -272,7 +270,7 @@ def rag_records(records: Sequence[EmbeddingRecord], answers: Sequence[str], *, q
             rng.shuffle(documents)
         if fmt == "no_retrieval":
             documents = []
-        out.append(RagRecord(question.format(query=record.query[1]), tuple(documents), fmt, source, answer, dataset))
+        out.append(RagRecord(asked, tuple(documents), fmt, source, answer, dataset))
     return out
 
 
