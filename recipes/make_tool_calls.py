@@ -1,6 +1,6 @@
 """Write recipes/data/tool-calls.jsonl: tool-use conversations for generative training (deterministic).
 
-    python recipes/make_tool_calls.py [--output recipes/data/tool-calls.jsonl] [--count 400] [--seed 27]
+    python recipes/make_tool_calls.py [--output recipes/data/tool-calls.jsonl] [--count 400] [--seed 27] [--rename 0.6]
 
 Each record offers 1-3 tools (OpenAI function specs, in random order) and holds the user's request, the
 assistant's call(s) (`tool_calls`), the `tool` result(s) and a short final answer that uses the result; about
@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -635,7 +635,64 @@ def no_fit(rng: random.Random) -> tuple[list[str], list[dict[str, Any]]]:
     return names, [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
 
 
-def make_records(count: int = 400, seed: int = 27) -> list[dict[str, Any]]:
+# Other names a tool or parameter goes by (--rename): a model that calls `city` whatever the spec says has learnt
+# our tools, not to read the spec. Kept apart from benchmarks/tool_calls.py's own names (location, ticker, source,
+# target, a, b ... appear in no list here), so that benchmark still measures generalisation.
+TOOL_ALIASES = {"get_weather": ["current_weather", "fetch_weather", "weather_report"],
+                "convert_units": ["unit_converter", "convert_measure"], "calculate": ["calculator", "eval_math"],
+                "convert_currency": ["fx_convert", "currency_converter"], "get_local_time": ["local_time", "clock"],
+                "get_stock_price": ["stock_price", "share_price"], "search_web": ["web_search", "internet_search"],
+                "search_documents": ["search_docs", "handbook_search"],
+                "create_calendar_event": ["add_event", "schedule_event"], "send_message": ["text_contact", "send_sms"],
+                "translate_text": ["translate", "translator"], "get_population": ["population", "country_population"],
+                "get_flight_status": ["flight_status", "check_flight"], "set_timer": ["start_timer", "timer"],
+                "define_word": ["dictionary", "lookup_word"]}
+PARAM_ALIASES = {"city": ["city_name", "place", "town"], "unit": ["units", "scale"],
+                 "value": ["quantity", "number", "x"], "from_unit": ["unit_from", "input_unit"],
+                 "to_unit": ["unit_to", "output_unit"], "expression": ["expr", "formula"],
+                 "amount": ["sum", "money", "value"], "from_currency": ["base", "currency_from", "have"],
+                 "to_currency": ["quote", "currency_to", "want"], "symbol": ["stock_symbol", "code"],
+                 "query": ["q", "search_query", "keywords"], "max_results": ["limit", "top_k"],
+                 "title": ["name", "summary"], "date": ["day", "on_date"], "time": ["start_time", "at"],
+                 "duration_minutes": ["length_minutes"], "recipient": ["contact", "person"],
+                 "text": ["message", "content", "body"], "target_language": ["into", "language"],
+                 "source_language": ["from_language"], "country": ["country_name", "nation"],
+                 "flight_number": ["flight", "flight_id"], "minutes": ["duration", "mins"],
+                 "label": ["tag", "reason"], "word": ["term", "entry"]}
+
+
+def renamed(rng: random.Random, tool: ToolDef) -> tuple[ToolDef, dict[str, str]]:
+    """`tool` under another name (half the time) with some parameters renamed, and the old -> new parameter map."""
+    name = pick(rng, TOOL_ALIASES[tool.name]) if rng.random() < 0.5 else tool.name
+    taken = {p.name for p in tool.params}
+    mapping: dict[str, str] = {}
+    for param in tool.params:
+        choices = [a for a in PARAM_ALIASES.get(param.name, ()) if a not in taken]
+        if choices and rng.random() < 0.6:
+            mapping[param.name] = pick(rng, choices)
+            taken.add(mapping[param.name])
+    params = [replace(p, name=mapping.get(p.name, p.name)) for p in tool.params]
+    return replace(tool, name=name, params=params), mapping
+
+
+def rename_tools(rng: random.Random, names: list[str], messages: list[dict[str, Any]],
+                 style: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The offered tools' specs and the conversation with every offered tool renamed consistently."""
+    changed = {n: renamed(rng, BY_NAME[n]) for n in names}
+    out = []
+    for message in messages:
+        message = dict(message)
+        if message.get("tool_calls"):
+            message["tool_calls"] = [{"name": changed[c["name"]][0].name,
+                                      "arguments": {changed[c["name"]][1].get(k, k): v for k, v in c["arguments"].items()}}
+                                     for c in message["tool_calls"]]
+        if message["role"] == "tool":
+            message["name"] = changed[message["name"]][0].name
+        out.append(message)
+    return [changed[n][0].spec(style) for n in names], out
+
+
+def make_records(count: int = 400, seed: int = 27, rename: float = 0.0) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     kinds = [(single, 0.65), (parallel, 0.10), (chained, 0.10), (no_fit, 0.15)]
     plan = [kind for kind, share in kinds for _ in range(round(count * share))]
@@ -647,7 +704,11 @@ def make_records(count: int = 400, seed: int = 27) -> list[dict[str, Any]]:
         style = rng.choice(["handwritten", "handwritten", "haystack", "llama_index"])
         if rng.random() < 0.25:
             messages = [{"role": "system", "content": pick(rng, SYSTEM_PROMPTS)}, *messages]
-        record = {"tools": [BY_NAME[n].spec(style) for n in names], "messages": messages, "dataset": "tool-calls"}
+        if rename and rng.random() < rename:
+            tools, messages = rename_tools(rng, names, messages, style)
+        else:
+            tools = [BY_NAME[n].spec(style) for n in names]
+        record = {"tools": tools, "messages": messages, "dataset": "tool-calls"}
         called = {c["name"] for m in messages for c in m.get("tool_calls", ())}
         while len(json.dumps(record, ensure_ascii=False)) > MAX_RECORD_CHARS and len(record["tools"]) > max(1, len(called)):
             spare = [i for i, t in enumerate(record["tools"]) if t["function"]["name"] not in called]
@@ -661,10 +722,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--count", type=int, default=400)
     parser.add_argument("--seed", type=int, default=27)
+    parser.add_argument("--rename", type=float, default=0.0,
+                        help="share of conversations whose tools and parameters go by other names (0-1)")
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")
-    records = make_records(args.count, args.seed)
+    if not 0.0 <= args.rename <= 1.0:
+        parser.error("--rename must be between 0 and 1")
+    records = make_records(args.count, args.seed, args.rename)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as handle:
         for record in records:
