@@ -21,6 +21,7 @@ from grit_components.training.data import write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "recipes" / "data" / "tool-calls.jsonl"
+RENAMED = ROOT / "recipes" / "data" / "tool-calls-3.jsonl"  # make_tool_calls.py --count 800 --seed 29 --rename 0.7
 RECIPE_MAX_LENGTH = 640  # generative_max_length of the recipes in recipes/*.yaml
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city.",
@@ -192,6 +193,38 @@ def test_generated_tool_data_is_current_and_varied(tmp_path):
         assert len(r.messages[-1]["content"]) < 200
 
 
+def test_renamed_tool_data_is_current_and_calls_what_the_specs_say(tmp_path):
+    """--rename: tools and parameters go by other names in most conversations, and every call uses the names of
+    the spec offered in that conversation (a model learns to read the spec, not our tool names)."""
+    generator = load_generator()
+    fresh = tmp_path / "tool-calls-3.jsonl"
+    generator.main(["--output", str(fresh), "--count", "800", "--seed", "29", "--rename", "0.7"])
+    assert fresh.read_text() == RENAMED.read_text()
+    records = load_chat_records(RENAMED)
+    canonical = {t.name: {p.name for p in t.params} for t in generator.TOOLS}
+    renamed_tools = renamed_params = 0
+    for record in records:
+        specs = {t["function"]["name"]: t["function"]["parameters"] for t in record.tools}
+        renamed_tools += any(name not in canonical for name in specs)
+        renamed_params += any(set(p["properties"]) - canonical.get(name, set()) for name, p in specs.items())
+        for message in record.messages:
+            for call in message.get("tool_calls", ()):
+                assert call["name"] in specs, (call, list(specs))
+                properties = specs[call["name"]]
+                assert set(call["arguments"]) <= set(properties["properties"]), (call, properties)
+                assert set(properties["required"]) <= set(call["arguments"]), (call, properties)
+            if message["role"] == "tool":
+                assert message["name"] in specs
+    assert 0.25 <= renamed_tools / len(records) <= 0.55 and 0.4 <= renamed_params / len(records) <= 0.8
+    # the benchmark's own parameter names stay out of the renamed data (it measures reading unseen specs)
+    benchmark_only = {"location", "ticker", "source", "target", "a", "b", "origin", "destination", "dish",
+                      "tracking_id", "to", "subject", "mountain"}
+    offered = {key for r in records for t in r.tools for key in t["function"]["parameters"]["properties"]}
+    assert not offered & benchmark_only
+    with pytest.raises(SystemExit):
+        generator.main(["--output", str(fresh), "--rename", "1.5"])
+
+
 def leaves(value):
     if isinstance(value, dict):
         return [leaf for item in value.values() for leaf in leaves(item)]
@@ -200,8 +233,9 @@ def leaves(value):
     return [value]
 
 
-def test_final_answers_use_the_tool_results():
-    for record in load_chat_records(DATA):
+@pytest.mark.parametrize("path", [DATA, RENAMED], ids=["tool-calls", "tool-calls-3"])
+def test_final_answers_use_the_tool_results(path):
+    for record in load_chat_records(path):
         results = [m["content"] for m in record.messages if m["role"] == "tool"]
         if not results:
             continue
@@ -213,5 +247,6 @@ def test_final_answers_use_the_tool_results():
 def test_generated_tool_data_fits_the_recipe_length(views):
     """Every record encodes (SmolLM2 chat template, JSON-in-text tools) within the recipes' generative_max_length,
     so no final answer is cut off."""
-    lengths = [len(encode_chat(views[0], r.messages, max_length=10_000, tools=r.tools)[0]) for r in load_chat_records(DATA)]
+    records = [r for path in sorted(DATA.parent.glob("tool-calls*.jsonl")) for r in load_chat_records(path)]
+    lengths = [len(encode_chat(views[0], r.messages, max_length=10_000, tools=r.tools)[0]) for r in records]
     assert max(lengths) <= RECIPE_MAX_LENGTH, max(lengths)
