@@ -522,12 +522,15 @@ def generate_llama_cpp(
     *,
     prefix_ids: Sequence[int] | None = None,
     source: str = "causal",
+    prefix_states: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
     streaming_callback: StreamingCallback | None = None,
 ) -> tuple[GenerationResult, bool]:
     """Generate with llama.cpp (`decode_backend="llama_cpp"`, `llama_engine`): after `prefix_ids` (a cached text,
-    restored from the engine's store of saved states or computed from `source` and stored) and `suffix_ids`.
+    restored from the engine's store of saved states or computed from `source` and stored; or, with
+    `prefix_states`, those states written into llama.cpp's cells: per layer (keys, values) in transformers'
+    layout, e.g. several cached texts composed by `kv_cache.compose_states`) and `suffix_ids`.
     Greedy, or sampled with the torch path's own warpers and seeded generator over llama.cpp's logits.
-    Returns the result and whether the prefix came from the store."""
+    Returns the result and whether the prefix came from the engine's store."""
     from grit_components.llama_engine import engine_for
 
     unsupported = sorted(set(options) - LLAMA_CPP_KEYS)
@@ -554,7 +557,10 @@ def generate_llama_cpp(
     start = time.perf_counter()
     new_tokens: list[int] = []
     with engine.lock:
-        logits, hit = engine.start(prefix, source, suffix_ids)
+        if prefix_states is not None:
+            logits, hit = engine.start_from_states(prefix, prefix_states, suffix_ids), False
+        else:
+            logits, hit = engine.start(prefix, source, suffix_ids)
         seen = [*prefix, *suffix_ids]
         while True:
             scores = torch.from_numpy(logits)[None]

@@ -302,20 +302,47 @@ def compose(model: LoadedModel, caches: Sequence[DocumentKVCache], *, drop_leadi
         place, where a `DynamicCache` copies the whole (long) prefix at every step. Otherwise, and for
         sliding-window models, a `DynamicCache`.
     """
-    if not caches:
-        raise ValueError("caches must not be empty")
     if reserve is not None:
         check_int("reserve", reserve, minimum=1)
+    forms = _check_composable(caches)
+    length = caches[0].length + sum(cache.length - drop_leading for cache in caches[1:])
+    static = static_cache(model, length + reserve) if reserve is not None else None
+    target = decode_dtype(model, forms, static=static is not None)
+    if static is not None and target != model.dtype:
+        static.layers = [_CastingStaticLayer(max_cache_len=layer.max_cache_len) for layer in static.layers]
+    ids, parts = _composed_parts(model, caches, drop_leading, target)
+    if static is not None:
+        for layer, pieces in zip(static.layers, parts):
+            for k, v in pieces:
+                layer.update(k, v)  # copies into the pre-allocated tensors; the stored entry is untouched
+        return ids, static
+    return ids, make_dynamic_cache(_joined(parts), model.model.config)
+
+
+def compose_states(model: LoadedModel, caches: Sequence[DocumentKVCache], *, drop_leading: int = 0,
+                   ) -> tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]:
+    """`compose` as plain tensors: (token ids, per layer (keys, values) of shape (1, kv_heads, tokens,
+    head_dim), copies in `decode_dtype` of the stored form), for an engine with its own cache
+    (`llama_engine.LlamaCppEngine.start_from_states`)."""
+    forms = _check_composable(caches)
+    ids, parts = _composed_parts(model, caches, drop_leading, decode_dtype(model, forms, static=False))
+    return ids, _joined(parts)
+
+
+def _check_composable(caches: Sequence[DocumentKVCache]) -> str:
+    """The one stored dtype of `caches` (ValueError for none, or for caches of several stores)."""
+    if not caches:
+        raise ValueError("caches must not be empty")
     forms = {cache.dtype for cache in caches}
     if len(forms) > 1:
         raise ValueError(f"caches are stored in different dtypes {sorted(forms)}; compose caches of one store")
-    inv_freq = _rotary(model) if len(caches) > 1 else None
-    length = caches[0].length + sum(cache.length - drop_leading for cache in caches[1:])
-    static = static_cache(model, length + reserve) if reserve is not None else None
-    target = decode_dtype(model, forms.pop(), static=static is not None)
-    if static is not None and target != model.dtype:
-        static.layers = [_CastingStaticLayer(max_cache_len=layer.max_cache_len) for layer in static.layers]
+    return forms.pop()
 
+
+def _composed_parts(model: LoadedModel, caches: Sequence[DocumentKVCache], drop_leading: int,
+                    target: torch.dtype) -> tuple[list[int], list[list[tuple[torch.Tensor, torch.Tensor]]]]:
+    """(token ids, per layer the pieces of keys and values in `target`, each later cache re-rotated)."""
+    inv_freq = _rotary(model) if len(caches) > 1 else None
     ids: list[int] = list(caches[0].token_ids)
     parts = [[(k.to(model.device), v.to(model.device))] for k, v in caches[0].layers(target)]  # per layer: pieces
     for cache in caches[1:]:
@@ -326,14 +353,12 @@ def compose(model: LoadedModel, caches: Sequence[DocumentKVCache], *, drop_leadi
             k, v = k[:, :, drop_leading:].to(model.device), v[:, :, drop_leading:].to(model.device)
             parts[layer].append((rope_shift(k, delta, inv_freq, dtype=target), v.to(target)))
         ids.extend(cache.token_ids[drop_leading:])
-    if static is not None:
-        for layer, pieces in zip(static.layers, parts):
-            for k, v in pieces:
-                layer.update(k, v)  # copies into the pre-allocated tensors; the stored entry is untouched
-        return ids, static
-    layers = [(torch.cat([k for k, _ in pieces], dim=2), torch.cat([v for _, v in pieces], dim=2))
-              if len(pieces) > 1 else (pieces[0][0].clone(), pieces[0][1].clone()) for pieces in parts]
-    return ids, make_dynamic_cache(layers, model.model.config)
+    return ids, parts
+
+
+def _joined(parts) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(torch.cat([k for k, _ in pieces], dim=2), torch.cat([v for _, v in pieces], dim=2))
+            if len(pieces) > 1 else (pieces[0][0].clone(), pieces[0][1].clone()) for pieces in parts]
 
 
 def static_cache(model: LoadedModel, max_cache_len: int) -> StaticCache | None:

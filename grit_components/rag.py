@@ -39,7 +39,7 @@ from grit_components.generation import (
     generate_llama_cpp,
 )
 from grit_components.kv_cache import (SOURCES, CacheLayout, DocumentKVCache, KVStore, check_composable, compose,
-                                      compute_cache)
+                                      compose_states, compute_cache)
 from grit_components.options import GenerationOptions, as_generation_options
 
 if TYPE_CHECKING:
@@ -247,22 +247,27 @@ def answer(
         raise ValueError(f"the RAG prompt has {total_tokens} tokens; the model's context length is {model.context_length}")
 
     if len(prompt.segments) > 1:
-        if options.decode_backend == "llama_cpp":
-            raise ValueError(f"mode {mode.value!r} caches {len(prompt.segments)} texts, which decode_backend "
-                             "'llama_cpp' does not compose; it serves modes 'none', 'doc' and 'query' (use "
-                             "decode_backend 'torch' for the others)")
         check_composable(model)  # before any compute: a non-RoPE model fails fast
     stats = {"mode": mode.value, "source": source if prompt.segments else None, "cache_hits": 0, "cache_misses": 0,
              "cached_tokens": 0, "prefill_tokens": len(prompt.suffix_ids)}
     timings = {"cache_lookup": 0.0, "cache_fill": 0.0, "compose": 0.0}
-    llama_cpp = options.decode_backend == "llama_cpp"  # it keeps its own saved document states (llama_engine)
-    cache = None
+    # llama_cpp keeps its own saved states of single cached texts (llama_engine); several texts, and an
+    # "embedding"-source text longer than one llama.cpp batch, come from `store` as in the torch path (composed)
+    # and are written into its cells
+    llama_cpp = options.decode_backend == "llama_cpp"
+    cache = states = None
     if prompt.segments and not llama_cpp:
         reserve = len(prompt.suffix_ids) + min(options.max_new_tokens, model.context_length - total_tokens)
-        cache = _cached_prefix(model, prompt, source, store, reserve, stats, timings)
+        cache = _cached_prefix(model, prompt, source, store, stats, timings, reserve=reserve)
+    elif len(prompt.segments) > 1 or (prompt.segments and source == "embedding"
+                                      and len(prompt.segments[0]) > _llama_cpp_batch(model)):
+        states = _cached_prefix(model, prompt, source, store, stats, timings)
 
     before_generate = time.perf_counter() - start
-    if llama_cpp:
+    if states is not None:
+        result, _ = generate_llama_cpp(model, prompt.suffix_ids, options, prefix_ids=states[0], prefix_states=states[1],
+                                       streaming_callback=streaming_callback)
+    elif llama_cpp:
         prefix = prompt.segments[0] if prompt.segments else None
         result, hit = generate_llama_cpp(model, prompt.suffix_ids, options, prefix_ids=prefix, source=source,
                                          streaming_callback=streaming_callback)
@@ -279,10 +284,18 @@ def answer(
                      completion_tokens=result.completion_tokens, timings=timings, stats=stats)
 
 
-def _cached_prefix(model: GritModel, prompt: RagPrompt, source: str, store: KVStore, reserve: int, stats: dict,
-                   timings: dict) -> Cache:
+def _llama_cpp_batch(model: GritModel) -> int:
+    """The longest text llama.cpp's engine runs as one batch (an "embedding"-source text must be one)."""
+    from grit_components.llama_engine import engine_for
+
+    return engine_for(model).batch
+
+
+def _cached_prefix(model: GritModel, prompt: RagPrompt, source: str, store: KVStore, stats: dict, timings: dict, *,
+                   reserve: int | None = None):
     """The cached texts of `prompt` from `store` (computed and stored on a miss), composed into one cache with
-    room for `reserve` more tokens; counts hits, misses and times into `stats` and `timings`."""
+    room for `reserve` more tokens, or without `reserve` into (token ids, per layer (keys, values)) for
+    llama.cpp; counts hits, misses and times into `stats` and `timings`."""
     entries = []
     layout = CacheLayout.of(model, store.dtype)
     for ids in prompt.segments:
@@ -299,7 +312,10 @@ def _cached_prefix(model: GritModel, prompt: RagPrompt, source: str, store: KVSt
             stats["cache_hits"] += 1
         entries.append(entry)
     t0 = time.perf_counter()
-    prefix_ids, cache = compose(model, entries, drop_leading=prompt.drop_leading, reserve=reserve)
+    if reserve is None:
+        composed = compose_states(model, entries, drop_leading=prompt.drop_leading)
+    else:
+        composed = compose(model, entries, drop_leading=prompt.drop_leading, reserve=reserve)
     timings["compose"] = time.perf_counter() - t0
-    stats["cached_tokens"] = len(prefix_ids)
-    return cache
+    stats["cached_tokens"] = len(composed[0])
+    return composed if reserve is None else composed[1]

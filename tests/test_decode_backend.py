@@ -145,8 +145,6 @@ def test_llama_cpp_backend_refuses_what_it_does_not_do(tiny_model):
     """Checked before any llama.cpp work, so they hold without the extra as well."""
     from grit_components import rag
 
-    with pytest.raises(ValueError, match="does not compose"):
-        rag.answer(tiny_model, "q", ["a", "b"], mode="multi_doc", decode_backend="llama_cpp")
     with pytest.raises(ValueError, match=r"does not apply \['num_beams'\]"):
         rag.answer(tiny_model, "q", ["a"], mode="none", decode_backend="llama_cpp", num_beams=2)
     with pytest.raises(ValueError, match="cannot take a torch past_key_values"):
@@ -154,3 +152,81 @@ def test_llama_cpp_backend_refuses_what_it_does_not_do(tiny_model):
         from grit_components.kv_cache import static_cache
 
         generate_ids(tiny_model, [1, 2], past_key_values=static_cache(tiny_model, 8), decode_backend="llama_cpp")
+
+
+@pytest.mark.integration
+def test_llama_cpp_backend_composes_several_cached_texts(grit_smol):
+    """Modes with several cached texts under decode_backend="llama_cpp": the torch path composes them from the
+    store and the engine writes the composed states into llama.cpp's cells; the answers are the torch path's.
+    A single document's causal cache written that way gives llama.cpp's own prefill answer ([llama-cpp] extra)."""
+    pytest.importorskip("llama_cpp")
+    from grit_components import rag
+    from grit_components.generation import generate_llama_cpp
+    from grit_components.kv_cache import compute_cache
+    from grit_components.options import GenerationOptions
+
+    docs = ["The novel Pride and Prejudice was written by Jane Austen in 1813.",
+            "Paris is the capital and most populous city of France.",
+            "The Battle of Hastings took place in 1066 in England."]
+    for question in ("Who wrote Pride and Prejudice?", "What is the capital of France?"):
+        for mode, source in (("multi_doc", "causal"), ("multi_doc", "embedding"), ("query_doc", "causal"),
+                             ("doc_query", "embedding")):
+            store = KVStore()
+            exact = rag.answer(grit_smol, question, docs, mode=mode, source=source, max_new_tokens=12, store=store)
+            fast = rag.answer(grit_smol, question, docs, mode=mode, source=source, max_new_tokens=12, store=store,
+                              decode_backend="llama_cpp")
+            assert fast.text == exact.text, (question, mode, source)
+            assert fast.stats["cache_hits"] == len(rag.build_prompt(grit_smol, question, docs, mode).segments)
+    prompt = rag.build_prompt(grit_smol, "Who wrote it?", docs[:1], "doc")
+    options = GenerationOptions(max_new_tokens=12, decode_backend="llama_cpp")
+    own, _ = generate_llama_cpp(grit_smol, prompt.suffix_ids, options, prefix_ids=prompt.segments[0])
+    written, hit = generate_llama_cpp(grit_smol, prompt.suffix_ids, options, prefix_ids=prompt.segments[0],
+                                      prefix_states=compute_cache(grit_smol, prompt.segments[0], "causal").layers())
+    assert written.text == own.text and "Austen" in own.text and not hit
+
+
+@pytest.mark.integration
+def test_llama_cpp_backend_takes_long_embedding_documents_from_the_store(grit_smol, monkeypatch):
+    """An "embedding"-source document longer than one llama.cpp batch (a non-causal pass must be one) is computed
+    by the torch path into the store and written into llama.cpp's cells: the torch path's answer ([llama-cpp])."""
+    pytest.importorskip("llama_cpp")
+    from grit_components import rag
+    from grit_components.llama_engine import engine_for
+
+    doc = "Alum is a chemical compound. It is used in water purification and as a mordant in dyeing. " * 3
+    question = "What is alum used for?"
+    monkeypatch.setattr(engine_for(grit_smol), "batch", 16)  # the document is longer than this batch
+    store = KVStore()
+    exact = rag.answer(grit_smol, question, [doc], mode="doc", source="embedding", max_new_tokens=12, store=store)
+    fast = rag.answer(grit_smol, question, [doc], mode="doc", source="embedding", max_new_tokens=12, store=store,
+                      decode_backend="llama_cpp")
+    assert fast.text == exact.text and fast.stats["cache_hits"] == 1 and len(store) == 1
+
+
+def test_llama_cpp_cells_are_the_gguf_exports_key_order():
+    """`cells_of` puts each key row in the order `export._permute` gives the key projection's rows (the layout
+    llama.cpp computes keys in), values as they are; `write_state` and `parse_state` are inverses."""
+    import numpy as np
+    import torch
+
+    from grit_components.export import _permute
+    from grit_components.llama_engine import StateFormat, cells_of, parse_state, write_state
+
+    heads, tokens, dim = 3, 5, 8
+    keys = torch.randn(1, heads, tokens, dim)
+    values = torch.randn(1, heads, tokens, dim)
+    k_cells, v_cells = cells_of([(keys, values)])
+    flat = keys[0].permute(1, 0, 2).reshape(tokens, heads * dim).numpy()  # transformers' column order
+    assert np.array_equal(k_cells[0], _permute(flat.T, heads).T)
+    assert np.array_equal(v_cells[0], values[0].permute(1, 0, 2).reshape(tokens, heads * dim).numpy())
+    for k_type, v_trans in ((1, True), (0, False)):
+        state_format = StateFormat(b"\x01" * 8, 2, heads * dim, k_type, k_type, v_trans)
+        data = write_state(state_format, k_cells * 2, v_cells * 2)
+        parsed, positions, k_back, v_back = parse_state(data)
+        assert parsed == state_format and positions == list(range(tokens))
+        tolerance = 1e-2 if k_type == 1 else 0
+        assert np.allclose(k_back[1], k_cells[0], atol=tolerance) and np.allclose(v_back[0], v_cells[0], atol=tolerance)
+    with pytest.raises(ValueError, match="not a llama.cpp sequence state"):
+        parse_state(data[:-3])
+    with pytest.raises(ValueError, match="layers"):
+        write_state(state_format, k_cells, v_cells)
