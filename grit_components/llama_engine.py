@@ -229,6 +229,7 @@ class LlamaCppEngine:
                                    logits_all=False, verbose=False)
         self.state_bytes = state_bytes
         self.states: OrderedDict[tuple[str, str], SavedState] = OrderedDict()
+        self.stored_bytes = 0  # sum of the states' nbytes
         self.lock = threading.Lock()
         self._format: StateFormat | None = None
         self._bos = model.tokenizer.bos_token_id if model.tokenizer.bos_token_id is not None else 0
@@ -311,9 +312,11 @@ class LlamaCppEngine:
         return last_logits(self.llm)
 
     def _store(self, key, state) -> None:
+        old = self.states.pop(key, None)
+        self.stored_bytes += state.nbytes - (old.nbytes if old is not None else 0)
         self.states[key] = state
-        while len(self.states) > 1 and sum(s.nbytes for s in self.states.values()) > self.state_bytes:
-            self.states.popitem(last=False)
+        while len(self.states) > 1 and self.stored_bytes > self.state_bytes:
+            self.stored_bytes -= self.states.popitem(last=False)[1].nbytes
 
 
 _ENGINES: dict[str, LlamaCppEngine] = {}

@@ -230,3 +230,22 @@ def test_llama_cpp_cells_are_the_gguf_exports_key_order():
         parse_state(data[:-3])
     with pytest.raises(ValueError, match="layers"):
         write_state(state_format, k_cells, v_cells)
+
+
+@pytest.mark.integration
+def test_llama_cpp_engine_keeps_its_states_within_budget(grit_smol):
+    """The engine's store of saved states drops the least recently used beyond `state_bytes` and keeps count of
+    the bytes it holds ([llama-cpp] extra)."""
+    pytest.importorskip("llama_cpp")
+    from grit_components.llama_engine import LlamaCppEngine
+
+    ids = [grit_smol.tokenizer(f"Document number {n} is about topic {n}.")["input_ids"] for n in range(3)]
+    probe = LlamaCppEngine(grit_smol, threads=1)
+    probe.start(ids[0], "causal", [])
+    size = probe.stored_bytes
+    engine = LlamaCppEngine(grit_smol, threads=1, state_bytes=int(size * 2.5))
+    for prefix in (ids[0], ids[1], ids[0], ids[2]):
+        _, hit = engine.start(prefix, "causal", [])
+    assert hit is False and len(engine.states) == 2  # ids[1], the least recently used, was dropped
+    assert engine.stored_bytes == sum(s.nbytes for s in engine.states.values()) <= engine.state_bytes
+    assert engine.start(ids[0], "causal", [])[1] is True and engine.start(ids[1], "causal", [])[1] is False

@@ -225,17 +225,17 @@ class TrainConfig:
         ]
         checks.append((self.training.mixed_precision in (None, "bf16"), "training.mixed_precision must be null or 'bf16'"))
         weight = self.lora.init_adapter_weight
+        has_init = bool(self.lora.enabled and self.lora.init_adapter)
+        needs_init = "{} needs lora.enabled and lora.init_adapter (the adapter {})"
         if weight is not None:
             checks.append((0 <= weight <= 1, f"lora.init_adapter_weight must be in [0, 1], got {weight}"))
-            checks.append((bool(self.lora.enabled and self.lora.init_adapter),
-                           "lora.init_adapter_weight needs lora.enabled and lora.init_adapter (the adapter to mix in)"))
+            checks.append((has_init, needs_init.format("lora.init_adapter_weight", "to mix in")))
         if self.lora.init_adapter_capabilities:
             unknown = [c for c in self.lora.init_adapter_capabilities if c not in CAPABILITIES]
             checks.append((not unknown, f"lora.init_adapter_capabilities: unknown {unknown}; choose from "
                                         f"{list(CAPABILITIES)}"))
-            checks.append((bool(self.lora.enabled and self.lora.init_adapter),
-                           "lora.init_adapter_capabilities needs lora.enabled and lora.init_adapter (the adapter "
-                           "whose capabilities the run keeps)"))
+            checks.append((has_init, needs_init.format("lora.init_adapter_capabilities",
+                                                       "whose capabilities the run keeps")))
         for source in self.data.embedding:
             checks.append((source.task in ("qrels", "inverse_cloze"), "embedding task must be 'qrels' or 'inverse_cloze'"))
             checks.append((source.task == "qrels" or source.beir is not None, "task 'inverse_cloze' needs a 'beir' source"))
