@@ -135,13 +135,10 @@ def parse_state(data: bytes) -> tuple[StateFormat, list[int], list[np.ndarray], 
         offset += 8
         keys, values, k_types, v_types, widths = [], [], set(), set(), set()
         for _ in range(layers):
-            k_type, row = struct.unpack_from("<iQ", data, offset)
-            offset += 12
-            dtype = CELL_DTYPES[k_type]
-            keys.append(np.frombuffer(data, dtype, cells * row // dtype.itemsize, offset).reshape(cells, -1))
-            offset += cells * row
+            k_type, k, offset = _rows(data, offset, cells)
+            keys.append(k)
             k_types.add(k_type)
-            widths.add(row // dtype.itemsize)
+            widths.add(k.shape[1])
         for _ in range(layers):
             if v_trans:
                 v_type, size, width = struct.unpack_from("<iII", data, offset)
@@ -149,22 +146,27 @@ def parse_state(data: bytes) -> tuple[StateFormat, list[int], list[np.ndarray], 
                 dtype = CELL_DTYPES[v_type]
                 if size != dtype.itemsize:
                     raise ValueError("value element size")
-                values.append(np.frombuffer(data, dtype, width * cells, offset).reshape(width, cells).T)
+                v = np.frombuffer(data, dtype, width * cells, offset).reshape(width, cells).T
                 offset += width * cells * size
             else:
-                v_type, row = struct.unpack_from("<iQ", data, offset)
-                offset += 12
-                dtype = CELL_DTYPES[v_type]
-                values.append(np.frombuffer(data, dtype, cells * row // dtype.itemsize, offset).reshape(cells, -1))
-                offset += cells * row
+                v_type, v, offset = _rows(data, offset, cells)
+            values.append(v)
             v_types.add(v_type)
-            widths.add(values[-1].shape[1])
+            widths.add(v.shape[1])
     except (struct.error, KeyError, ValueError) as error:
         raise ValueError(f"not a llama.cpp sequence state this module reads: {error}") from error
     if offset != len(data) or len(k_types) != 1 or len(v_types) != 1 or len(widths) != 1:
         raise ValueError("not a llama.cpp sequence state this module reads: unexpected layout")
     state_format = StateFormat(data[:8], layers, widths.pop(), k_types.pop(), v_types.pop(), bool(v_trans))
     return state_format, positions, keys, values
+
+
+def _rows(data: bytes, offset: int, cells: int) -> tuple[int, np.ndarray, int]:
+    """One layer's rows, one per cell, at `offset`: (ggml type, (cells, width) array, the offset after them)."""
+    ggml_type, row = struct.unpack_from("<iQ", data, offset)
+    dtype = CELL_DTYPES[ggml_type]
+    array = np.frombuffer(data, dtype, cells * row // dtype.itemsize, offset + 12).reshape(cells, -1)
+    return ggml_type, array, offset + 12 + cells * row
 
 
 def cells_of(layers: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
