@@ -16,15 +16,23 @@ import json
 import os
 import statistics
 import sys
-import time
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
 
-from benchmarks.rag_cache import (LATENCY_QUESTION, MODEL_DTYPE, RANDOM_LLAMA, _cpu_name, _fill_from, _store,
-                                  make_document, random_llama)
+from benchmarks.host import cpu_name
+from benchmarks.rag_cache import (
+    LATENCY_QUESTION,
+    MODEL_DTYPE,
+    RANDOM_LLAMA,
+    _fill_from,
+    _store,
+    make_document,
+    random_llama,
+)
 from grit_components import rag
 from grit_components.grit_model import GritModel
 from grit_components.llama_engine import import_llama_cpp, last_logits, load_sequence, save_sequence
@@ -257,7 +265,7 @@ def run_decode_backends(models: Sequence[str], *, length: int, backends: Sequenc
     from grit_components import load_model
 
     report: dict = {"setup": {"new_tokens": NEW_TOKENS, "batch": 1, "repeats": repeats, "statistic": "median",
-                              "cpu": _cpu_name(), "torch": torch.__version__, "threads": list(threads),
+                              "cpu": cpu_name(), "torch": torch.__version__, "threads": list(threads),
                               "load_average_1m_at_start": os.getloadavg()[0],
                               "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                               "source": "causal (cached modes timed with a warm store)"},

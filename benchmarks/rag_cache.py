@@ -10,10 +10,8 @@ measured in the same run.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -24,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.host import cpu_name
 from grit_components import rag, templates
 from grit_components.grit_model import GritModel
 from grit_components.kv_cache import KV_DTYPES, CacheLayout, KVStore, compute_cache, decode_dtype, dtype_name
@@ -420,18 +419,10 @@ def dtype_name_of(result: dict) -> str:
     return result["kv_dtypes"][MODEL_DTYPE]["decode_dtype"]
 
 
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def _write_latency(output: Path, plot_path: Path | None, results: dict, summary: dict, repeats: int) -> None:
     report = json.loads(output.read_text()) if output.exists() else {}
     report |= {"setup": {"new_tokens": 16, "batch": 1, "repeats": repeats, "torch_threads": torch.get_num_threads(),
-                        "cpu": _cpu_name(), "torch": torch.__version__,
+                        "cpu": cpu_name(), "torch": torch.__version__,
                         "source": "causal (cached modes timed with a warm store)"},
               "ratios": summary, "models": results}
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -24,11 +24,9 @@ Writes benchmarks/results/tool_calls_<model>.json per model (or everything into 
 import argparse
 import asyncio
 import contextlib
-import datetime
 import json
 import math
 import os
-import platform
 import re
 import sys
 import time
@@ -44,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from benchmarks.host import host_info  # noqa: E402
 from grit_components import generation  # noqa: E402
 
 FRAMEWORKS = ("haystack", "llama-index")
@@ -417,20 +416,6 @@ def table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
             rows.append(f"| {spec} | {framework} | {s['tasks']} | {s['call_made']} | {s['right_tool']} | "
                         f"{s['right_tool_and_arguments']} | {s['answer_has_fact']} |")
     return "\n".join(rows)
-
-
-def cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def host_info() -> dict[str, Any]:
-    return {"cpu": cpu_name(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "date": datetime.date.today().isoformat()}
 
 
 def output_path(spec: str) -> Path:
