@@ -750,9 +750,8 @@ def test_init_adapter_weight_is_checked_and_applied_by_grit_train(tmp_path, tiny
     assert any(log.get("init_adapter_weight") == 1.0 and log["interpolation_energy_lost"] < 1e-9 for log in history)
 
 
-def test_training_step_benchmark_compares_chunked_and_padded_steps_on_a_recipe(tmp_path, tiny_llama_dir):
-    """benchmarks/training_step.py on a tiny recipe with generative records of mixed lengths: every setting's
-    step has the padded step's losses, and the report says so next to the time ratios."""
+def _step_recipe(tmp_path, tiny_llama_dir) -> Path:
+    """A tiny recipe for benchmarks/training_step.py: generative records of mixed lengths (3-66 words)."""
     (tmp_path / "emb.jsonl").write_text("".join(
         json.dumps({"query": f"question {i}", "pos": [f"answer passage {i}"], "neg": [f"other passage {i}"]}) + "\n"
         for i in range(8)))
@@ -762,6 +761,13 @@ def test_training_step_benchmark_compares_chunked_and_padded_steps_on_a_recipe(t
     recipe.write_text(f"model: {tiny_llama_dir}\noutput_dir: out\n"
                       "data: {embedding: [{path: emb.jsonl}], generative: [{path: gen.jsonl}], generative_batch_size: 4}\n"
                       "training: {batch_size: 4, max_steps: 2, progress_bar: false}\n")
+    return recipe
+
+
+def test_training_step_benchmark_compares_chunked_and_padded_steps_on_a_recipe(tmp_path, tiny_llama_dir):
+    """benchmarks/training_step.py on a tiny recipe with generative records of mixed lengths: every setting's
+    step has the padded step's losses, and the report says so next to the time ratios."""
+    recipe = _step_recipe(tmp_path, tiny_llama_dir)
     output = tmp_path / "report.json"
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, str(root / "benchmarks" / "training_step.py"), str(recipe), "--steps", "2",
@@ -776,6 +782,30 @@ def test_training_step_benchmark_compares_chunked_and_padded_steps_on_a_recipe(t
     bad = subprocess.run([sys.executable, str(root / "benchmarks" / "training_step.py"), str(recipe), "--steps", "0"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--steps must be >= 1" in bad.stderr
+
+
+def test_training_step_benchmark_compares_precisions_on_a_recipe(tmp_path, tiny_llama_dir):
+    """benchmarks/training_step.py --precisions float32,bf16: the same batches in both precisions, float32 the
+    baseline (its losses are the reference), bf16 losses close to them but computed in bfloat16."""
+    recipe = _step_recipe(tmp_path, tiny_llama_dir)
+    output = tmp_path / "report.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "training_step.py"
+    done = subprocess.run([sys.executable, str(script), str(recipe), "--steps", "2", "--precisions", "float32,bf16",
+                           "--output", str(output)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(output.read_text())
+    assert list(report["summary"]) == ["float32", "bf16"] and report["steps"] == 2
+    assert report["summary"]["float32"]["wall_ratio_to_float32"] == 1.0
+    assert report["summary"]["float32"]["max_loss_difference"] == 0.0
+    bf16 = report["summary"]["bf16"]
+    assert bf16["precision"] == "bf16" and bf16["wall_ratio_to_float32"] > 0
+    assert 0.0 < bf16["max_loss_difference"] < 0.5  # bfloat16 arithmetic: close, not equal
+    assert set(report["cpu_flags"]) <= {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
+    for wrong, message in ((["--precisions", "float32,fp8"], "--precisions must list distinct values"),
+                           (["--precisions", "bf16", "--chunk-size", "2"], "give one of them")):
+        bad = subprocess.run([sys.executable, str(script), str(recipe), *wrong], capture_output=True, text=True,
+                             timeout=120)
+        assert bad.returncode == 2 and message in bad.stderr
 
 
 def test_bf16_autocast_falls_back_to_float32_on_a_cpu_without_native_bf16(tmp_path, tiny_llama_dir, fresh_tiny,
