@@ -11,6 +11,8 @@ import pytest
 from benchmarks import answerability
 from benchmarks.host import CPU_FLAGS, cpu_flags
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _write_jsonl(path, rows):
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
@@ -46,7 +48,7 @@ def test_gate_is_fitted_on_calibration_queries_and_reports_what_it_refuses(tiny_
     results = answerability.main(["--model", str(tiny_llama_dir), "--data", str(tiny_beir), "--evaluation", "4",
                                   "--calibration-end", "12", "--fact-questions", str(tiny_beir / "facts.jsonl"),
                                   "--fact-corpus", str(tiny_beir / "corpus-2k.jsonl"), "--new-tokens", "2",
-                                  "--threads", "1", "--output", str(output)])
+                                  "--output", str(output)])
     assert json.loads(output.read_text()) == json.loads(json.dumps(results))
     report = results["models"][str(tiny_llama_dir)]
     gate, wiki, facts = report["gate"], report["wikidesc_dev"], report["fact_questions"]
