@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.host import cpu_name
+from benchmarks.host import cpu_flags, cpu_name
 from benchmarks.rag_cache import (
     LATENCY_QUESTION,
     MODEL_DTYPE,
@@ -187,6 +187,10 @@ def llama_cpp_variants(model: GritModel, names: Sequence[str], directory: Path) 
     for name in names:
         weights, _, flag = name.partition("+")
         if weights == "packaged":
+            if "amx_int8" in cpu_flags():
+                raise ValueError("llama_cpp: the packaged variant (a Q4_1 file) crashed llama.cpp's AMX kernels on an "
+                                 "AMX CPU like this one (segmentation fault in llama_decode, ggml-org/llama.cpp#20824; "
+                                 "docs/kv-caching.md); use f32 or f16")
             path = base_gguf_of(model.name)
         else:
             path = directory / f"model.{weights}.gguf"

@@ -10,8 +10,9 @@ import platform
 from pathlib import Path
 from typing import Any
 
-# AVX2 only: bfloat16 products are slow (docs/training.md); AVX512-BF16 or AMX: bfloat16 is native
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+# AVX2 only: bfloat16 products are slow (docs/training.md); AVX512-BF16 or AMX: bfloat16 is native;
+# AMX-INT8: llama.cpp runs quantised weights through its AMX kernels (docs/kv-caching.md)
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
 def _cpuinfo() -> list[str]:

@@ -89,20 +89,20 @@ def test_backend_benchmark_runs_both_paths_in_one_run(tiny_model):
 
 
 @pytest.mark.integration
-def test_llama_cpp_answers_from_a_restored_document_state():
+def test_llama_cpp_answers_from_a_restored_document_state(tmp_path):
     """llama.cpp's saved state of a document stands for evaluating it: the answer from the restored state is the
-    uncached doc-first answer ([llama-cpp] extra; skipped without it)."""
+    uncached doc-first answer ([llama-cpp] extra; skipped without it). On the float16 export: the packaged Q4_1
+    file crashes llama.cpp's AMX kernels on AMX CPUs (docs/kv-caching.md)."""
     pytest.importorskip("llama_cpp")
-    from benchmarks.decode_backends import llama_cpp_doc_cache
+    from benchmarks.decode_backends import llama_cpp_doc_cache, llama_cpp_variants
     from grit_components import load_model, rag
-    from grit_components.models import _packaged_gguf
 
     model = load_model("smollm2-135m-instruct")
+    gguf, _ = llama_cpp_variants(model, ["f16"], tmp_path)["f16"]
     document = "The Moon orbits the Earth once every 27.3 days. " * 8
     prompt = rag.build_prompt(model, "How long does the Moon take to orbit the Earth?", [document], "doc")
     no_retrieval = rag.build_prompt(model, "How long does the Moon take to orbit the Earth?", [], "none").prompt_ids()
-    result = llama_cpp_doc_cache(_packaged_gguf("smollm2-135m-instruct")[0], prompt, no_retrieval, threads=1,
-                                 new_tokens=6, repeats=1)
+    result = llama_cpp_doc_cache(gguf, prompt, no_retrieval, threads=1, new_tokens=6, repeats=1)
     assert result["document_tokens"] == len(prompt.segments[0]) and result["state_bytes"] > 0
     assert result["ratios"]["same_text_doc_and_uncached"], result["rows"]
     assert result["rows"]["doc"]["text"] != result["rows"]["no_retrieval"]["text"]  # the state held the document
@@ -249,3 +249,16 @@ def test_llama_cpp_engine_keeps_its_states_within_budget(grit_smol):
     assert hit is False and len(engine.states) == 2  # ids[1], the least recently used, was dropped
     assert engine.stored_bytes == sum(s.nbytes for s in engine.states.values()) <= engine.state_bytes
     assert engine.start(ids[0], "causal", [])[1] is True and engine.start(ids[1], "causal", [])[1] is False
+
+
+def test_packaged_llama_cpp_variant_is_refused_on_an_amx_cpu(tiny_model, tmp_path, monkeypatch):
+    """The packaged Q4_1 file segfaults in llama.cpp's AMX kernels: on a CPU with AMX-INT8 the benchmark
+    refuses that variant before loading anything (a crash would lose every figure of the run), elsewhere not."""
+    from benchmarks import decode_backends
+
+    monkeypatch.setattr(decode_backends, "cpu_flags", lambda: ["avx512f", "amx_int8"])
+    with pytest.raises(ValueError, match=r"packaged variant .* AMX .* use f32 or f16"):
+        decode_backends.llama_cpp_variants(tiny_model, ["packaged"], tmp_path)
+    monkeypatch.setattr(decode_backends, "cpu_flags", lambda: ["avx2"])
+    with pytest.raises(ValueError, match="not a packaged model"):  # past the guard: a tiny model has no packaged file
+        decode_backends.llama_cpp_variants(tiny_model, ["packaged"], tmp_path)
