@@ -85,9 +85,14 @@ def wikidesc_sets(items: list[dict]) -> dict[str, list[list[int]]]:
     return out
 
 
-def generator_refusals(model, questions: list[str], passage_sets: list[list[str]], new_tokens: int) -> list[str]:
+def generator_answers(model, questions: list[str], passage_sets: list[list[str]], new_tokens: int) -> list[str]:
+    """The generator's own uncached doc-first answers (the baseline the gate is compared with)."""
     return [rag.answer(model, q, docs, mode="none", order="doc_first", max_new_tokens=new_tokens).text
             for q, docs in zip(questions, passage_sets)]
+
+
+def refusal_rate(answers: list[str]) -> float:
+    return float(np.mean([rag.says_no_answer(a) for a in answers]))
 
 
 def run_model(spec: str, args) -> dict:
@@ -104,11 +109,14 @@ def run_model(spec: str, args) -> dict:
     sigs = {item["id"]: signals(model, item["query"], [item["passage"], *item["distractors"]], instruction)
             for item in items}
 
-    def matrix(part: list[dict], kind: str) -> np.ndarray:
-        return np.array([features(sigs[item["id"]], idx) for item, idx in zip(part, wikidesc_sets(part)[kind])])
+    def matrices(part: list[dict]) -> dict[str, np.ndarray]:
+        """Per kind of passage set: one row of features per query of `part`."""
+        return {kind: np.array([features(sigs[item["id"]], idx) for item, idx in zip(part, sets)])
+                for kind, sets in wikidesc_sets(part).items()}
 
-    cal_pos = np.vstack([matrix(calibration, "gold"), matrix(calibration, "gold_3")])
-    cal_neg = matrix(calibration, "without_gold_3")
+    cal, ev = matrices(calibration), matrices(evaluation)
+    cal_pos = np.vstack([cal["gold"], cal["gold_3"]])
+    cal_neg = cal["without_gold_3"]
     gate = LogisticRegression().fit(np.vstack([cal_pos, cal_neg]), np.r_[np.ones(len(cal_pos)), np.zeros(len(cal_neg))])
     threshold = float(np.quantile(gate.decision_function(cal_pos), FALSE_REFUSALS))
 
@@ -119,7 +127,7 @@ def run_model(spec: str, args) -> dict:
                              "weights": gate.coef_[0].tolist(), "bias": float(gate.intercept_[0]) - threshold,
                              "calibration_queries": len(calibration),
                              "calibration_false_refusals": FALSE_REFUSALS}}
-    wiki = {kind: score(matrix(evaluation, kind)) for kind in ("gold", "gold_3", "without_gold_3")}
+    wiki = {kind: score(x) for kind, x in ev.items()}
     report["gate"]["scores"] = {"wikidesc_dev": {kind: values.tolist() for kind, values in wiki.items()}}
     report["wikidesc_dev"] = {
         "queries": len(evaluation),
@@ -127,8 +135,8 @@ def run_model(spec: str, args) -> dict:
         "gate_false_refusals_gold": float(np.mean(wiki["gold"] < 0)),
         "gate_false_refusals_gold_3": float(np.mean(wiki["gold_3"] < 0)),
         "auc_gold_3_vs_without": auc(wiki["gold_3"], wiki["without_gold_3"]),
-        "auc_pmi_only": auc(matrix(evaluation, "gold_3")[:, 0], matrix(evaluation, "without_gold_3")[:, 0]),
-        "auc_cosine_only": auc(matrix(evaluation, "gold_3")[:, 1], matrix(evaluation, "without_gold_3")[:, 1]),
+        "auc_pmi_only": auc(ev["gold_3"][:, 0], ev["without_gold_3"][:, 0]),
+        "auc_cosine_only": auc(ev["gold_3"][:, 1], ev["without_gold_3"][:, 1]),
     }
 
     questions, corpus = load_jsonl(args.fact_questions), load_jsonl(args.fact_corpus)
@@ -146,23 +154,21 @@ def run_model(spec: str, args) -> dict:
     print(f"{spec}: the generator's own answers (baseline)", flush=True)
     asked = [QUESTION.format(query=item["query"]) for item in evaluation]
     answers = {
-        "wikidesc_gold": generator_refusals(model, asked, [[i["passage"]] for i in evaluation], args.new_tokens),
-        "wikidesc_without_gold_3": generator_refusals(model, asked, [quality_passages(i, -3) for i in evaluation],
-                                                      args.new_tokens),
-        "fact_without_gold_3": generator_refusals(model, [q["question"] for q in questions], others, args.new_tokens),
+        "wikidesc_gold": generator_answers(model, asked, [[i["passage"]] for i in evaluation], args.new_tokens),
+        "wikidesc_without_gold_3": generator_answers(model, asked, [quality_passages(i, -3) for i in evaluation],
+                                                     args.new_tokens),
+        "fact_without_gold_3": generator_answers(model, [q["question"] for q in questions], others, args.new_tokens),
     }
-    report["wikidesc_dev"]["generator_refusals_without_gold_3"] = float(np.mean(
-        [rag.says_no_answer(a) for a in answers["wikidesc_without_gold_3"]]))
-    report["wikidesc_dev"]["generator_false_refusals_gold"] = float(np.mean(
-        [rag.says_no_answer(a) for a in answers["wikidesc_gold"]]))
-    report["fact_questions"]["generator_refusals_without_gold_3"] = float(np.mean(
-        [rag.says_no_answer(a) for a in answers["fact_without_gold_3"]]))
+    report["wikidesc_dev"]["generator_refusals_without_gold_3"] = refusal_rate(answers["wikidesc_without_gold_3"])
+    report["wikidesc_dev"]["generator_false_refusals_gold"] = refusal_rate(answers["wikidesc_gold"])
+    report["fact_questions"]["generator_refusals_without_gold_3"] = refusal_rate(answers["fact_without_gold_3"])
     report["seconds"] = round(time.perf_counter() - start, 1)
     report["records"] = {"wikidesc_signals": sigs, "fact_signals": dict(zip((q["_id"] for q in questions), fact_sigs)),
                          "answers": answers}
     w, f = report["wikidesc_dev"], report["fact_questions"]
-    print(f"{spec}: WikiDesc dev, 3 passages without the gold one: gate refuses {w['gate_refusals_without_gold_3']:.2f}, "
-          f"generator {w['generator_refusals_without_gold_3']:.2f}; false refusals gold {w['gate_false_refusals_gold']:.2f}, "
+    print(f"{spec}: WikiDesc dev, 3 passages without the gold one: gate refuses "
+          f"{w['gate_refusals_without_gold_3']:.2f}, generator {w['generator_refusals_without_gold_3']:.2f}; "
+          f"false refusals gold {w['gate_false_refusals_gold']:.2f}, "
           f"gold among 3 {w['gate_false_refusals_gold_3']:.2f}; AUC {w['auc_gold_3_vs_without']:.3f} "
           f"(PMI {w['auc_pmi_only']:.3f}, cosine {w['auc_cosine_only']:.3f})", flush=True)
     print(f"{spec}: fact questions: gate refuses {f['gate_refusals_without_gold_3']:.2f}, generator "

@@ -24,15 +24,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.host import cpu_flags, cpu_name
-from benchmarks.rag_cache import (
-    LATENCY_QUESTION,
-    MODEL_DTYPE,
-    RANDOM_LLAMA,
-    _fill_from,
-    _store,
-    make_document,
-    random_llama,
-)
+from benchmarks.rag_cache import (LATENCY_QUESTION, MODEL_DTYPE, RANDOM_LLAMA, _fill_from, _store, make_document,
+                                  random_llama)
 from grit_components import rag
 from grit_components.grit_model import GritModel
 from grit_components.llama_engine import import_llama_cpp, last_logits, load_sequence, save_sequence

@@ -50,7 +50,8 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, action="append", dest="chunk_sizes",
                         help="sequence_chunk_size settings to compare with the padded batch (default: 1 and 2)")
     parser.add_argument("--precisions", default=None, metavar="P1,P2",
-                        help="compare these precisions (float32, bf16) instead of chunk sizes; the first is the baseline")
+                        help="compare these precisions (float32, bf16) instead of chunk sizes; the first is the "
+                             "baseline")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe setting, as `grit train --set` does (VALUE is YAML)")
     parser.add_argument("--output", type=Path, default=None)
@@ -141,7 +142,8 @@ def main() -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"bf16_autocast": bool(trainer.args.bf16), "recipe": str(recipe.relative_to(ROOT)) if recipe.is_relative_to(ROOT) else str(recipe),
                                   "overrides": overrides, "steps": len(batches), "threads": torch.get_num_threads(),
-                                  "cpu": cpu_name(), "cpu_flags": cpu_flags(), "summary": summary, "per_batch": results}, indent=1) + "\n")
+                                  "cpu": cpu_name(), "cpu_flags": cpu_flags(), "summary": summary,
+                                  "per_batch": results}, indent=1) + "\n")
     print(f"wrote {output}")
 
 

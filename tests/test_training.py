@@ -16,6 +16,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from benchmarks.host import CPU_FLAGS
 from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, build_inputs
 from grit_components.grit_model import GritModel
 from grit_components.models import load_weights
@@ -800,8 +801,6 @@ def test_training_step_benchmark_compares_precisions_on_a_recipe(tmp_path, tiny_
     bf16 = report["summary"]["bf16"]
     assert bf16["precision"] == "bf16" and bf16["wall_ratio_to_float32"] > 0
     assert 0.0 < bf16["max_loss_difference"] < 0.5  # bfloat16 arithmetic: close, not equal
-    from benchmarks.host import CPU_FLAGS
-
     assert set(report["cpu_flags"]) <= set(CPU_FLAGS)
     for wrong, message in ((["--precisions", "float32,fp8"], "--precisions must list distinct values"),
                            (["--precisions", "bf16", "--chunk-size", "2"], "give one of them")):
