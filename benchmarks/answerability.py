@@ -32,6 +32,7 @@ import os
 import re
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -46,7 +47,10 @@ from benchmarks.fact_qa_gold import bm25_others  # noqa: E402
 from benchmarks.host import host_info  # noqa: E402
 from benchmarks.rag_cache import QUESTION, bm25_distractors, load_wikidesc_dev, quality_passages  # noqa: E402
 from grit_components import load_model, rag  # noqa: E402
-from grit_components.rerank import query_likelihood_scores  # noqa: E402
+from grit_components.answerability import query_likelihood_gains  # noqa: E402
+from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION  # noqa: E402
+from grit_components.metadata import AnswerabilityWeights, ModelMetadata  # noqa: E402
+from grit_components.rerank import cosine_scores  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "wikidesc"
 FALSE_REFUSALS = 0.05
@@ -54,12 +58,11 @@ PASSAGE_TOKENS = 160  # the query-likelihood reranker's passage length for this 
 
 
 def signals(model, query: str, passages: list[str], instruction: str) -> dict:
-    """Per passage: query-likelihood PMI and cosine similarity to the query."""
-    ql = query_likelihood_scores(model, query, passages, max_passage_tokens=PASSAGE_TOKENS)
-    null = float(query_likelihood_scores(model, query, [""], max_passage_tokens=PASSAGE_TOKENS)[0])
-    q = model.embed([query], instruction=instruction)[0]
-    cos = model.embed(passages) @ q
-    return {"pmi": (ql - null).tolist(), "cos": cos.tolist()}
+    """Per passage: query-likelihood PMI (gain over an empty passage) and cosine similarity to the query, as
+    `GritAnswerabilityGate` computes them."""
+    gains = query_likelihood_gains(model, query, passages, max_passage_tokens=PASSAGE_TOKENS)
+    cos = cosine_scores(model, query, passages, query_instruction=instruction)
+    return {"pmi": gains.tolist(), "cos": cos.tolist()}
 
 
 def features(sig: dict, indices: list[int]) -> list[float]:
@@ -99,7 +102,8 @@ def run_model(spec: str, args) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     model = load_model(spec)
-    instruction = (model.metadata.query_instruction if model.metadata else None) or ""
+    declared = model.metadata.query_instruction if model.metadata else None
+    instruction = DEFAULT_QUERY_INSTRUCTION if declared is None else declared  # what GritAnswerabilityGate uses
     start = time.perf_counter()
     items = load_wikidesc_dev(args.data, args.calibration_end)
     for item, distractors in zip(items, bm25_distractors(args.data, items, 4)):
@@ -190,7 +194,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON file (default: benchmarks/results/answerability_<first model>.json)")
+    parser.add_argument("--save-weights", type=Path, default=None, metavar="DIR",
+                        help="write the fitted gate into DIR/grit_model.json (the model's folder, or a packaged "
+                             "adapter's), where GritAnswerabilityGate finds it; one --model only")
     args = parser.parse_args(argv)
+    if args.save_weights is not None and len(args.model or [None]) != 1:
+        parser.error("--save-weights takes one --model")
+    if args.save_weights is not None and not args.save_weights.is_dir():
+        parser.error(f"--save-weights: {args.save_weights} is not a folder")
     if args.evaluation < 1 or args.calibration_end <= args.evaluation:
         parser.error("--evaluation must be at least 1 and below --calibration-end")
     if args.threads:
@@ -207,7 +218,19 @@ def main(argv=None) -> dict:
         results["models"][spec] = run_model(spec, args)
         output.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         print(f"wrote {output}", flush=True)
+    if args.save_weights is not None:
+        print(f"wrote the gate into {save_weights(results['models'][specs[0]], args.save_weights)}", flush=True)
     return results
+
+
+def save_weights(report: dict, directory: Path) -> Path:
+    """Put the gate `run_model` fitted into `directory`'s grit_model.json, keeping everything else in it."""
+    gate, setup = report["gate"], f"WikiDesc dev queries {report['gate']['calibration_queries']} after the first"
+    weights = AnswerabilityWeights(gate["weights"][0], gate["weights"][1], gate["bias"], PASSAGE_TOKENS,
+                                   f"{setup} {report['wikidesc_dev']['queries']}, refusing "
+                                   f"{FALSE_REFUSALS:.0%} of answerable sets (benchmarks/answerability.py)")
+    metadata = ModelMetadata.read(directory)
+    return replace(metadata, answerability=weights).write(directory)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """grit-components: one GRIT model (GritLM) that embeds, reranks and generates in RAG pipelines."""
 
+from grit_components.answerability import Answerability, GritAnswerabilityGate
 from grit_components.components import GritEmbedder, GritGenerator
 from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, EmptyTextWarning, TruncationWarning
 from grit_components.generation import GenerationResult
@@ -12,6 +13,7 @@ from grit_components.registry import ModelHandle, ModelRegistry, default_registr
 from grit_components.rerank import GritReranker, RankedDocument
 
 __all__ = [
+    "Answerability",
     "CacheMode",
     "DEFAULT_MODEL",
     "DEFAULT_QUERY_INSTRUCTION",
@@ -19,6 +21,7 @@ __all__ = [
     "DocumentKVCache",
     "GenerationOptions",
     "GenerationResult",
+    "GritAnswerabilityGate",
     "GritEmbedder",
     "GritGenerator",
     "GritReranker",

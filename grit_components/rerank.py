@@ -185,6 +185,34 @@ def query_likelihood_scores(model: GritModel, query: str, passages: Sequence[str
     return scores
 
 
+def cosine_scores(model: GritModel, query: str, documents: Sequence[str], *, query_instruction: str,
+                  document_instruction: str = "", max_length: int = 512, batch_size: int = 8, query_embedding=None,
+                  document_embeddings=None) -> np.ndarray:
+    """Cosine similarity of the query to each document, shape (n,), float64.
+
+    Given embeddings are reused when they have the model's dimension (entries may be None); the
+    rest are embedded here. Use embeddings made by this model with the same settings.
+    """
+    dim = model.embedding_dim
+    query_vector = _as_vector(query_embedding, dim, "query_embedding")
+    if query_vector is None:
+        query_vector = model.embed([query], instruction=query_instruction, max_length=max_length)[0]
+    given = list(document_embeddings) if document_embeddings is not None else [None] * len(documents)
+    if len(given) != len(documents):
+        raise ValueError(f"document_embeddings has {len(given)} entries for {len(documents)} documents")
+    vectors: list[np.ndarray | None] = [_as_vector(v, dim, f"document_embeddings[{i}]") for i, v in enumerate(given)]
+    missing = [i for i, v in enumerate(vectors) if v is None]
+    if missing:
+        embedded = model.embed([documents[i] for i in missing], instruction=document_instruction,
+                               max_length=max_length, batch_size=batch_size)
+        for i, vector in zip(missing, embedded):
+            vectors[i] = vector
+    matrix = np.stack(vectors).astype(np.float32)
+    matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    query_vector = query_vector / max(float(np.linalg.norm(query_vector)), 1e-12)
+    return (matrix @ query_vector.astype(np.float32)).astype(np.float64)
+
+
 _IDENTIFIER = re.compile(r"\[\s*(\d+)\s*\]")
 _BARE_NUMBER = re.compile(r"\d+")
 
@@ -364,30 +392,12 @@ class GritReranker(ModelComponent):
 
     def first_stage_scores(self, query: str, documents: Sequence[str], *, query_embedding=None,
                            document_embeddings=None) -> np.ndarray:
-        """Cosine similarity of the query to each document, shape (n,).
-
-        Given embeddings are reused when they have the model's dimension (entries may be None); the
-        rest are embedded here. Use embeddings made by this model with the same settings.
-        """
-        model = self.model
-        dim = model.embedding_dim
-        query_vector = _as_vector(query_embedding, dim, "query_embedding")
-        if query_vector is None:
-            query_vector = model.embed([query], instruction=self.query_instruction, max_length=self.embedding_max_length)[0]
-        given = list(document_embeddings) if document_embeddings is not None else [None] * len(documents)
-        if len(given) != len(documents):
-            raise ValueError(f"document_embeddings has {len(given)} entries for {len(documents)} documents")
-        vectors: list[np.ndarray | None] = [_as_vector(v, dim, f"document_embeddings[{i}]") for i, v in enumerate(given)]
-        missing = [i for i, v in enumerate(vectors) if v is None]
-        if missing:
-            embedded = model.embed([documents[i] for i in missing], instruction=self.document_instruction,
-                                   max_length=self.embedding_max_length, batch_size=self.batch_size)
-            for i, vector in zip(missing, embedded):
-                vectors[i] = vector
-        matrix = np.stack(vectors).astype(np.float32)
-        matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-        query_vector = query_vector / max(float(np.linalg.norm(query_vector)), 1e-12)
-        return (matrix @ query_vector.astype(np.float32)).astype(np.float64)
+        """Cosine similarity of the query to each document, shape (n,) (`cosine_scores` with this
+        reranker's instructions and lengths)."""
+        return cosine_scores(self.model, query, documents, query_instruction=self.query_instruction,
+                             document_instruction=self.document_instruction, max_length=self.embedding_max_length,
+                             batch_size=self.batch_size, query_embedding=query_embedding,
+                             document_embeddings=document_embeddings)
 
     def cross_encoder_scores(self, query: str, documents: Sequence[str]) -> np.ndarray:
         """Cross-encoder scores of `documents` (in their given order, which listwise treats as the prior ranking)."""
@@ -520,4 +530,4 @@ def _select(embeddings, kept: list[int], count: int) -> list:
 
 
 __all__ = ["GritReranker", "RankedDocument", "UntrainedCrossEncoderWarning", "listwise_order", "parse_ranking",
-           "pointwise_scores", "query_likelihood_scores", "truncate_tokens"]
+           "pointwise_scores", "query_likelihood_scores", "truncate_tokens", "cosine_scores"]

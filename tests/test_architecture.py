@@ -195,6 +195,7 @@ LAYERS = {
         ("rag", "registry"),
         ("components",),
         ("rerank", "indexing"),  # GritReranker is a ModelComponent; IndexManifest.for_embedder reads a GritEmbedder
+        ("answerability",),  # GritAnswerabilityGate: query-likelihood gains and cosines from rerank
         ("__init__",),  # the public names: `from grit_components import ...`
         ("evaluation",),
         ("training", "distributed"),
@@ -210,7 +211,7 @@ LAYERS = {
     ],
     "llama_index": [
         ("utils.grit",),  # GritModelFields: the loading fields every class shares
-        ("embeddings.grit", "postprocessor.grit_rerank", "llms.grit"),
+        ("embeddings.grit", "postprocessor.grit_rerank", "postprocessor.grit_answerability", "llms.grit"),
     ],
 }
 

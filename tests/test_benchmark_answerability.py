@@ -69,6 +69,29 @@ def test_gate_is_fitted_on_calibration_queries_and_reports_what_it_refuses(tiny_
     assert results["setup"]["host"]["cpu_flags"] == cpu_flags()
 
 
+def test_saved_weights_are_what_the_gate_component_applies(tiny_llama_dir, tiny_beir, tmp_path):
+    import shutil
+
+    from grit_components import GritAnswerabilityGate, ModelRegistry
+    from grit_components.metadata import ModelMetadata
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_llama_dir, model_dir)
+    args = ["--model", str(model_dir), "--data", str(tiny_beir), "--evaluation", "4", "--calibration-end", "12",
+            "--fact-questions", str(tiny_beir / "facts.jsonl"), "--fact-corpus", str(tiny_beir / "corpus-2k.jsonl"),
+            "--new-tokens", "1", "--output", str(tmp_path / "a.json")]
+    with pytest.raises(SystemExit):
+        answerability.main([*args, "--model", "other", "--save-weights", str(model_dir)])  # one model only
+    report = answerability.main([*args, "--save-weights", str(model_dir)])["models"][str(model_dir)]
+    saved = ModelMetadata.read(model_dir).answerability
+    assert [saved.query_likelihood_gain, saved.cosine] == pytest.approx(report["gate"]["weights"])
+    assert saved.bias == pytest.approx(report["gate"]["bias"]) and "dev queries" in saved.fitted_on
+    # the component, reading the saved gate (a new registry: this process loaded the model before it was saved), scores the first evaluation query's gold passage as the benchmark did
+    verdict = GritAnswerabilityGate(str(model_dir), registry=ModelRegistry()).judge("item known for river things",
+                                                                        ["The river is item 0, known for river things."])
+    assert verdict.score == pytest.approx(report["gate"]["scores"]["wikidesc_dev"]["gold"][0], abs=1e-3)
+
+
 def test_pmi_is_query_likelihood_over_the_empty_passage(tiny_model):
     from grit_components.rerank import query_likelihood_scores
 

@@ -10,7 +10,7 @@ from haystack import Pipeline
 from haystack_integrations.common.grit import pipelines as hp
 from tests._models import index_folders
 
-QUERY_PIPELINES = ("rag", "rag_rerank", "rag_doc_cache")
+QUERY_PIPELINES = ("rag", "rag_rerank", "rag_doc_cache", "rag_answerability")
 
 
 @pytest.mark.parametrize("name", hp.BUILTIN_PIPELINES)

@@ -33,7 +33,7 @@ from haystack.core.serialization import DeserializationCallbacks
 
 from haystack_integrations.common.grit.component import GritModelComponent
 
-BUILTIN_PIPELINES = ("indexing", "indexing_doc_cache", "rag", "rag_rerank", "rag_doc_cache")
+BUILTIN_PIPELINES = ("indexing", "indexing_doc_cache", "rag", "rag_rerank", "rag_doc_cache", "rag_answerability")
 DECLARED_IO_ATTRIBUTE = "grit_declared_io"  # set by load_pipeline: the YAML's hayhooks inputs/outputs
 ENV_DATA_DIR = "GRIT_DATA_DIR"
 ENV_QDRANT_URL = "GRIT_QDRANT_URL"

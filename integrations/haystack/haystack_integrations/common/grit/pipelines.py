@@ -255,8 +255,10 @@ def ask(pipeline: Pipeline, question: str, *, retrieval_text: str | None = None,
     with component_timings() as timings:
         result = run(pipeline, data, include_outputs_from={sources_from} if sources_from else None)
     timings = {**timings, "total": time.perf_counter() - start}
+    # a generator's `replies`, or a `BranchJoiner`'s `value` joining them with a router's reply (rag_answerability.yaml)
     replies = [reply for out in result.values() if isinstance(out, dict)
-               for reply in out.get("replies", []) if isinstance(reply, ChatMessage)]
+               for key in ("replies", "value") if isinstance(out.get(key), list)
+               for reply in out[key] if isinstance(reply, ChatMessage)]
     if not replies:
         raise PipelineSetupError("the pipeline produced no `replies`: is it a RAG pipeline?")
     sources = result.get(sources_from, {}).get("documents", []) if sources_from else []
