@@ -26,7 +26,6 @@ import numpy as np
 
 from grit_components._checks import check_float, check_int, check_str, check_unicode
 from grit_components.components import ModelComponent
-from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION
 from grit_components.grit_model import GritModel
 from grit_components.metadata import AnswerabilityWeights
 from grit_components.models import DEFAULT_MODEL
@@ -118,10 +117,8 @@ class GritAnswerabilityGate(ModelComponent):
 
     @property
     def query_instruction(self) -> str:
-        if self._query_instruction is not None:
-            return self._query_instruction
-        declared = self.model.metadata.query_instruction
-        return DEFAULT_QUERY_INSTRUCTION if declared is None else declared
+        """The query instruction: the one given, else the model's own, else the generic default."""
+        return self._query_instruction_or_declared(self._query_instruction)
 
     def warm_up(self) -> None:
         """Load the shared model and check it has a gate (a missing one fails here, not on the first query)."""

@@ -56,6 +56,13 @@ class ModelComponent:
         """Release this component's reference to the shared model."""
         self.handle.close()
 
+    def _query_instruction_or_declared(self, given: str | None) -> str:
+        """`given`, else the query instruction the model declares, else `DEFAULT_QUERY_INSTRUCTION`."""
+        if given is not None:
+            return given
+        declared = self.model.metadata.query_instruction
+        return DEFAULT_QUERY_INSTRUCTION if declared is None else declared
+
 
 class GritEmbedder(ModelComponent):
     """Embeds queries (with an instruction) and documents (usually without) with one GRIT model.
@@ -93,10 +100,7 @@ class GritEmbedder(ModelComponent):
     @property
     def query_instruction(self) -> str:
         """The instruction queries get: the one given, else the model's own, else the generic default."""
-        if self._query_instruction is not None:
-            return self._query_instruction
-        declared = self.model.metadata.query_instruction
-        return DEFAULT_QUERY_INSTRUCTION if declared is None else declared
+        return self._query_instruction_or_declared(self._query_instruction)
 
     def _embed(self, texts: Sequence[str], instruction: str, progress_bar: bool, kv_callback=None,
                allow_empty: bool = False) -> np.ndarray:

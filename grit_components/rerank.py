@@ -32,7 +32,7 @@ import torch
 from grit_components import templates
 from grit_components._checks import check_bool, check_choice, check_float, check_int, check_str, check_unicode
 from grit_components.components import ModelComponent
-from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION, length_sorted_batches, pad_batch
+from grit_components.embedding import length_sorted_batches, pad_batch
 from grit_components.generation import chat_prompt_ids, generate_ids
 from grit_components.grit_model import GritModel
 from grit_components.models import DEFAULT_MODEL
@@ -375,10 +375,8 @@ class GritReranker(ModelComponent):
 
     @property
     def query_instruction(self) -> str:
-        if self._query_instruction is not None:
-            return self._query_instruction
-        declared = self.model.metadata.query_instruction
-        return DEFAULT_QUERY_INSTRUCTION if declared is None else declared
+        """The query instruction: the one given, else the model's own, else the generic default."""
+        return self._query_instruction_or_declared(self._query_instruction)
 
     @property
     def max_passage_tokens(self) -> int:
