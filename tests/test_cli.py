@@ -57,3 +57,5 @@ def test_demo_answer_check_names_the_title_as_a_whole_phrase():
     assert not names_answer("Dalton", "Dalton (unit)")
     assert not names_answer("Amman-based", "Amma")
     assert not names_answer("Religious conversions", "Religious conversion")
+    assert names_answer("1500", "1,500") and names_answer("about 1,500 species", "1500")
+    assert not names_answer("15000", "1,500") and not names_answer("1,5000", "1,500")

@@ -388,9 +388,14 @@ def _write_demo_corpus(folder: Path) -> tuple[list[Path], list[dict]]:
     return paths, meta
 
 
+_THOUSANDS_SEPARATOR = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+
+
 def names_answer(text: str, expected: str) -> bool:
     """Whether `text` names `expected` as a whole phrase (case-insensitive): not inside a longer word, and
-    right for titles that start or end with a non-word character ("Dalton (unit)")."""
+    right for titles that start or end with a non-word character ("Dalton (unit)"). Numbers match with or
+    without thousands separators ("1500" names "1,500")."""
+    text, expected = _THOUSANDS_SEPARATOR.sub("", text), _THOUSANDS_SEPARATOR.sub("", expected)
     return re.search(rf"(?<!\w){re.escape(expected)}(?!\w)", text, re.IGNORECASE) is not None
 
 
