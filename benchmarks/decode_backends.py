@@ -25,7 +25,7 @@ import torch
 
 from benchmarks.host import cpu_flags, cpu_name
 from benchmarks.rag_cache import (LATENCY_QUESTION, MODEL_DTYPE, RANDOM_LLAMA, _fill_from, _store, make_document,
-                                  random_llama)
+                                  random_llama, summarize_runs)
 from grit_components import rag
 from grit_components.grit_model import GritModel
 from grit_components.llama_engine import import_llama_cpp, last_logits, load_sequence, save_sequence
@@ -37,16 +37,6 @@ NEW_TOKENS = 16
 def _median_summary(values: Sequence[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "mean": statistics.fmean(values), "min": min(values),
             "max": max(values), "n": len(values), "values": list(values)}
-
-
-def _summarize(runs: Sequence[rag.RagResult]) -> dict:
-    decode = [(r.timings["total"] - r.timings["time_to_first_token"]) / (r.completion_tokens - 1)
-              for r in runs if r.completion_tokens > 1]
-    return {"total": _median_summary([r.timings["total"] for r in runs]),
-            "ttft": _median_summary([r.timings["time_to_first_token"] for r in runs]),
-            "decode_seconds_per_token": _median_summary(decode) if decode else None,
-            "completion_tokens": [r.completion_tokens for r in runs], "texts": [r.text for r in runs],
-            "prompt_tokens": runs[-1].prompt_tokens, "cached_tokens": runs[-1].stats["cached_tokens"]}
 
 
 def name_of(config: str, backend: str) -> str:
@@ -231,7 +221,7 @@ def decode_backend_latency(model: GritModel, *, length: int, backends: Sequence[
         for _ in range(repeats):
             for name, call in calls.items():
                 runs[name].append(call())
-        rows = {name: _summarize(results) for name, results in runs.items()}
+        rows = {name: summarize_runs(results, _median_summary) for name, results in runs.items()}
         for name, row in rows.items():
             per_token = row["decode_seconds_per_token"]
             log(f"  {count} thread(s) {name:28s} total {row['total']['median']:.2f}s ttft {row['ttft']['median']:.2f}s "

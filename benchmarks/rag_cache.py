@@ -72,15 +72,18 @@ def _summary(values: Sequence[float]) -> dict[str, float]:
             "min": min(values), "max": max(values), "n": len(values)}
 
 
-def _summarize_runs(runs: Sequence[rag.RagResult]) -> dict:
+def summarize_runs(runs: Sequence[rag.RagResult], summary: Callable[[Sequence[float]], dict] = _summary) -> dict:
+    """Repeated runs of one configuration: each timing through `summary` (mean and spread by default), the
+    per-token decode time, token counts and the answers' texts (to compare paths that should agree)."""
     decode = [(r.timings["total"] - r.timings["time_to_first_token"]) / (r.completion_tokens - 1)
               for r in runs if r.completion_tokens > 1]
-    return {"total": _summary([r.timings["total"] for r in runs]),
-            "ttft": _summary([r.timings["time_to_first_token"] for r in runs]),
-            "compose": _summary([r.timings["compose"] for r in runs]),  # copying cached states for generation
-            "decode_seconds_per_token": _summary(decode) if decode else None,
-            "completion_tokens": [r.completion_tokens for r in runs],
-            "prompt_tokens": runs[-1].prompt_tokens, "prefill_tokens": runs[-1].stats["prefill_tokens"],
+    compose = [r.timings["compose"] for r in runs if "compose" in r.timings]  # copying cached states for generation
+    return {"total": summary([r.timings["total"] for r in runs]),
+            "ttft": summary([r.timings["time_to_first_token"] for r in runs]),
+            "compose": summary(compose) if compose else None,
+            "decode_seconds_per_token": summary(decode) if decode else None,
+            "completion_tokens": [r.completion_tokens for r in runs], "texts": [r.text for r in runs],
+            "prompt_tokens": runs[-1].prompt_tokens, "prefill_tokens": runs[-1].stats.get("prefill_tokens"),
             "cached_tokens": runs[-1].stats["cached_tokens"]}
 
 
@@ -91,7 +94,7 @@ def _interleaved(calls: dict[str, Callable[[], rag.RagResult]], repeats: int, lo
     for _ in range(repeats):
         for name, call in calls.items():
             runs[name].append(call())
-    summaries = {name: _summarize_runs(results) for name, results in runs.items()}
+    summaries = {name: summarize_runs(results) for name, results in runs.items()}
     for name, summary in summaries.items():
         log(f"  {label} {name:22s} total {summary['total']['mean']:.2f}s ttft {summary['ttft']['mean']:.2f}s")
     return summaries
