@@ -70,6 +70,50 @@ def test_routes_to_the_prompt_or_to_the_no_answer_reply(tiny):
     assert "no_answer" in decline.run(query="capital of France", documents=[])  # nothing to answer from
 
 
+def test_a_declining_router_streams_its_reply(tiny):
+    chunks = []
+    decline = GritAnswerabilityRouter(tiny, weights={**WEIGHTS, "bias": -100.0})
+    decline.run(query="capital of France", documents=DOCS, streaming_callback=chunks.append)
+    (chunk,) = chunks
+    assert chunk.content == templates.NO_ANSWER and chunk.finish_reason == "stop"
+    assert chunk.component_info.type.endswith("GritAnswerabilityRouter")
+    answer = GritAnswerabilityRouter(tiny, weights={**WEIGHTS, "bias": 100.0})
+    answer.run(query="capital of France", documents=DOCS, streaming_callback=chunks.append)
+    assert len(chunks) == 1  # passing documents on streams nothing: the generator will
+
+    async def collect(chunk):
+        chunks.append(chunk)
+
+    asyncio.run(decline.run_async(query="capital of France", documents=DOCS, streaming_callback=collect))
+    assert len(chunks) == 2 and chunks[1].content == templates.NO_ANSWER
+
+
+def test_the_generator_after_a_declining_router_sends_nothing_but_alone_still_needs_messages(tiny):
+    """In a pipeline, a generator whose prompt did not come (the router declined) sends no reply even when the
+    request gave it options; on its own, a run without messages is still an error."""
+    from haystack.components.builders import ChatPromptBuilder
+    from haystack.components.joiners import BranchJoiner
+
+    from haystack_integrations.components.generators.grit import GritChatGenerator
+
+    with pytest.raises(ValueError, match="needs `messages`"):
+        GritChatGenerator(tiny).run(generation_kwargs={"max_new_tokens": 2})
+    pipeline = Pipeline()
+    pipeline.add_component("router", GritAnswerabilityRouter(tiny, weights={**WEIGHTS, "bias": -100.0}))
+    pipeline.add_component("prompt_builder", ChatPromptBuilder(
+        template=[ChatMessage.from_user("{{ documents[0].content }} {{ query }}")], required_variables="*"))
+    pipeline.add_component("llm", GritChatGenerator(tiny))
+    pipeline.add_component("replies", BranchJoiner(list[ChatMessage]))
+    pipeline.connect("router.documents", "prompt_builder.documents")
+    pipeline.connect("prompt_builder.prompt", "llm.messages")
+    pipeline.connect("router.no_answer", "replies.value")
+    pipeline.connect("llm.replies", "replies.value")
+    result = pipeline.run({"router": {"query": "q", "documents": DOCS}, "prompt_builder": {"query": "q"},
+                           "llm": {"generation_kwargs": {"max_new_tokens": 2}}}, include_outputs_from={"llm"})
+    assert [m.text for m in result["replies"]["value"]] == [templates.NO_ANSWER]
+    assert "replies" not in result.get("llm", {})
+
+
 def test_bad_run_input(tiny):
     router = GritAnswerabilityRouter(tiny, weights=WEIGHTS)
     with pytest.raises(TypeError, match="query must be a str"):

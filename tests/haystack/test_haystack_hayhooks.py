@@ -315,6 +315,26 @@ def test_chat_streams_tokens_then_usage(serve):
         assert any(e["choices"] and e["choices"][0].get("finish_reason") for e in events)
 
 
+def test_a_declined_question_is_answered_and_streamed_by_the_router(serve, monkeypatch, tmp_path):
+    """rag_answerability.yaml served: when the router declines, the generator does not run, and both the plain
+    and the streamed chat answer with the router's reply (hayhooks streams only components' callbacks)."""
+    from grit_components import templates
+
+    text = (hp.pipelines_dir() / "rag_answerability.yaml").read_text()
+    declining = text.replace("      threshold: 0.0", "      weights: {query_likelihood_gain: 1.0, cosine: 1.0, bias: -100.0}")
+    assert declining != text
+    (tmp_path / "declining.yaml").write_text(declining)
+    monkeypatch.setenv("GRIT_PIPELINE", str(tmp_path / "declining.yaml"))
+    with _client(serve.create_app()) as client:
+        messages = [{"role": "user", "content": "Who was Diogenes?"}]
+        whole = _chat(client, messages, max_tokens=8).json()
+        assert "choices" in whole, whole
+        assert whole["choices"][0]["message"]["content"] == templates.NO_ANSWER
+        events = _events(_chat(client, messages, max_tokens=8, stream=True))
+        deltas = [e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"]]
+        assert "".join(deltas) == templates.NO_ANSWER
+
+
 def test_chat_uses_the_whole_conversation(serve, monkeypatch):
     from tests._planted import plant
 

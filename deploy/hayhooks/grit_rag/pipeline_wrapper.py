@@ -12,7 +12,8 @@ they are generated with `"stream": true`, answers the whole conversation (retrie
 the earlier turns and system messages in the prompt) and reports `usage`.
 
 Settings (environment variables, read at startup):
-  GRIT_PIPELINE    bundled pipeline name or YAML path (default `rag`; also `rag_rerank`, `rag_doc_cache`)
+  GRIT_PIPELINE    bundled pipeline name or YAML path (default `rag`; also `rag_rerank`, `rag_doc_cache`,
+                   `rag_answerability`)
   GRIT_DATA_DIR    data directory holding `qdrant/` (and `kv/`), as written by `grit index --data-dir`
   GRIT_QDRANT_URL  a Qdrant server instead of embedded Qdrant (needed to index while serving)
   GRIT_MODEL       replace the model of every GRIT component
@@ -136,7 +137,8 @@ class PipelineWrapper(BasePipelineWrapper):
     def _stream(self, model: str, data: dict) -> Generator:
         """hayhooks' streaming generator over the pipeline, then one event with the usage."""
         usage = None
-        for chunk in streaming_generator(self.pipeline, pipeline_run_args=data):
+        # every streaming component: the generator, and an answerability router's reply when it declines
+        for chunk in streaming_generator(self.pipeline, pipeline_run_args=data, streaming_components="all"):
             if isinstance(chunk, StreamingChunk) and chunk.meta.get("usage"):
                 usage = chunk.meta["usage"]
             yield chunk

@@ -272,6 +272,17 @@ class GritChatGenerator(GritModelComponent):
             return text, [], [f"tool_parsing_function failed: {type(error).__name__}: {error}"]
         return text, list(calls), []
 
+    def _upstream_branch_not_taken(self) -> bool:
+        """Whether this generator's conversation comes from other components of its pipeline (`messages`,
+        `query` or `documents` connected) and none of it came: a router upstream took the other branch
+        (`GritAnswerabilityRouter` declining, in rag_answerability.yaml). Haystack still runs the generator when
+        the request gave it options (`generation_kwargs`, hayhooks' streaming callback); it then has nothing to
+        answer and sends nothing, so the other branch's reply stands. Outside a pipeline, or with those inputs
+        unconnected, a run without them is the caller's mistake and raises."""
+        sockets = getattr(self, "__haystack_input__", None)
+        connected = getattr(sockets, "_sockets_dict", {})
+        return any(connected[name].senders for name in ("messages", "query", "documents") if name in connected)
+
     @component.output_types(replies=list[ChatMessage])
     def run(
         self,
@@ -292,13 +303,16 @@ class GritChatGenerator(GritModelComponent):
         :param documents: Retrieved documents to answer from (used with a cache mode, or without messages).
         :param query: The question to answer from `documents`.
         :param tools: Tools the model may call in this run (replace the init `tools`).
-        :returns: A dictionary with the key `replies`: one assistant ChatMessage whose `meta` holds `model`,
+        :returns: A dictionary with the key `replies` (none when, in a pipeline, its connected inputs did not come:
+            a router upstream took the other branch): one assistant ChatMessage whose `meta` holds `model`,
             `finish_reason` (`"tool_calls"` when it calls tools), `usage`, `timings` (seconds), with a cache
             mode cache statistics, and `tool_call_errors` when a call could not be read (unparseable JSON,
             no name): the reply then keeps the raw text, so the caller or an agent can react.
         :raises TypeError: If an input has the wrong type.
         :raises ValueError: If nothing to answer is given, or a generation kwarg is unknown or invalid.
         """
+        if messages is None and query is None and documents is None and self._upstream_branch_not_taken():
+            return {}
         if streaming_callback is not None and not callable(streaming_callback):  # not after the prefill
             raise TypeError(f"streaming_callback must be callable, not {type(streaming_callback).__name__}")
         emit = select_streaming_callback(self.streaming_callback, streaming_callback, requires_async=False)
@@ -326,6 +340,8 @@ class GritChatGenerator(GritModelComponent):
         :param tools: See `run`.
         :returns: A dictionary with the key `replies`.
         """
+        if messages is None and query is None and documents is None and self._upstream_branch_not_taken():
+            return {}
         if streaming_callback is not None and not callable(streaming_callback):  # not after the prefill
             raise TypeError(f"streaming_callback must be callable, not {type(streaming_callback).__name__}")
         selected = select_streaming_callback(self.streaming_callback, streaming_callback, requires_async=True)

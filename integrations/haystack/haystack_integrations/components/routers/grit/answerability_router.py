@@ -9,7 +9,8 @@ import asyncio
 from typing import Any
 
 from haystack import Document, component, logging
-from haystack.dataclasses import ChatMessage
+from haystack.dataclasses import ChatMessage, ComponentInfo, StreamingChunk
+from haystack.dataclasses.streaming_chunk import StreamingCallbackT, select_streaming_callback
 from haystack.utils import ComponentDevice, Secret
 
 from grit_components import DEFAULT_MODEL, LoadingOptions, templates
@@ -105,6 +106,7 @@ class GritAnswerabilityRouter(GritModelComponent):
         documents: list[Document],
         threshold: float | None = None,
         query_embedding: list[float] | None = None,
+        streaming_callback: StreamingCallbackT | None = None,
     ) -> dict[str, Any]:
         """
         Judges whether `documents` can answer `query` and routes them.
@@ -115,12 +117,48 @@ class GritAnswerabilityRouter(GritModelComponent):
         :param threshold: This call's threshold (default: the init `threshold`).
         :param query_embedding: The query's embedding from the same model and instruction (a
             `GritTextEmbedder`'s `embedding`), which saves embedding the query again.
+        :param streaming_callback: Called with the `no_answer` reply as one `StreamingChunk` when the Documents
+            cannot answer, so a client streaming the generator's tokens (hayhooks' OpenAI endpoint) gets that
+            reply instead of nothing.
         :returns: A dictionary with `answerability` (`answerable`, `score`, `threshold`, `gain`, `cosine`) and
             either `documents` (the input Documents, unchanged, when they can answer) or `no_answer` (one
             assistant `ChatMessage` with the `no_answer` text and the verdict in its `meta`).
         :raises TypeError: If `query` is not a str or `documents` not a list of Documents.
         :raises ValueError: If the query is empty.
         """
+        emit = select_streaming_callback(None, streaming_callback, requires_async=False)
+        result = self._route(query, documents, threshold, query_embedding)
+        if emit is not None and "no_answer" in result:
+            emit(self._chunk(result))
+        return result
+
+    @component.output_types(documents=list[Document], no_answer=list[ChatMessage], answerability=dict[str, Any])
+    async def run_async(
+        self,
+        query: str,
+        documents: list[Document],
+        threshold: float | None = None,
+        query_embedding: list[float] | None = None,
+        streaming_callback: StreamingCallbackT | None = None,
+    ) -> dict[str, Any]:
+        """
+        Asynchronously judges and routes (the model runs in a worker thread). See `run`.
+
+        :param query: The query.
+        :param documents: The retrieved Documents.
+        :param threshold: This call's threshold.
+        :param query_embedding: The query's embedding, if already computed.
+        :param streaming_callback: An async callback given the `no_answer` reply as one `StreamingChunk`.
+        :returns: A dictionary with `answerability` and `documents` or `no_answer`.
+        """
+        emit = select_streaming_callback(None, streaming_callback, requires_async=True)
+        result = await asyncio.to_thread(self._route, query, documents, threshold, query_embedding)
+        if emit is not None and "no_answer" in result:
+            await emit(self._chunk(result))
+        return result
+
+    def _route(self, query: str, documents: list[Document], threshold: float | None,
+               query_embedding: list[float] | None) -> dict[str, Any]:
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, not {type(query).__name__}")
         if not isinstance(documents, list) or not all(isinstance(doc, Document) for doc in documents):
@@ -137,24 +175,9 @@ class GritAnswerabilityRouter(GritModelComponent):
         reply = ChatMessage.from_assistant(self.no_answer, meta={"answerability": answerability})
         return {"no_answer": [reply], "answerability": answerability}
 
-    @component.output_types(documents=list[Document], no_answer=list[ChatMessage], answerability=dict[str, Any])
-    async def run_async(
-        self,
-        query: str,
-        documents: list[Document],
-        threshold: float | None = None,
-        query_embedding: list[float] | None = None,
-    ) -> dict[str, Any]:
-        """
-        Asynchronously judges and routes (the model runs in a worker thread). See `run`.
-
-        :param query: The query.
-        :param documents: The retrieved Documents.
-        :param threshold: This call's threshold.
-        :param query_embedding: The query's embedding, if already computed.
-        :returns: A dictionary with `answerability` and `documents` or `no_answer`.
-        """
-        return await asyncio.to_thread(self.run, query, documents, threshold, query_embedding)
+    def _chunk(self, result: dict[str, Any]) -> StreamingChunk:
+        return StreamingChunk(content=self.no_answer, component_info=ComponentInfo.from_component(self), index=0,
+                              start=True, finish_reason="stop", meta={"answerability": result["answerability"]})
 
 
 def _as_dict(verdict: Answerability) -> dict[str, Any]:
