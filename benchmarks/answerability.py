@@ -225,10 +225,10 @@ def main(argv=None) -> dict:
 
 def save_weights(report: dict, directory: Path) -> Path:
     """Put the gate `run_model` fitted into `directory`'s grit_model.json, keeping everything else in it."""
-    gate, setup = report["gate"], f"WikiDesc dev queries {report['gate']['calibration_queries']} after the first"
-    weights = AnswerabilityWeights(gate["weights"][0], gate["weights"][1], gate["bias"], PASSAGE_TOKENS,
-                                   f"{setup} {report['wikidesc_dev']['queries']}, refusing "
-                                   f"{FALSE_REFUSALS:.0%} of answerable sets (benchmarks/answerability.py)")
+    gate, first = report["gate"], report["wikidesc_dev"]["queries"] + 1
+    fitted_on = (f"WikiDesc dev queries {first}-{first + gate['calibration_queries'] - 1}, refusing "
+                 f"{FALSE_REFUSALS:.0%} of answerable sets (benchmarks/answerability.py)")
+    weights = AnswerabilityWeights(gate["weights"][0], gate["weights"][1], gate["bias"], PASSAGE_TOKENS, fitted_on)
     metadata = ModelMetadata.read(directory)
     return replace(metadata, answerability=weights).write(directory)
 

@@ -85,7 +85,7 @@ def test_saved_weights_are_what_the_gate_component_applies(tiny_llama_dir, tiny_
     report = answerability.main([*args, "--save-weights", str(model_dir)])["models"][str(model_dir)]
     saved = ModelMetadata.read(model_dir).answerability
     assert [saved.query_likelihood_gain, saved.cosine] == pytest.approx(report["gate"]["weights"])
-    assert saved.bias == pytest.approx(report["gate"]["bias"]) and "dev queries" in saved.fitted_on
+    assert saved.bias == pytest.approx(report["gate"]["bias"]) and "dev queries 5-12" in saved.fitted_on
     # the component, reading the saved gate (a new registry: this process loaded the model before it was saved), scores the first evaluation query's gold passage as the benchmark did
     verdict = GritAnswerabilityGate(str(model_dir), registry=ModelRegistry()).judge("item known for river things",
                                                                         ["The river is item 0, known for river things."])
