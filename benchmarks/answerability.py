@@ -48,7 +48,7 @@ from benchmarks.host import host_info  # noqa: E402
 from benchmarks.rag_cache import QUESTION, bm25_distractors, load_wikidesc_dev, quality_passages  # noqa: E402
 from grit_components import load_model, rag  # noqa: E402
 from grit_components.answerability import query_likelihood_gains  # noqa: E402
-from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION  # noqa: E402
+from grit_components.components import query_instruction_for  # noqa: E402
 from grit_components.metadata import AnswerabilityWeights, ModelMetadata  # noqa: E402
 from grit_components.rerank import cosine_scores  # noqa: E402
 
@@ -102,8 +102,7 @@ def run_model(spec: str, args) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     model = load_model(spec)
-    declared = model.metadata.query_instruction if model.metadata else None
-    instruction = DEFAULT_QUERY_INSTRUCTION if declared is None else declared  # what GritAnswerabilityGate uses
+    instruction = query_instruction_for(model)  # what GritAnswerabilityGate embeds queries with
     start = time.perf_counter()
     items = load_wikidesc_dev(args.data, args.calibration_end)
     for item, distractors in zip(items, bm25_distractors(args.data, items, 4)):

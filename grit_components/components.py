@@ -58,10 +58,16 @@ class ModelComponent:
 
     def _query_instruction_or_declared(self, given: str | None) -> str:
         """`given`, else the query instruction the model declares, else `DEFAULT_QUERY_INSTRUCTION`."""
-        if given is not None:
-            return given
-        declared = self.model.metadata.query_instruction
-        return DEFAULT_QUERY_INSTRUCTION if declared is None else declared
+        return query_instruction_for(self.model, given)
+
+
+def query_instruction_for(model: GritModel, given: str | None = None) -> str:
+    """The instruction a component embeds queries with: `given`, else the one `model` declares in its
+    `grit_model.json`, else `DEFAULT_QUERY_INSTRUCTION`."""
+    if given is not None:
+        return given
+    declared = model.metadata.query_instruction
+    return DEFAULT_QUERY_INSTRUCTION if declared is None else declared
 
 
 class GritEmbedder(ModelComponent):

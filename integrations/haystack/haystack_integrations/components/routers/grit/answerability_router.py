@@ -29,7 +29,7 @@ class GritAnswerabilityRouter(GritModelComponent):
     The GRIT model's own relevance signals decide, before anything is generated: the best query-likelihood
     gain over the Documents (how much a Document raises the likelihood of the query above no Document) and
     the best embedding cosine, weighed by the logistic gate the model declares in its `grit_model.json`
-    (fitted at 5 % false refusals of answerable questions; docs/reranking.md, "Refusing before generating").
+    (fitted at 5 % false refusals of answerable questions; docs/training.md, "Refusing before generating").
     When the Documents pass, they go out on `documents` (connect it to the prompt builder); when they do not,
     the generator is skipped and `no_answer` carries one assistant `ChatMessage` saying
     "The passages do not say." (connect it and the generator's `replies` to a `BranchJoiner`). `answerability`
