@@ -1,6 +1,7 @@
 """Write recipes/data/tool-calls.jsonl: tool-use conversations for generative training (deterministic).
 
     python recipes/make_tool_calls.py [--output recipes/data/tool-calls.jsonl] [--count 400] [--seed 27] [--rename 0.6]
+                                      [--invented 0.5]
 
 Each record offers 1-3 tools (OpenAI function specs, in random order) and holds the user's request, the
 assistant's call(s) (`tool_calls`), the `tool` result(s) and a short final answer that uses the result; about
@@ -59,6 +60,30 @@ PHRASES = {"good morning": {"French": "bonjour", "Spanish": "buenos días", "Ger
                                 "Italian": "a domani", "Portuguese": "até amanhã", "Dutch": "tot morgen",
                                 "Swedish": "vi ses i morgon", "Japanese": "mata ashita"}}
 AIRLINES = ["BA", "AF", "LH", "KL", "DL", "UA", "AA", "IB", "SK", "AY", "EK", "QF"]
+# Invented place names (--invented): syllables drawn at random, so a model must copy the place from the request
+# instead of reaching for a city it knows (v6 called get_weather(city="Kindlezi") for Nairobi).
+_ONSETS = ["b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kr", "st",
+           "tr", "sh", "ch", "th", "w", "y", "j", "sk", "pl"]
+_VOWELS = ["a", "e", "i", "o", "u", "ai", "ou", "ea", "io", "y"]
+_CODAS = ["", "", "", "n", "r", "l", "s", "m", "k", "x", "rg", "nd", "th"]
+_PLACE_WORDS = ["Port", "San", "New", "Lake", "Fort", "Upper", "East", "Saint"]
+INVENTED = {"share": 0.0}  # set by make_records
+
+
+def invented_place(rng: random.Random) -> str:
+    """A pronounceable place name that is no real city (2-4 syllables, now and then two words)."""
+    word = "".join(pick(rng, _ONSETS) + pick(rng, _VOWELS) for _ in range(rng.randint(1, 3))) + pick(rng, _CODAS)
+    word = word.capitalize()
+    return f"{pick(rng, _PLACE_WORDS)} {word}" if rng.random() < 0.15 else word
+
+
+def place(rng: random.Random) -> str:
+    """A city of CITIES, or (a share INVENTED["share"] of the time) an invented one."""
+    if INVENTED["share"] and rng.random() < INVENTED["share"]:  # no draw at 0: older data files stay reproducible
+        return invented_place(rng)
+    return pick(rng, CITIES)
+
+
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December"]
 # About 600 SmolLM2 tokens once rendered (tool list in the system text): records stay within the recipes'
@@ -130,7 +155,7 @@ def money(value: float) -> str:
 
 def weather_tool() -> ToolDef:
     def req(rng):
-        city = pick(rng, CITIES)
+        city = place(rng)
         unit = rng.random() < 0.25
         templates = ["What's the weather like in {city} right now?", "Is it raining in {city}?",
                      "How warm is it in {city} today?", "weather {city}", "Can you check the weather in {city}?",
@@ -233,7 +258,7 @@ def currency_tool() -> ToolDef:
 
 def time_tool() -> ToolDef:
     def req(rng):
-        city = pick(rng, CITIES)
+        city = place(rng)
         templates = ["What time is it in {c}?", "Current time in {c}?", "Is it still morning in {c}?",
                      "What's the local time in {c} right now?", "time in {c}"]
         return pick(rng, templates).format(c=city), {"city": city}
@@ -560,6 +585,9 @@ def parallel(rng: random.Random) -> tuple[list[str], list[dict[str, Any]]]:
         key = {"get_weather": "city", "get_local_time": "city", "get_stock_price": "symbol", "get_population": "country"}[tool.name]
         pool = {"city": CITIES, "symbol": sorted(STOCKS), "country": sorted(COUNTRIES)}[key]
         a, b = rng.sample(pool, 2)
+        if key == "city" and INVENTED["share"]:
+            a, b = place(rng), place(rng)
+            b = b if b != a else pick(rng, [c for c in CITIES if c != a])
         shown = {"symbol": lambda s: STOCKS[s]}.get(key, lambda s: s)
         phrasing = {"get_weather": ["Compare the weather in {a} and {b}.", "Weather in {a} and in {b}?"],
                     "get_local_time": ["What time is it in {a} and in {b}?", "Local times in {a} and {b}, please."],
@@ -598,7 +626,7 @@ def chained(rng: random.Random) -> tuple[list[str], list[dict[str, Any]]]:
         value = json.loads(second_out)["amount"]
         answer = f"One {STOCKS[symbol]} share is {price} USD, about {money(value)} {target}."
     elif kind == "weather_then_time":
-        city = pick(rng, CITIES)
+        city = place(rng)
         text = pick(rng, ["I'm calling a friend in {c}. What time is it there, and how's the weather?",
                           "Time and weather in {c}?"]).format(c=city)
         first = ("get_local_time", {"city": city})
@@ -629,7 +657,7 @@ def no_fit(rng: random.Random) -> tuple[list[str], list[dict[str, Any]]]:
     else:
         wanted = pick(rng, sorted(MISSING))
         text, answer = MISSING[wanted]
-        text = text.format(c=pick(rng, CITIES))
+        text = text.format(c=place(rng))
         exclude = {wanted} | ({"search_web"} if wanted in ("get_weather", "get_stock_price", "get_flight_status") else set())
         names = offer(rng, [], rng.choice([1, 2]), exclude=exclude)
     return names, [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
@@ -692,7 +720,17 @@ def rename_tools(rng: random.Random, names: list[str], messages: list[dict[str, 
     return [changed[n][0].spec(style) for n in names], out
 
 
-def make_records(count: int = 400, seed: int = 27, rename: float = 0.0) -> list[dict[str, Any]]:
+def make_records(count: int = 400, seed: int = 27, rename: float = 0.0, invented: float = 0.0) -> list[dict[str, Any]]:
+    """`count` conversations; a share `rename` with renamed tools and parameters, a share `invented` of the places
+    asked about invented (`invented_place`)."""
+    INVENTED["share"] = invented
+    try:
+        return _make_records(count, seed, rename)
+    finally:
+        INVENTED["share"] = 0.0
+
+
+def _make_records(count: int, seed: int, rename: float) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     kinds = [(single, 0.65), (parallel, 0.10), (chained, 0.10), (no_fit, 0.15)]
     plan = [kind for kind, share in kinds for _ in range(round(count * share))]
@@ -724,12 +762,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=27)
     parser.add_argument("--rename", type=float, default=0.0,
                         help="share of conversations whose tools and parameters go by other names (0-1)")
+    parser.add_argument("--invented", type=float, default=0.0,
+                        help="share of the places asked about that are invented names, not real cities (0-1)")
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")
     if not 0.0 <= args.rename <= 1.0:
         parser.error("--rename must be between 0 and 1")
-    records = make_records(args.count, args.seed, args.rename)
+    if not 0.0 <= args.invented <= 1.0:
+        parser.error("--invented must be between 0 and 1")
+    records = make_records(args.count, args.seed, args.rename, args.invented)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as handle:
         for record in records:

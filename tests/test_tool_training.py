@@ -22,6 +22,7 @@ from grit_components.training.data import write_jsonl
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "recipes" / "data" / "tool-calls.jsonl"
 RENAMED = ROOT / "recipes" / "data" / "tool-calls-3.jsonl"  # make_tool_calls.py --count 800 --seed 29 --rename 0.7
+INVENTED = ROOT / "recipes" / "data" / "tool-calls-4.jsonl"  # ... --count 800 --seed 30 --rename 0.7 --invented 0.5
 RECIPE_MAX_LENGTH = 640  # generative_max_length of the recipes in recipes/*.yaml
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city.",
@@ -225,15 +226,44 @@ def test_renamed_tool_data_is_current_and_calls_what_the_specs_say(tmp_path):
         generator.main(["--output", str(fresh), "--rename", "1.5"])
 
 
+def test_invented_places_are_copied_from_the_request(tmp_path):
+    """--invented: about half the places asked about are made-up names, each called with exactly the place the
+    user wrote (a model learns to copy it, not to reach for a city it knows); the benchmark's cities stay out."""
+    generator = load_generator()
+    fresh = tmp_path / "tool-calls-4.jsonl"
+    generator.main(["--output", str(fresh), "--count", "800", "--seed", "30", "--rename", "0.7", "--invented", "0.5"])
+    assert fresh.read_text() == INVENTED.read_text()
+    places = []
+    for record in load_chat_records(INVENTED):
+        user = " ".join(m["content"] for m in record.messages if m["role"] == "user")
+        for message in record.messages:
+            for call in message.get("tool_calls", ()):
+                for key, value in call["arguments"].items():
+                    if key in ("city", "city_name", "place", "town"):
+                        assert value in user, (value, user)
+                        places.append(value)
+    invented = [p for p in places if p not in generator.CITIES]
+    assert len(places) >= 150 and 0.35 <= len(invented) / len(places) <= 0.65
+    assert len(set(invented)) >= 0.8 * len(invented)  # new names (a place asked twice is called twice), not a fixed list
+    from benchmarks.tool_calls import TASKS  # the measured tasks' own values stay out of training
+
+    asked = {leaf for task in TASKS for expected in task.arguments for leaf in leaves(dict(expected))}
+    assert "Nairobi" in asked and not set(places) & asked
+    # the older files do not change: --invented 0 draws nothing
+    assert generator.make_records(50, 29, 0.7) == generator.make_records(50, 29, 0.7, 0.0)
+    with pytest.raises(SystemExit):
+        generator.main(["--output", str(fresh), "--invented", "-0.1"])
+
+
 def leaves(value):
     if isinstance(value, dict):
         return [leaf for item in value.values() for leaf in leaves(item)]
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [leaf for item in value for leaf in leaves(item)]
     return [value]
 
 
-@pytest.mark.parametrize("path", [DATA, RENAMED], ids=["tool-calls", "tool-calls-3"])
+@pytest.mark.parametrize("path", [DATA, RENAMED, INVENTED], ids=["tool-calls", "tool-calls-3", "tool-calls-4"])
 def test_final_answers_use_the_tool_results(path):
     for record in load_chat_records(path):
         results = [m["content"] for m in record.messages if m["role"] == "tool"]
