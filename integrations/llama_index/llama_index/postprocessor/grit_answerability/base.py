@@ -80,7 +80,7 @@ class GritAnswerabilityPostprocessor(GritModelFields, BaseNodePostprocessor):
         texts = [node.node.get_content(metadata_mode=self.metadata_mode) for node in nodes]
         embeddings = [getattr(node.node, "embedding", None) for node in nodes]
         return self.gate.judge(query_bundle.query_str, texts, query_embedding=query_bundle.embedding,
-                               document_embeddings=embeddings if any(e is not None for e in embeddings) else None)
+                               document_embeddings=embeddings)
 
     def _postprocess_nodes(self, nodes: List[NodeWithScore],
                            query_bundle: Optional[QueryBundle] = None) -> List[NodeWithScore]:

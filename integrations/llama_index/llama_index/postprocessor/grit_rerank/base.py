@@ -126,7 +126,7 @@ class GritRerank(GritModelFields, BaseNodePostprocessor):
         ) as event:
             ranked = self.reranker.rerank(
                 query_bundle.query_str, texts, query_embedding=query_bundle.embedding,
-                document_embeddings=embeddings if any(e is not None for e in embeddings) else None)
+                document_embeddings=embeddings)
             new_nodes = []
             for item in ranked:
                 node = nodes[item.index]

@@ -171,7 +171,7 @@ class GritRanker(GritModelComponent):
         embeddings = [doc.embedding for doc in documents]
         ranked = self.reranker.rerank(query, texts, top_k=top_k, scale_score=scale_score,
                                       score_threshold=score_threshold, query_embedding=query_embedding,
-                                      document_embeddings=embeddings if any(e is not None for e in embeddings) else None)
+                                      document_embeddings=embeddings)
         out = []
         for item in ranked:
             doc = documents[item.index]

@@ -166,7 +166,7 @@ class GritAnswerabilityRouter(GritModelComponent):
         texts = [text_with_meta(doc, self.meta_fields_to_embed, self.embedding_separator) for doc in documents]
         embeddings = [doc.embedding for doc in documents]
         verdict = self.gate.judge(query, texts, threshold=threshold, query_embedding=query_embedding,
-                                  document_embeddings=embeddings if any(e is not None for e in embeddings) else None)
+                                  document_embeddings=embeddings)
         answerability = _as_dict(verdict)
         if verdict.answerable:
             return {"documents": documents, "answerability": answerability}
