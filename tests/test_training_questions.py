@@ -171,3 +171,44 @@ def test_unanswerable_twins_pair_each_refusal_with_the_same_passages_and_the_gol
     first = refusals[0]
     assert len(single) == 200 and single[: first + 1] == paired[: first + 1]
     assert single[first].answer == NO_ANSWER and paired[first + 1] not in single
+
+
+@pytest.mark.parametrize("blanked, answer, question", [
+    ("Venus de Milo was discovered in ____ on the island of Milos.", "1820",
+     "Venus de Milo was discovered in what year on the island of Milos?"),
+    ("It has a population of ____ as of 2023.", "613,111", "Stuttgart has a population of what number as of 2023?"),
+    ("The genus has ____ described species.", "1,500", "The genus has how many described species?"),
+    ("Its capital is ____.", "Fuzhou", "Stuttgart's capital is what?"),
+    ("____ took Helen from her husband Menelaus.", "Paris", "What took Helen from her husband Menelaus?"),
+    ("No blank here.", "x", None),
+    ("It is an ____ English novel.", "1865", None),
+])
+def test_a_cloze_sentence_is_asked_as_a_wh_question_where_its_blank_stands(blanked, answer, question):
+    from grit_components.training.tasks import CLOZE_BLANK, wh_cloze_question
+
+    assert wh_cloze_question(blanked.replace("____", CLOZE_BLANK), answer, "Stuttgart") == question
+
+
+def test_qa_forms_trains_wh_cloze_questions_only_when_listed(tmp_path):
+    """kinds: [..., wh_cloze] adds cloze sentences asked as questions, whose answer a passage states; without it
+    (the default kinds) the data is what the recipes written before it made."""
+    import dataclasses
+
+    from grit_components.training.run import build_records
+
+    corpus = [(f"d{i}", title, text) for i, (title, text) in enumerate(PASSAGES.items())]
+    config = write_corpus_source(tmp_path, corpus, excluded=1, qrel_doc="d0", task="qa_forms")
+    source = config.data.generative[0]
+    _, default = build_records(config)
+    config.data.generative[0] = dataclasses.replace(source, kinds=list(QUESTION_KINDS))
+    assert build_records(config)[1] == default
+    config.data.generative[0] = dataclasses.replace(source, kinds=[*QUESTION_KINDS, "wh_cloze"])
+    _, records = build_records(config)
+    wh = [r for r in records if r.question.endswith("?") and " what" in r.question and not r.question.startswith(
+        ("What ", "Who ", "When ", "Where ", "Which ", "How ", "In what", "Can you"))]
+    assert len(wh) >= 3 and {r.question for r in default} < {r.question for r in records}
+    for record in wh:
+        assert record.answer.lower() in " ".join(record.documents).lower()
+        assert not record.question.startswith(("It ", "Its ", "He ", "She "))  # the subject is named instead
+    config.data.generative[0] = dataclasses.replace(source, kinds=["wh_cloze"])  # alone: only wh-questions
+    assert all(" what" in r.question.lower() for r in build_records(config)[1])

@@ -18,7 +18,7 @@ import yaml
 
 from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION
 from grit_components.metadata import CAPABILITIES
-from grit_components.training.questions import QUESTION_KINDS
+from grit_components.training.questions import ALL_KINDS, QUESTION_KINDS
 from grit_components.training.tasks import RAG_FORMATS
 
 # generative tasks; the ranking ones train a reranker score with L_rank (task -> score)
@@ -73,7 +73,8 @@ class GenerativeSourceConfig:
     about over that passage and mined distractors, answered with the blanked words; passages of
     `exclude_corpus_file` are left out. "qa_forms" builds questions of many forms from the corpus alone
     (`training.questions`: definitions, who / when / where, why, how, numbers, superlatives, yes/no, and the
-    cloze questions of "fact_cloze"; `kinds` picks them), over their passage and mined distractors in the
+    cloze questions of "fact_cloze"; `kinds` picks them; "wh_cloze", cloze sentences asked as wh-questions, only
+    when listed), over their passage and mined distractors in the
     same prompt formats, a share `unanswerable` of them without their passage, answered `templates.NO_ANSWER`.
     `min_documents` .. `max_documents` passages go into each prompt. `question` defaults to the task's own
     template.
@@ -254,9 +255,9 @@ class TrainConfig:
             checks.append((1 <= source.min_documents <= source.max_documents,
                            "min_documents must be >= 1 and <= max_documents"))
             checks.append((0 <= source.unanswerable < 1, "unanswerable must be in [0, 1)"))
-            unknown_kinds = set(source.kinds) - set(QUESTION_KINDS)
+            unknown_kinds = set(source.kinds) - set(ALL_KINDS)
             checks.append((not unknown_kinds and bool(source.kinds),
-                           f"kinds must be a non-empty list from {list(QUESTION_KINDS)}, got {sorted(unknown_kinds)}"))
+                           f"kinds must be a non-empty list from {list(ALL_KINDS)}, got {sorted(unknown_kinds)}"))
             checks.append((source.question is None or "{query}" in source.question,
                            "question must contain a '{query}' field"))
             checks.append((source.task not in ("fact_cloze", "qa_forms") or source.beir is not None,

@@ -20,6 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 QUESTION_KINDS = ("definition", "who", "when", "where", "why", "how", "number", "superlative", "yes_no", "cloze")
+# kinds a `qa_forms` source trains only when it lists them (the default `kinds` stays QUESTION_KINDS, so the
+# recipes written before them make the same data): "wh_cloze", a cloze sentence asked as a question
+# (`tasks.wh_cloze_question`)
+OPTIONAL_KINDS = ("wh_cloze",)
+ALL_KINDS = QUESTION_KINDS + OPTIONAL_KINDS
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _PRONOUNS = {"it": "it", "he": "he", "she": "she", "they": "they"}
@@ -68,7 +73,7 @@ def leading_sentences(document: str, body: str, max_words: int | None) -> list[s
     return sentences
 
 
-def _subject(title: str) -> str:
+def passage_subject(title: str) -> str:
     """A title as a sentence names it: without a disambiguation in parentheses ("Mercury (planet)")."""
     return re.sub(r"\s*\([^)]*\)\s*$", "", title).strip()
 
@@ -311,7 +316,7 @@ def passage_questions(documents: Sequence[tuple[str, str, str]], *, max_words: i
     categories = [c for c in (category_of(body.split(". ")[0]) for _, body, _ in documents) if c]
     out: list[PassageQuestion] = []
     for document, body, title in documents:
-        subject = _subject(title)
+        subject = passage_subject(title)
         if not subject:
             continue
         sentences = leading_sentences(document, body, max_words)

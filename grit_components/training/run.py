@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import itertools
 import logging
 import random
 import time
@@ -25,7 +27,7 @@ from grit_components.training.data import (
     mine_hard_negatives,
 )
 from grit_components.training.tasks import (CLOZE_QUESTION, RankingGroup, fact_cloze_records, inverse_cloze_records,
-                                            pointwise_records, rag_records, ranking_groups)
+                                            pointwise_records, rag_records, ranking_groups, wh_cloze_question)
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +181,7 @@ def _qa_forms_source(source, beir, config: TrainConfig, grit) -> list:
     """Questions of every kind in `source.kinds` from the corpus (minus `exclude_corpus_file`), balanced across
     kinds, over their passage and mined distractors in every prompt format of the source; a share
     `source.unanswerable` without their passage."""
-    from grit_components.training.questions import interleave_kinds, passage_questions
+    from grit_components.training.questions import interleave_kinds, passage_questions, passage_subject
 
     excluded = _excluded_ids(source)
     texts = {d: beir.document_text(d) for d in beir.corpus}
@@ -187,19 +189,30 @@ def _qa_forms_source(source, beir, config: TrainConfig, grit) -> list:
     random.Random(config.training.seed).shuffle(ids)
     documents = [(texts[d], beir.corpus[d]["text"], beir.corpus[d].get("title") or "") for d in ids][source.skip:]
     name = source.name or "qa-forms"
-    templated = [k for k in source.kinds if k != "cloze"]
+    templated = [k for k in source.kinds if k not in ("cloze", "wh_cloze")]
     questions = passage_questions(documents, max_words=source.max_passage_words, kinds=templated,
                                   seed=config.training.seed) if templated else []
     items = [(EmbeddingRecord((None, q.question), ((None, q.document),), (), name), q.target, q.answer, q.kind)
              for q in interleave_kinds(questions)]
-    if "cloze" in source.kinds:  # every (1 + number of kinds)-th item a cloze question, as if a kind of its own
-        cloze = fact_cloze_records(documents, max_words=source.max_passage_words, seed=config.training.seed,
-                                   dataset=name)
-        step = len(templated) + 1
-        for position, (record, answer) in enumerate(cloze):
-            index = min(position * step + step - 1, len(items))
-            items.insert(index, (EmbeddingRecord((None, CLOZE_QUESTION.format(query=record.query[1])), record.pos, (),
-                                                 name), answer, answer, "cloze"))
+    # cloze questions (as written, and asked as wh-questions) as kinds of their own: after every len(templated)
+    # templated questions one of each, so any prefix stays balanced
+    subjects = {document: passage_subject(title) for document, _, title in documents}
+    queues = []
+    for offset, kind in enumerate(k for k in ("cloze", "wh_cloze") if k in source.kinds):
+        cloze = fact_cloze_records(documents, max_words=source.max_passage_words,
+                                   seed=config.training.seed + offset, dataset=name)  # other sentences per kind
+        asked = ((CLOZE_QUESTION.format(query=r.query[1]) if kind == "cloze" else wh_cloze_question(r.query[1], a, subjects.get(r.pos[0][1])), r, a)
+                 for r, a in cloze)
+        queues.append(collections.deque((EmbeddingRecord((None, q), r.pos, (), name), a, a, kind)
+                                        for q, r, a in asked if q is not None))
+    if queues:
+        block, merged = max(len(templated), 1), []
+        for start in itertools.count(0, block):
+            if start >= len(items) and not any(queues):
+                break
+            merged += items[start:start + block]
+            merged += [queue.popleft() for queue in queues if queue]
+        items = merged
     items = items[: source.max_records] if source.max_records else items
     records = [item[0] for item in items]
     if source.mine_negatives is not None:

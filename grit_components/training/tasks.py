@@ -314,6 +314,36 @@ def fact_cloze_records(documents: Sequence[tuple[str, str, str]], *, min_words: 
     return out
 
 
+_PRONOUN_START = re.compile(r"^(It|He|She|They|Its|His|Her|Their)\b")
+
+
+def wh_cloze_question(blanked: str, answer: str, subject: str | None = None) -> str | None:
+    """A cloze sentence (`fact_cloze_records`) asked as a question: the blank becomes a question phrase where it
+    stands (Lewis et al. 2019's wh-substitution), by what the answer is. A year -> "what year" ("founded in what
+    year?"), another number -> "how many" before a noun and "what number" otherwise, a name -> "what"
+    ("... with the Canadian province of what to the north and east?"). A leading pronoun becomes `subject` (the
+    passage's subject), so the question still says what it asks about among other passages. None when the
+    sentence holds no blank, or the blank follows "a"/"an" (a modifier such as a year before a noun)."""
+    if blanked.count(CLOZE_BLANK) != 1:
+        return None
+    if subject:
+        blanked = _PRONOUN_START.sub(lambda m: subject if m.group(1) in ("It", "He", "She", "They") else f"{subject}'s",
+                                     blanked)
+    before, after = blanked.split(CLOZE_BLANK)
+    if re.search(r"\b(?:a|an)\s+$", before, re.IGNORECASE):  # a modifier ("an 1865 English novel"): no question
+        return None
+    if re.fullmatch(r"1[0-9]{3}|20[0-2][0-9]", answer):
+        phrase = "what year"
+    elif re.fullmatch(r"[\d,.]+", answer):
+        # "how many" before a plural noun, perhaps after one modifier ("___ described species"), not before "as"
+        phrase = "how many" if re.match(r"\s+(?:[a-z-]+\s+)?[a-z]{3,}(?<![su])s\b", after) else "what number"
+    else:
+        phrase = "what"
+    if not before:
+        phrase = phrase.capitalize()
+    return f"{before}{phrase}{after}".rstrip().rstrip(".!;:,") + "?"
+
+
 def _cloze_span(match: re.Match) -> tuple[int, int, str] | None:
     """(start, end, text) of a usable cloze answer, without a possessive ending; None when the match starts
     the sentence, is a function word, a one- or two-letter abbreviation (AD, BC) or a part of a longer name
