@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.fact_qa import CORPUS, load_jsonl  # noqa: E402
+from benchmarks.fact_qa_gold import bm25_others  # noqa: E402
 from grit_components import GritGenerator  # noqa: E402
 from grit_components.training.questions import QUESTION_KINDS, passage_questions  # noqa: E402
 
@@ -71,19 +72,11 @@ def make_questions(corpus: list[dict], per_kind: int, seed: int = 0, max_words: 
 
 def mixed_passages(questions: list[dict], corpus: list[dict], distractors: int, seed: int = 0) -> list[list[str]]:
     """Per question, its passage among the `distractors` passages BM25 ranks highest for it, at a random place."""
-    import bm25s
-
-    texts = [f"{d['title']} {d['text']}" for d in corpus]
-    position = {d["_id"]: i for i, d in enumerate(corpus)}
-    retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
-    hits, _ = retriever.retrieve(bm25s.tokenize([q["question"] for q in questions], stopwords="en",
-                                                show_progress=False), k=distractors + 1, show_progress=False)
+    texts = {d["_id"]: f"{d['title']} {d['text']}" for d in corpus}
     rng = random.Random(seed)
     out = []
-    for question, row in zip(questions, hits):
-        others = [texts[int(j)] for j in row if corpus[int(j)]["_id"] != question["gold"]][:distractors]
-        others.insert(rng.randint(0, len(others)), texts[position[question["gold"]]])
+    for question, others in zip(questions, bm25_others(questions, corpus, distractors)):
+        others.insert(rng.randint(0, len(others)), texts[question["gold"]])
         out.append(others)
     return out
 
