@@ -36,11 +36,11 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.fact_qa import CORPUS, load_jsonl  # noqa: E402
 from benchmarks.fact_qa_gold import bm25_others  # noqa: E402
 from grit_components import GritGenerator  # noqa: E402
+from grit_components.cli.pipelines import THOUSANDS_SEPARATOR  # noqa: E402
 from grit_components.training.questions import QUESTION_KINDS, passage_questions  # noqa: E402
 
 KINDS = tuple(k for k in QUESTION_KINDS if k != "cloze")  # cloze questions are fill-in-the-blank, not a form users ask
 _ARTICLE = re.compile(r"^(?:a|an|the)\s+", re.IGNORECASE)
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 PHRASE_KINDS = ("definition", "where", "why", "how")  # answers are phrases: their first three words must be named
 
 
@@ -49,10 +49,10 @@ def is_right(reply: str, answer: str, kind: str) -> bool:
     if kind == "yes_no":
         first = re.match(r"\W*(\w+)", reply)
         return bool(first) and first.group(1).lower() == answer.lower()
-    wanted = _THOUSANDS.sub("", _ARTICLE.sub("", answer.strip().rstrip(".")))
+    wanted = THOUSANDS_SEPARATOR.sub("", _ARTICLE.sub("", answer.strip().rstrip(".")))
     if kind in PHRASE_KINDS:
         wanted = " ".join(wanted.split()[:3])
-    return wanted.lower() in _THOUSANDS.sub("", reply).lower()
+    return wanted.lower() in THOUSANDS_SEPARATOR.sub("", reply).lower()
 
 
 def make_questions(corpus: list[dict], per_kind: int, seed: int = 0, max_words: int = 70) -> list[dict]:

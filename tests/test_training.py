@@ -39,7 +39,7 @@ from grit_components.training.run import build_trainer
 from grit_components.training.trainer import GritTrainingModel, SameDatasetSampler
 from tests._models import write_corpus_source
 
-SHIPPED_RECIPE = "grit-smollm2-135m-v7.yaml"
+SHIPPED_RECIPE = "grit-smollm2-135m-v7.yaml"  # the (last) recipe that made the shipped adapter
 
 pytest.importorskip("peft")
 

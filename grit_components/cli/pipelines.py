@@ -388,14 +388,14 @@ def _write_demo_corpus(folder: Path) -> tuple[list[Path], list[dict]]:
     return paths, meta
 
 
-_THOUSANDS_SEPARATOR = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+THOUSANDS_SEPARATOR = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # "1,500" -> "1500" (also benchmarks/question_forms.py)
 
 
 def names_answer(text: str, expected: str) -> bool:
     """Whether `text` names `expected` as a whole phrase (case-insensitive): not inside a longer word, and
     right for titles that start or end with a non-word character ("Dalton (unit)"). Numbers match with or
     without thousands separators ("1500" names "1,500")."""
-    text, expected = _THOUSANDS_SEPARATOR.sub("", text), _THOUSANDS_SEPARATOR.sub("", expected)
+    text, expected = THOUSANDS_SEPARATOR.sub("", text), THOUSANDS_SEPARATOR.sub("", expected)
     return re.search(rf"(?<!\w){re.escape(expected)}(?!\w)", text, re.IGNORECASE) is not None
 
 

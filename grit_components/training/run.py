@@ -196,13 +196,15 @@ def _qa_forms_source(source, beir, config: TrainConfig, grit) -> list:
              for q in interleave_kinds(questions)]
     # cloze questions (as written, and asked as wh-questions) as kinds of their own: after every len(templated)
     # templated questions one of each, so any prefix stays balanced
-    subjects = {document: passage_subject(title) for document, _, title in documents}
     queues = []
     for offset, kind in enumerate(k for k in ("cloze", "wh_cloze") if k in source.kinds):
         cloze = fact_cloze_records(documents, max_words=source.max_passage_words,
                                    seed=config.training.seed + offset, dataset=name)  # other sentences per kind
-        asked = ((CLOZE_QUESTION.format(query=r.query[1]) if kind == "cloze" else wh_cloze_question(r.query[1], a, subjects.get(r.pos[0][1])), r, a)
-                 for r, a in cloze)
+        if kind == "cloze":
+            asked = [(CLOZE_QUESTION.format(query=r.query[1]), r, a) for r, a in cloze]
+        else:
+            subjects = {document: passage_subject(title) for document, _, title in documents}
+            asked = [(wh_cloze_question(r.query[1], a, subjects.get(r.pos[0][1])), r, a) for r, a in cloze]
         queues.append(collections.deque((EmbeddingRecord((None, q), r.pos, (), name), a, a, kind)
                                         for q, r, a in asked if q is not None))
     if queues:
