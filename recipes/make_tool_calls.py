@@ -1,7 +1,7 @@
 """Write recipes/data/tool-calls.jsonl: tool-use conversations for generative training (deterministic).
 
     python recipes/make_tool_calls.py [--output recipes/data/tool-calls.jsonl] [--count 400] [--seed 27] [--rename 0.6]
-                                      [--invented 0.5]
+                                      [--invented 0.5] [--plain 0.5]
 
 Each record offers 1-3 tools (OpenAI function specs, in random order) and holds the user's request, the
 assistant's call(s) (`tool_calls`), the `tool` result(s) and a short final answer that uses the result; about
@@ -720,17 +720,39 @@ def rename_tools(rng: random.Random, names: list[str], messages: list[dict[str, 
     return [changed[n][0].spec(style) for n in names], out
 
 
-def make_records(count: int = 400, seed: int = 27, rename: float = 0.0, invented: float = 0.0) -> list[dict[str, Any]]:
+def plain_result(content: str, rng: random.Random) -> str:
+    """A JSON tool result as the plain text many real tools return (a Python function returning a string, as in
+    benchmarks/tool_calls.py): the bare value of a one-field result ("2146"), the values alone
+    ("Paris, 21, °C, sunny") or "field: value" pairs ("city: Paris, temperature: 21 ...")."""
+    value = json.loads(content)
+
+    def scalars(item: Any) -> list[tuple[str, str]]:
+        if isinstance(item, dict):
+            return [pair for key, inner in item.items()
+                    for pair in ([(key, str(inner))] if not isinstance(inner, (dict, list)) else scalars(inner))]
+        if isinstance(item, list):
+            return [pair for inner in item for pair in scalars(inner)]
+        return [("", str(item))]
+
+    pairs = scalars(value)
+    if len(pairs) == 1 or rng.random() < 0.5:
+        return ", ".join(text for _, text in pairs)
+    return ", ".join(f"{key}: {text}" if key else text for key, text in pairs)
+
+
+def make_records(count: int = 400, seed: int = 27, rename: float = 0.0, invented: float = 0.0,
+                 plain: float = 0.0) -> list[dict[str, Any]]:
     """`count` conversations; a share `rename` with renamed tools and parameters, a share `invented` of the places
-    asked about invented (`invented_place`)."""
+    asked about invented (`invented_place`), a share `plain` whose tool results are plain text (`plain_result`)
+    rather than JSON."""
     INVENTED["share"] = invented
     try:
-        return _make_records(count, seed, rename)
+        return _make_records(count, seed, rename, plain)
     finally:
         INVENTED["share"] = 0.0
 
 
-def _make_records(count: int, seed: int, rename: float) -> list[dict[str, Any]]:
+def _make_records(count: int, seed: int, rename: float, plain: float = 0.0) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     kinds = [(single, 0.65), (parallel, 0.10), (chained, 0.10), (no_fit, 0.15)]
     plan = [kind for kind, share in kinds for _ in range(round(count * share))]
@@ -742,6 +764,9 @@ def _make_records(count: int, seed: int, rename: float) -> list[dict[str, Any]]:
         style = rng.choice(["handwritten", "handwritten", "haystack", "llama_index"])
         if rng.random() < 0.25:
             messages = [{"role": "system", "content": pick(rng, SYSTEM_PROMPTS)}, *messages]
+        if plain and rng.random() < plain:
+            messages = [{**m, "content": plain_result(m["content"], rng)} if m["role"] == "tool" else m
+                        for m in messages]
         if rename and rng.random() < rename:
             tools, messages = rename_tools(rng, names, messages, style)
         else:
@@ -764,6 +789,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="share of conversations whose tools and parameters go by other names (0-1)")
     parser.add_argument("--invented", type=float, default=0.0,
                         help="share of the places asked about that are invented names, not real cities (0-1)")
+    parser.add_argument("--plain", type=float, default=0.0,
+                        help="share of conversations whose tool results are plain text instead of JSON (0-1)")
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")
@@ -771,7 +798,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--rename must be between 0 and 1")
     if not 0.0 <= args.invented <= 1.0:
         parser.error("--invented must be between 0 and 1")
-    records = make_records(args.count, args.seed, args.rename, args.invented)
+    if not 0.0 <= args.plain <= 1.0:
+        parser.error("--plain must be between 0 and 1")
+    records = make_records(args.count, args.seed, args.rename, args.invented, args.plain)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as handle:
         for record in records:

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "recipes" / "data" / "tool-calls.jsonl"
 RENAMED = ROOT / "recipes" / "data" / "tool-calls-3.jsonl"  # make_tool_calls.py --count 800 --seed 29 --rename 0.7
 INVENTED = ROOT / "recipes" / "data" / "tool-calls-4.jsonl"  # ... --count 800 --seed 30 --rename 0.7 --invented 0.5
+PLAIN = ROOT / "recipes" / "data" / "tool-calls-5.jsonl"  # ... --count 900 --seed 31 --rename 0.8 --invented 0.5 --plain 0.6
 RECIPE_MAX_LENGTH = 640  # generative_max_length of the recipes in recipes/*.yaml
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city.",
@@ -255,6 +256,46 @@ def test_invented_places_are_copied_from_the_request(tmp_path):
         generator.main(["--output", str(fresh), "--invented", "-0.1"])
 
 
+def test_plain_results_are_current_and_keep_every_value(tmp_path):
+    """--plain: most tool results are plain text, as a Python tool returning a string gives them (the bare value,
+    the values, or "field: value" pairs), holding every value the JSON result held; the rest stay JSON."""
+    generator = load_generator()
+    fresh = tmp_path / "tool-calls-5.jsonl"
+    generator.main(["--output", str(fresh), "--count", "900", "--seed", "31", "--rename", "0.8", "--invented", "0.5",
+                    "--plain", "0.6"])
+    assert fresh.read_text() == PLAIN.read_text()
+    kinds = collections.Counter()
+    for record in load_chat_records(PLAIN):
+        for message in record.messages:
+            if message["role"] == "tool":
+                try:
+                    json.loads(message["content"])
+                    kinds["json"] += 1
+                except ValueError:
+                    kinds["pairs" if ": " in message["content"] else "values"] += 1
+    assert 0.45 <= (kinds["pairs"] + kinds["values"]) / sum(kinds.values()) <= 0.75 and min(kinds.values()) >= 100
+    rng = generator.random.Random(0)
+    result = json.dumps({"city": "Plum", "temperature": 7, "unit": "°C", "condition": "windy"})
+    texts = {generator.plain_result(result, rng) for _ in range(20)}
+    assert texts == {"Plum, 7, °C, windy", "city: Plum, temperature: 7, unit: °C, condition: windy"}
+    assert generator.plain_result(json.dumps({"result": 2146}), rng) == "2146"
+    nested = json.dumps({"results": [{"title": "Kilimanjaro", "snippet": "It is 5,895 m high."}]})
+    assert all(s.endswith("Kilimanjaro, It is 5,895 m high.") or "snippet: It is 5,895 m high." in s
+               for s in (generator.plain_result(nested, rng) for _ in range(10)))
+    # the older files do not change: --plain 0 draws nothing
+    assert generator.make_records(50, 30, 0.7, 0.5) == generator.make_records(50, 30, 0.7, 0.5, 0.0)
+    with pytest.raises(SystemExit):
+        generator.main(["--output", str(fresh), "--plain", "1.5"])
+
+
+def result_values(content: str) -> list[str]:
+    """The values a tool result holds: the leaves of a JSON result, the comma-separated pieces of a plain one."""
+    try:
+        return [str(v) for v in leaves(json.loads(content))]
+    except ValueError:
+        return [piece.split(": ", 1)[-1] for piece in content.split(", ")]
+
+
 def leaves(value):
     if isinstance(value, dict):
         return [leaf for item in value.values() for leaf in leaves(item)]
@@ -263,13 +304,14 @@ def leaves(value):
     return [value]
 
 
-@pytest.mark.parametrize("path", [DATA, RENAMED, INVENTED], ids=["tool-calls", "tool-calls-3", "tool-calls-4"])
+@pytest.mark.parametrize("path", [DATA, RENAMED, INVENTED, PLAIN],
+                         ids=["tool-calls", "tool-calls-3", "tool-calls-4", "tool-calls-5"])
 def test_final_answers_use_the_tool_results(path):
     for record in load_chat_records(path):
         results = [m["content"] for m in record.messages if m["role"] == "tool"]
         if not results:
             continue
-        facts = [str(v) for out in results for v in leaves(json.loads(out)) if str(v) not in ("created", "set", "sent", "USD")]
+        facts = [v for out in results for v in result_values(out) if v not in ("created", "set", "sent", "USD")]
         answer = record.messages[-1]["content"].replace(",", "")
         assert any(fact.replace(",", "") in answer for fact in facts), (answer, results)
 
