@@ -212,3 +212,34 @@ def test_qa_forms_trains_wh_cloze_questions_only_when_listed(tmp_path):
         assert not record.question.startswith(("It ", "Its ", "He ", "She "))  # the subject is named instead
     config.data.generative[0] = dataclasses.replace(source, kinds=["wh_cloze"])  # alone: only wh-questions
     assert all(" what" in r.question.lower() for r in build_records(config)[1])
+
+
+def test_qa_forms_embedding_source_pairs_each_question_with_its_passage(tmp_path):
+    """Embedding task qa_forms: questions of many forms as retrieval queries, each paired with the passage it is
+    asked of (never one of exclude_corpus_file), with mined negatives from the rest of the corpus."""
+    from grit_components.training.run import build_records
+
+    corpus = [(f"d{i}", title, text) for i, (title, text) in enumerate(PASSAGES.items())]
+    write_corpus_source(tmp_path, corpus, excluded=1, qrel_doc="d0", task="qa_forms")
+    (tmp_path / "embed.yaml").write_text(
+        "model: none\noutput_dir: run\ndata:\n  embedding:\n"
+        f"    - {{beir: {tmp_path}, task: qa_forms, name: qa-questions, corpus_file: corpus.jsonl,\n"
+        "       exclude_corpus_file: eval.jsonl, mine_negatives: {method: bm25, num_negatives: 2}}\n")
+    records, _ = build_records(load_config(tmp_path / "embed.yaml"))
+    texts = {f"{title} {text}": title for title, text in PASSAGES.items()}
+    assert len(records) >= 5 and all(r.dataset == "qa-questions" for r in records)
+    assert len({r.query[1] for r in records}) == len(records)
+    starts = Counter(r.query[1].split()[0] for r in records)
+    assert len(starts) >= 3  # several forms ("What", "Who", "In", "Is" ...), not one template
+    for record in records:
+        (_, passage), = record.pos
+        title = texts[passage]  # an exact passage of the corpus ...
+        assert title != "Parthenon"  # ... never an excluded one
+        words = {w.strip("?,.'").lower() for w in record.query[1].split() if len(w) > 4}
+        assert words & {w.strip(",.'").lower() for w in passage.split()}, (record.query[1], passage)  # asked of it
+        assert record.neg and all(n[1] != passage and n[1] in texts for n in record.neg)
+    for bad in ("kinds: [cloze]", "kinds: [riddle]", "skip: -1"):
+        (tmp_path / "bad.yaml").write_text((tmp_path / "embed.yaml").read_text().replace(
+            "name: qa-questions,", f"name: qa-questions, {bad},"))
+        with pytest.raises(ValueError, match=bad.split(":")[0]):
+            load_config(tmp_path / "bad.yaml")

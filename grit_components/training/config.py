@@ -23,6 +23,8 @@ from grit_components.training.tasks import RAG_FORMATS
 
 # generative tasks; the ranking ones train a reranker score with L_rank (task -> score)
 RANKING_TASKS = {"pointwise_ranking": "pointwise", "query_likelihood_ranking": "query_likelihood"}
+EMBEDDING_TASKS = ("qrels", "inverse_cloze", "qa_forms")
+TEMPLATED_KINDS = tuple(k for k in QUESTION_KINDS if k != "cloze")  # the embedding task's: no cloze sentences
 GENERATIVE_TASKS = ("rag", "rag_formats", "fact_cloze", "qa_forms", "pointwise", *RANKING_TASKS)
 
 
@@ -42,7 +44,10 @@ class EmbeddingSourceConfig:
 
     `task` "qrels" (default) pairs the split's queries with their relevant passages; "inverse_cloze" builds
     self-supervised pairs from the corpus alone (a sentence as the query for the rest of its passage),
-    leaving out the passages of `exclude_corpus_file` (e.g. the evaluation corpus).
+    leaving out the passages of `exclude_corpus_file` (e.g. the evaluation corpus); "qa_forms" pairs the
+    templated questions of many forms (`training.questions`, the generative task of that name; `kinds` picks
+    them) with the passage they are asked of, so queries written as questions ("Who ...?", "Is ...?") retrieve
+    as well as the split's own queries. `skip` passes over the first N passages (after the seeded shuffle).
     """
 
     path: Optional[str] = None
@@ -54,6 +59,8 @@ class EmbeddingSourceConfig:
     mine_negatives: Optional[MiningConfig] = None
     task: str = "qrels"
     exclude_corpus_file: Optional[str] = None
+    kinds: list[str] = field(default_factory=lambda: list(TEMPLATED_KINDS))  # qa_forms: question kinds
+    skip: int = 0  # qa_forms: passages skipped
 
 
 @dataclass
@@ -238,8 +245,13 @@ class TrainConfig:
             checks.append((has_init, needs_init.format("lora.init_adapter_capabilities",
                                                        "whose capabilities the run keeps")))
         for source in self.data.embedding:
-            checks.append((source.task in ("qrels", "inverse_cloze"), "embedding task must be 'qrels' or 'inverse_cloze'"))
-            checks.append((source.task == "qrels" or source.beir is not None, "task 'inverse_cloze' needs a 'beir' source"))
+            checks.append((source.task in EMBEDDING_TASKS,
+                           f"embedding task must be one of {list(EMBEDDING_TASKS)}, got {source.task!r}"))
+            checks.append((source.task == "qrels" or source.beir is not None, f"task {source.task!r} needs a 'beir' source"))
+            unknown_kinds = set(source.kinds) - set(TEMPLATED_KINDS)
+            checks.append((not unknown_kinds and bool(source.kinds),
+                           f"kinds must be a non-empty list from {list(TEMPLATED_KINDS)}, got {sorted(unknown_kinds)}"))
+            checks.append((source.skip >= 0, f"skip must be >= 0, got {source.skip}"))
         for source in self.data.generative:
             checks.append((source.task in GENERATIVE_TASKS,
                            f"generative task must be one of {list(GENERATIVE_TASKS)}, got {source.task!r}"))

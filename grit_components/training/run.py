@@ -104,12 +104,34 @@ def _embedding_source(source, config: TrainConfig, grit) -> list[EmbeddingRecord
         random.Random(config.training.seed).shuffle(passages)
         records = inverse_cloze_records(passages, seed=config.training.seed, dataset=source.name or "inverse-cloze")
         records = records[: source.max_records] if source.max_records else records
+    elif source.task == "qa_forms":
+        records, corpus = _qa_forms_pairs(source, config)
     else:
         records, corpus = beir_embedding_records(source.beir, split=source.split, corpus_file=source.corpus_file,
                                                  dataset=source.name, max_records=source.max_records)
     if source.mine_negatives is not None:
         records = _mine(records, corpus, source.mine_negatives, config, grit)
     return records
+
+
+def _qa_forms_pairs(source, config: TrainConfig) -> tuple[list[EmbeddingRecord], list[str]]:
+    """Templated questions of `source.kinds` (`training.questions`), each paired with the passage it is asked
+    of, from the corpus minus `exclude_corpus_file`; and that corpus (for mining)."""
+    from grit_components.training.questions import interleave_kinds, passage_questions
+
+    beir = load_beir(source.beir, split=source.split, corpus_file=source.corpus_file)
+    excluded = _excluded_ids(source)
+    texts = {d: beir.document_text(d) for d in beir.corpus if d not in excluded}
+    ids = list(texts)
+    random.Random(config.training.seed).shuffle(ids)
+    documents = [(texts[d], beir.corpus[d]["text"], beir.corpus[d].get("title") or "") for d in ids][source.skip:]
+    questions = interleave_kinds(passage_questions(documents, kinds=source.kinds, seed=config.training.seed,
+                                                   per_passage=1))
+    name = source.name or "qa-forms"
+    records = [EmbeddingRecord((None, q.question), ((None, q.document),), (), name) for q in questions]
+    records = records[: source.max_records] if source.max_records else records
+    logger.info("qa_forms embedding source %s: %d question-passage pairs", name, len(records))
+    return records, list(texts.values())
 
 
 def _generative_source(source, config: TrainConfig, grit) -> list:
