@@ -15,12 +15,6 @@ largest difference of the step's losses from the baseline's (the loss must not c
     python benchmarks/training_step.py recipes/grit-smollm2-135m-v5.yaml --precisions float32,bf16 \\
         --set lora.init_adapter=grit_components/adapters/grit-smollm2-135m
 
-With `--casts`, the settings are the two ways a bf16-autocast LoRA step treats its frozen base weights
-(`GritTrainer.lean_casts`): cast to bfloat16 at every forward, as autocast does (the baseline), or cast once
-and kept (with peft's float32 input casts off); the losses must be equal to the bit.
-
-    python benchmarks/training_step.py recipes/grit-smollm2-135m-v8.yaml --casts --steps 4
-
 With `--precisions`, the settings are the precisions instead (at the recipe's own `sequence_chunk_size`; the
 first one is the baseline): float32 runs the step without autocast, bf16 inside
 `torch.autocast("cpu", torch.bfloat16)`, whatever the CPU (so a CPU without native bfloat16 shows its cost).
@@ -58,9 +52,6 @@ def main() -> None:
     parser.add_argument("--precisions", default=None, metavar="P1,P2",
                         help="compare these precisions (float32, bf16) instead of chunk sizes; the first is the "
                              "baseline")
-    parser.add_argument("--casts", action="store_true",
-                        help="compare a bf16 LoRA step casting its frozen weights at every forward with one "
-                             "casting them once (lean_casts), instead of chunk sizes")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe setting, as `grit train --set` does (VALUE is YAML)")
     parser.add_argument("--output", type=Path, default=None)
@@ -74,8 +65,8 @@ def main() -> None:
     if precisions is not None and (not precisions or set(precisions) - {"float32", "bf16"}
                                    or len(set(precisions)) != len(precisions)):
         parser.error(f"--precisions must list distinct values among float32 and bf16, got {args.precisions!r}")
-    if sum(bool(x) for x in (precisions, args.chunk_sizes, args.casts)) > 1:
-        parser.error("--precisions, --chunk-size and --casts compare different things: give one of them")
+    if precisions is not None and args.chunk_sizes:
+        parser.error("--precisions and --chunk-size compare different things: give one of them")
     try:
         overrides = parse_overrides(args.set)
     except ValueError as error:
@@ -94,13 +85,7 @@ def main() -> None:
     model.train()
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which is not run here
     recipe_chunk = trainer.sequence_chunk_size
-    if args.casts:
-        if not trainer.args.bf16 or not hasattr(trainer.inner_model, "peft_config"):
-            parser.error("--casts needs a LoRA recipe trained with bf16 autocast (training.mixed_precision: bf16 on "
-                         "a CPU with native bfloat16)")
-        settings = [(recipe_chunk, "cast_every_forward"), (recipe_chunk, "lean_casts")]
-        label = {s: s[1] for s in settings}
-    elif precisions is None:
+    if precisions is None:
         settings = [(None, None), *((size, None) for size in sizes)]
         label = {s: "padded" if s[0] is None else f"chunks_of_{s[0]}" for s in settings}
     else:
@@ -109,8 +94,7 @@ def main() -> None:
     results = {label[s]: {"wall": [], "cpu": [], "losses": []} for s in settings}
 
     def autocast(precision: str | None):
-        trainer.lean_casts = precision != "cast_every_forward"
-        if precision in (None, "cast_every_forward", "lean_casts"):  # what `train()` wraps the model in
+        if precision is None:  # what `train()` wraps the model in (bf16 autocast if it uses it)
             return trainer.accelerator.autocast()
         if precision == "bf16":
             return torch.autocast("cpu", dtype=torch.bfloat16)
@@ -136,7 +120,7 @@ def main() -> None:
 
     base = results[label[settings[0]]]
     base_wall, base_cpu = measured_total(base, "wall"), measured_total(base, "cpu")
-    baseline = "cast_every_forward" if args.casts else "padded" if precisions is None else precisions[0]
+    baseline = "padded" if precisions is None else precisions[0]
     summary = {}
     for setting in settings:
         row = results[label[setting]]
@@ -146,14 +130,14 @@ def main() -> None:
         summary[label[setting]] = {"sequence_chunk_size": setting[0], "step_wall_seconds": wall / measured,
                                    "step_cpu_seconds": cpu / measured, f"wall_ratio_to_{baseline}": wall / base_wall,
                                    f"cpu_ratio_to_{baseline}": cpu / base_cpu, "max_loss_difference": difference}
-        if precisions is not None or args.casts:
-            summary[label[setting]]["precision" if precisions else "casts"] = setting[1]
+        if precisions is not None:
+            summary[label[setting]]["precision"] = setting[1]
     print(f"\n{'setting':>20} {'s/step':>8} {'CPU-s/step':>11} {'x ' + baseline:>9} {'max |dloss|':>12}")
     for name, row in summary.items():
         shown = "null (padded)" if name == "padded" else name
         print(f"{shown:>20} {row['step_wall_seconds']:8.2f} {row['step_cpu_seconds']:11.2f} "
               f"{row[f'wall_ratio_to_{baseline}']:9.3f} {row['max_loss_difference']:12.2e}")
-    suffix = "_casts" if args.casts else "" if precisions is None else "_precision"
+    suffix = "" if precisions is None else "_precision"
     output = args.output or ROOT / "benchmarks" / "results" / f"training_step_{recipe.stem}{suffix}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"bf16_autocast": bool(trainer.args.bf16), "recipe": str(recipe.relative_to(ROOT)) if recipe.is_relative_to(ROOT) else str(recipe),

@@ -833,49 +833,6 @@ def test_bf16_autocast_falls_back_to_float32_on_a_cpu_without_native_bf16(tmp_pa
     assert trainer.args.bf16 is True and trainer.save_info["bf16_autocast"] is True
 
 
-def test_bf16_lora_step_casts_frozen_weights_once_with_bit_identical_losses_and_gradients(tmp_path, tiny_llama_dir,
-                                                                                         monkeypatch):
-    """Under bf16 autocast a LoRA step runs on bfloat16 copies of the frozen base weights (made once) and without
-    peft's float32 input casts: the same losses and LoRA gradients to the bit as the step that casts them at
-    every forward, and the float32 weights are back in place after the step (evaluation, saving, merging)."""
-    from grit_components.training import run
-    from grit_components.training.run import load_training_model
-
-    monkeypatch.setattr(run, "cpu_bf16_is_fast", lambda: True)  # bf16 autocast whatever this CPU is
-    chats = [ChatRecord(({"role": "user", "content": f"What is {i}?"}, {"role": "assistant", "content": f"It is {i}."}))
-             for i in range(8)]
-    cfg = config(tmp_path, tiny_llama_dir, lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0},  # no random masks
-                 training={"max_steps": 1, "batch_size": 4, "mixed_precision": "bf16"},
-                 data={"generative_batch_size": 4}, loss={"sequence_chunk_size": 2})
-    model, grit = load_training_model(cfg)
-    trainer = build_trainer(cfg, model=model, grit=grit, records=(toy_records(8), chats))
-    assert trainer.args.bf16
-    batch = next(iter(trainer.get_train_dataloader()))
-    trainer.current_gradient_accumulation_steps = 1
-    base = [p for n, p in model.named_parameters() if "base_layer" in n and n.endswith("weight")]
-    assert base and all(p.dtype == torch.float32 and not p.requires_grad for p in base)
-    before = [p.detach().clone() for p in base]
-    outcomes = {}
-    for lean in (False, True, True):  # the second lean step reuses the copies made by the first
-        trainer.lean_casts = lean
-        trainer._parts = {k: [] for k in trainer._parts}
-        with trainer.accelerator.autocast():  # what train() wraps the model's forward in
-            loss = trainer.training_step(trainer.model, batch)
-        grads = [p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad]
-        trainer.model.zero_grad(set_to_none=True)
-        outcome = (float(loss), trainer._parts["loss_rep"][0], trainer._parts["loss_gen"][0], grads)
-        assert all(p.dtype == torch.float32 for p in base)  # float32 again outside the step
-        assert all(torch.equal(p, q) for p, q in zip(base, before))
-        if lean in outcomes:
-            assert outcome[:3] == outcomes[lean][:3]
-        outcomes[lean] = outcome
-    cast, lean = outcomes[False], outcomes[True]
-    assert cast[:3] == lean[:3] and cast[2] > 0  # bit-identical losses
-    assert len(cast[3]) == len(lean[3]) > 0 and all(torch.equal(a, b) for a, b in zip(cast[3], lean[3]))
-    assert any(float(g.abs().sum()) > 0 for g in lean[3])
-    assert len(trainer._bf16_frozen) == len(base)  # every frozen LoRA base weight, copied once
-
-
 def test_cpu_bf16_probe_matches_this_machine():
     """The probe is oneDNN's: native bfloat16 (AVX512-BF16 or AMX) is fast, no AVX-512 at all is not."""
     from grit_components.training.run import cpu_bf16_is_fast

@@ -6,7 +6,6 @@ GRIT loss, optional GradCache, periodic retrieval evaluation and checkpoints eve
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -168,26 +167,6 @@ class GritTrainingModel(torch.nn.Module):
             return head(hidden.float())
 
 
-def _lora_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The peft LoRA layers of `model` (none for a model without LoRA)."""
-    try:
-        from peft.tuners.lora import LoraLayer
-    except ImportError:  # peft absent: no LoRA
-        return []
-    return [module for module in model.modules() if isinstance(module, LoraLayer)]
-
-
-def _frozen_lora_base_weights(model: torch.nn.Module) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
-    """(parameter, its bfloat16 copy) for every frozen float32 parameter of a LoRA layer's base `nn.Linear`."""
-    pairs = []
-    for layer in _lora_layers(model):
-        base = layer.get_base_layer()
-        if isinstance(base, torch.nn.Linear):
-            pairs += [(param, param.data.to(torch.bfloat16)) for param in base.parameters(recurse=False)
-                      if not param.requires_grad and param.dtype == torch.float32]
-    return pairs
-
-
 def save_grit_model(model: torch.nn.Module, tokenizer, output_dir, *, merge_lora: bool = True, info: dict | None = None,
                     metadata: ModelMetadata | None = None) -> Path:
     """Save a trained model so that `load_model(output_dir)` (and every component) loads it.
@@ -291,8 +270,6 @@ class GritTrainer(Trainer):
         self.save_info = save_info
         self.metadata = metadata
         self._parts: dict[str, list[float]] = {"loss_rep": [], "loss_gen": [], "loss_rank": [], "step_seconds": [], "step_cpu_seconds": []}
-        self.lean_casts = True  # bf16 autocast with LoRA: frozen weights cast once, not at every forward
-        self._bf16_frozen: list[tuple[torch.nn.Parameter, torch.Tensor]] | None = None
         if self.args.use_cpu or not torch.cuda.is_available():
             self.add_callback(ReleaseFreedMemory())
 
@@ -405,54 +382,18 @@ class GritTrainer(Trainer):
         model.train()
         inputs = self._prepare_inputs(inputs)
         scale = 1.0 / self.current_gradient_accumulation_steps
-        with self._frozen_lora_base_in_bf16():
-            with self.compute_loss_context_manager():
-                losses = self.grit_losses(model, inputs, backward_scale=scale)
-            for name, value in losses.items():
-                self._parts[name].append(float(value.detach()))
-            if self.gradcache_chunk_size and "loss_rep" in losses:
-                # L_rep's gradient is already accumulated; back-propagate the rest.
-                rest = self._combine({k: v for k, v in losses.items() if k != "loss_rep"})
-                if rest.requires_grad:
-                    self.accelerator.backward(rest * scale)
-            else:
-                self.accelerator.backward(self._combine(losses) * scale)
+        with self.compute_loss_context_manager():
+            losses = self.grit_losses(model, inputs, backward_scale=scale)
+        for name, value in losses.items():
+            self._parts[name].append(float(value.detach()))
+        if self.gradcache_chunk_size and "loss_rep" in losses:
+            # L_rep's gradient is already accumulated; back-propagate the rest.
+            rest = self._combine({k: v for k, v in losses.items() if k != "loss_rep"})
+            if rest.requires_grad:
+                self.accelerator.backward(rest * scale)
+        else:
+            self.accelerator.backward(self._combine(losses) * scale)
         return self._combine({k: v.detach() for k, v in losses.items()}).detach() * scale
-
-    @contextlib.contextmanager
-    def _frozen_lora_base_in_bf16(self):
-        """During a bf16-autocast LoRA step: the frozen base weights of the LoRA layers as bfloat16 copies made
-        once (they never change), and peft's cast of each LoRA input to float32 off.
-
-        Autocast casts a float32 weight to bfloat16 at every use, and caches the cast only for weights that
-        require grad, so a frozen base weight was cast again at every forward of every chunk; and peft casts
-        a LoRA layer's bfloat16 input to float32, which autocast casts straight back (forward and backward).
-        Neither cast changes a value (a float32 -> bfloat16 cast rounds the same way once or each time; a
-        bfloat16 -> float32 -> bfloat16 round trip is exact), so losses and gradients are bit-identical
-        (tests/test_training.py); the float32 weights are back in place outside the step (evaluation, saving,
-        merging). `lean_casts = False` turns it off (benchmarks/training_step.py --casts compares both).
-        """
-        if not (self.lean_casts and self.args.bf16):
-            yield
-            return
-        if self._bf16_frozen is None:
-            self._bf16_frozen = _frozen_lora_base_weights(self.accelerator.unwrap_model(self.model))
-        if not self._bf16_frozen:
-            yield
-            return
-        originals = [param.data for param, _ in self._bf16_frozen]
-        layers = _lora_layers(self.accelerator.unwrap_model(self.model))
-        for param, low in self._bf16_frozen:
-            param.data = low
-        for layer in layers:
-            layer.cast_input_dtype_enabled = False
-        try:
-            yield
-        finally:
-            for (param, _), original in zip(self._bf16_frozen, originals):
-                param.data = original
-            for layer in layers:
-                layer.cast_input_dtype_enabled = True
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log: add the mean of each part since the last one
