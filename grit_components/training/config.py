@@ -18,13 +18,12 @@ import yaml
 
 from grit_components.embedding import DEFAULT_QUERY_INSTRUCTION
 from grit_components.metadata import CAPABILITIES
-from grit_components.training.questions import ALL_KINDS, QUESTION_KINDS
+from grit_components.training.questions import ALL_KINDS, QUESTION_KINDS, TEMPLATED_KINDS
 from grit_components.training.tasks import RAG_FORMATS
 
 # generative tasks; the ranking ones train a reranker score with L_rank (task -> score)
 RANKING_TASKS = {"pointwise_ranking": "pointwise", "query_likelihood_ranking": "query_likelihood"}
 EMBEDDING_TASKS = ("qrels", "inverse_cloze", "qa_forms")
-TEMPLATED_KINDS = tuple(k for k in QUESTION_KINDS if k != "cloze")  # the embedding task's: no cloze sentences
 GENERATIVE_TASKS = ("rag", "rag_formats", "fact_cloze", "qa_forms", "pointwise", *RANKING_TASKS)
 
 
@@ -59,7 +58,7 @@ class EmbeddingSourceConfig:
     mine_negatives: Optional[MiningConfig] = None
     task: str = "qrels"
     exclude_corpus_file: Optional[str] = None
-    kinds: list[str] = field(default_factory=lambda: list(TEMPLATED_KINDS))  # qa_forms: question kinds
+    kinds: list[str] = field(default_factory=lambda: list(TEMPLATED_KINDS))  # qa_forms: question kinds (no cloze)
     skip: int = 0  # qa_forms: passages skipped
 
 

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 QUESTION_KINDS = ("definition", "who", "when", "where", "why", "how", "number", "superlative", "yes_no", "cloze")
+# the kinds `passage_questions` writes from templates ("cloze" sentences come from `tasks.fact_cloze_records`)
+TEMPLATED_KINDS = tuple(k for k in QUESTION_KINDS if k != "cloze")
 # kinds a `qa_forms` source trains only when it lists them (the default `kinds` stays QUESTION_KINDS, so the
 # recipes written before them make the same data): "wh_cloze", a cloze sentence asked as a question
 # (`tasks.wh_cloze_question`)

@@ -114,6 +114,13 @@ def _embedding_source(source, config: TrainConfig, grit) -> list[EmbeddingRecord
     return records
 
 
+def _shuffled_documents(beir, texts: dict[str, str], excluded: set[str], seed: int) -> list[tuple[str, str, str]]:
+    """(document as indexed, body, title) of every passage outside `excluded`, in a seeded random order."""
+    ids = [d for d in beir.corpus if d not in excluded]
+    random.Random(seed).shuffle(ids)
+    return [(texts[d], beir.corpus[d]["text"], beir.corpus[d].get("title") or "") for d in ids]
+
+
 def _qa_forms_pairs(source, config: TrainConfig) -> tuple[list[EmbeddingRecord], list[str]]:
     """Templated questions of `source.kinds` (`training.questions`), each paired with the passage it is asked
     of, from the corpus minus `exclude_corpus_file`; and that corpus (for mining)."""
@@ -122,9 +129,7 @@ def _qa_forms_pairs(source, config: TrainConfig) -> tuple[list[EmbeddingRecord],
     beir = load_beir(source.beir, split=source.split, corpus_file=source.corpus_file)
     excluded = _excluded_ids(source)
     texts = {d: beir.document_text(d) for d in beir.corpus if d not in excluded}
-    ids = list(texts)
-    random.Random(config.training.seed).shuffle(ids)
-    documents = [(texts[d], beir.corpus[d]["text"], beir.corpus[d].get("title") or "") for d in ids][source.skip:]
+    documents = _shuffled_documents(beir, texts, excluded, config.training.seed)[source.skip:]
     questions = interleave_kinds(passage_questions(documents, kinds=source.kinds, seed=config.training.seed,
                                                    per_passage=1))
     name = source.name or "qa-forms"
@@ -185,11 +190,8 @@ def _rag_format_records(source, records, answers, question: str, titles, config:
 def _fact_cloze_source(source, beir, question: str, config: TrainConfig, grit) -> list:
     """Cloze fact questions from the corpus (minus `exclude_corpus_file`), over their passage and mined
     distractors, in every prompt format of the source."""
-    excluded = _excluded_ids(source)
     texts = {d: beir.document_text(d) for d in beir.corpus}
-    ids = [d for d in beir.corpus if d not in excluded]
-    random.Random(config.training.seed).shuffle(ids)
-    documents = [(texts[d], beir.corpus[d]["text"], beir.corpus[d].get("title") or "") for d in ids]
+    documents = _shuffled_documents(beir, texts, _excluded_ids(source), config.training.seed)
     pairs = fact_cloze_records(documents[source.skip:], max_words=source.max_passage_words, seed=config.training.seed,
                                dataset=source.name or "fact-cloze")
     pairs = pairs[: source.max_records] if source.max_records else pairs
@@ -203,15 +205,12 @@ def _qa_forms_source(source, beir, config: TrainConfig, grit) -> list:
     """Questions of every kind in `source.kinds` from the corpus (minus `exclude_corpus_file`), balanced across
     kinds, over their passage and mined distractors in every prompt format of the source; a share
     `source.unanswerable` without their passage."""
-    from grit_components.training.questions import interleave_kinds, passage_questions, passage_subject
+    from grit_components.training.questions import TEMPLATED_KINDS, interleave_kinds, passage_questions, passage_subject
 
-    excluded = _excluded_ids(source)
     texts = {d: beir.document_text(d) for d in beir.corpus}
-    ids = [d for d in beir.corpus if d not in excluded]
-    random.Random(config.training.seed).shuffle(ids)
-    documents = [(texts[d], beir.corpus[d]["text"], beir.corpus[d].get("title") or "") for d in ids][source.skip:]
+    documents = _shuffled_documents(beir, texts, _excluded_ids(source), config.training.seed)[source.skip:]
     name = source.name or "qa-forms"
-    templated = [k for k in source.kinds if k not in ("cloze", "wh_cloze")]
+    templated = [k for k in source.kinds if k in TEMPLATED_KINDS]
     questions = passage_questions(documents, max_words=source.max_passage_words, kinds=templated,
                                   seed=config.training.seed) if templated else []
     items = [(EmbeddingRecord((None, q.question), ((None, q.document),), (), name), q.target, q.answer, q.kind)
